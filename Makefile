@@ -1,0 +1,38 @@
+# casbak: every target sets up what it needs in .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_REPO := .demo/repo
+
+.PHONY: demo test lint typecheck layers unit bench bench-compare clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh $(DEMO_REPO)
+
+lint: $(STAMP)
+	$(BIN)/ruff check casbak tests benchmarks
+	$(BIN)/ruff format --check casbak tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict casbak
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest --cov=casbak --cov-branch --cov-report=term --cov-fail-under=90
+
+test: lint typecheck layers unit
+
+bench: $(STAMP)
+	$(BIN)/pytest benchmarks --benchmark-enable --benchmark-only -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,136 @@
+"""The Python API callers already use: `BackupService`.
+
+It keeps the original service's contract (default folder
+``~/.descope-mgmt/backups``, 30-day retention, manifest paths returned) on top
+of the content-addressed repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from casbak.canonical import decode_canonical
+from casbak.errors import RepositoryNotFound
+from casbak.model import BackupMetadata, TenantConfig, utc_now
+from casbak.repository import Repository, local_backend
+from casbak.service import (
+    ALL_TENANTS,
+    DEFAULT_LOCK_TIMEOUT,
+    restore_documents,
+    take_snapshot,
+)
+from casbak.sources import documents_from_values
+
+
+def default_backup_dir() -> Path:
+    """Where backups go when no folder is given."""
+    return Path.home() / ".descope-mgmt" / "backups"
+
+
+class LoadedBackup(msgspec.Struct, frozen=True):
+    """A snapshot read back: its metadata, tags and tenant documents by id."""
+
+    snapshot_id: str
+    metadata: BackupMetadata
+    tags: list[str]
+    tenants: dict[str, Any]
+
+
+TenantLike = TenantConfig | Mapping[str, Any]
+
+
+class BackupService:
+    """Backups of tenants before destructive changes.
+
+    Args:
+        backup_dir: repository folder; created and initialized on first use.
+        retention_days: how long `cleanup_old_backups` keeps snapshots.
+        clock: returns the current time (UTC); tests pass a fixed one.
+        lock_timeout: seconds to wait for a lock before RepositoryLocked.
+
+    """
+
+    def __init__(
+        self,
+        backup_dir: Path | None = None,
+        retention_days: int = 30,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        self.backup_dir = Path(backup_dir) if backup_dir is not None else default_backup_dir()
+        self.retention_days = retention_days
+        self.clock = clock
+        self.lock_timeout = lock_timeout
+        self._repo: Repository | None = None
+
+    @property
+    def repository(self) -> Repository:
+        """The repository, opened (or created) on first use."""
+        if self._repo is None:
+            backend = local_backend(self.backup_dir)
+            try:
+                self._repo = Repository.open(backend)
+            except RepositoryNotFound:
+                self._repo = Repository.init(
+                    backend, retention_days=self.retention_days, clock=self.clock
+                )
+        return self._repo
+
+    def create_tenant_backup(
+        self, tenant: TenantLike, operation: str, description: str = ""
+    ) -> Path:
+        """Back up one tenant; returns the manifest file's path."""
+        return self.create_backup([tenant], operation, target_id=None, description=description)
+
+    def create_backup(
+        self,
+        tenants: Iterable[TenantLike],
+        operation: str,
+        target_id: str | None = ALL_TENANTS,
+        description: str = "",
+        tags: Sequence[str] = (),
+    ) -> Path:
+        """Back up many tenants as one snapshot (the ``sync-apply`` case)."""
+        values = [
+            msgspec.to_builtins(tenant) if isinstance(tenant, TenantConfig) else tenant
+            for tenant in tenants
+        ]
+        documents = documents_from_values(values, "tenants")
+        result = take_snapshot(
+            self.repository,
+            documents,
+            operation=operation,
+            target_id=target_id,
+            description=description,
+            tags=tags,
+            clock=self.clock,
+            lock_timeout=self.lock_timeout,
+        )
+        return Path(result.path)
+
+    def list_backups(self, target_id: str | None = None) -> list[Path]:
+        """Manifest paths, newest first, optionally of one target."""
+        return [
+            self.backup_dir / snap.key
+            for snap in self.repository.snapshots()
+            if target_id is None or snap.manifest.target_id == target_id
+        ]
+
+    def load_backup(self, path_or_id: Path | str) -> LoadedBackup:
+        """Read a snapshot back by manifest path, id, id prefix or ``latest``."""
+        snapshot, documents = restore_documents(self.repository, str(path_or_id))
+        manifest = snapshot.manifest
+        return LoadedBackup(
+            snapshot_id=snapshot.id,
+            metadata=BackupMetadata(
+                manifest.timestamp, manifest.operation, manifest.target_id, manifest.description
+            ),
+            tags=list(manifest.tags),
+            tenants={tenant_id: decode_canonical(data) for tenant_id, data in documents.items()},
+        )

@@ -1,0 +1,1 @@
+"""Storage backends: flat string keys to byte values, and nothing more."""

@@ -1,0 +1,202 @@
+"""A repository in a local directory.
+
+Writes go to a temporary file in the target's own folder, are fsynced, then
+renamed (or hard-linked, for create-only puts) into place; the folders touched
+are fsynced by `sync`, so a crash leaves either the old state or the new one.
+Files are created 0600 and folders 0700 whatever the umask: tenant documents
+can hold sensitive configuration.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as stat_module
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+from casbak.backends.base import ObjectInfo, validate_key, validate_prefix
+from casbak.errors import AlreadyExists, BackendError, ObjectMissing
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+TEMP_PREFIX = ".tmp-"
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+class LocalBackend:
+    """Keys are paths relative to ``root``; see `casbak.backends.base` for the contract."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dirty: set[Path] = set()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
+        path = self._path(key)
+        self._ensure_folder(path.parent)
+        temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(temp, _CREATE_FLAGS, FILE_MODE)
+            try:
+                os.fchmod(fd, FILE_MODE)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if overwrite:
+                os.replace(temp, path)
+            else:
+                self._link_new(temp, path, key)
+        except BaseException as exc:
+            _remove_quietly(temp)
+            if isinstance(exc, OSError):
+                _raise_os_error(exc, "write", path)
+            raise
+        self._dirty.add(path.parent)
+
+    def _link_new(self, temp: Path, path: Path, key: str) -> None:
+        # A hard link fails atomically when the name exists, which rename cannot
+        # promise; that is what makes create-only puts (locks) safe.
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            raise AlreadyExists(key) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if os.path.lexists(path):
+                raise AlreadyExists(key) from None
+            os.rename(temp, path)
+            return
+        os.unlink(temp)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            _raise_os_error(exc, "read", path)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            _raise_os_error(exc, "read", path)
+        finally:
+            os.close(fd)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            found = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _raise_os_error(exc, "stat", path)
+        if not stat_module.S_ISREG(found.st_mode):
+            return None
+        return ObjectInfo(key, found.st_size, found.st_mtime)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        found: list[ObjectInfo] = []
+        self._walk(self.root / prefix if prefix else self.root, prefix, found.append)
+        found.sort(key=lambda info: info.key)
+        yield from found
+
+    def _walk(self, folder: Path, prefix: str, emit: Callable[[ObjectInfo], None]) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            _raise_os_error(exc, "list", folder)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                self._walk(Path(entry.path), f"{prefix}{entry.name}/", emit)
+            elif entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                emit(ObjectInfo(f"{prefix}{entry.name}", info.st_size, info.st_mtime))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            _raise_os_error(exc, "delete", path)
+        self._dirty.add(path.parent)
+
+    def touch(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.utime(path, follow_symlinks=False)
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            _raise_os_error(exc, "touch", path)
+
+    def sync(self) -> None:
+        while self._dirty:
+            folder = self._dirty.pop()
+            try:
+                fd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                _raise_os_error(exc, "sync", folder)
+
+    def _ensure_folder(self, folder: Path) -> None:
+        if folder.is_dir():
+            return
+        self._ensure_folder(folder.parent)
+        try:
+            os.mkdir(folder, DIR_MODE)
+            os.chmod(folder, DIR_MODE)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise BackendError(f"{folder} exists and is not a folder") from None
+            return
+        except OSError as exc:
+            _raise_os_error(exc, "create folder", folder)
+        self._dirty.add(folder.parent)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _raise_os_error(exc: OSError, action: str, path: Path) -> NoReturn:
+    reasons = {
+        errno.ENOSPC: "no space left on device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system",
+        errno.ELOOP: "refusing to follow a symbolic link",
+        errno.ENOTDIR: "a path component is not a folder",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    raise BackendError(f"cannot {action} {path}: {reason}") from exc

@@ -1,0 +1,372 @@
+"""The ``casbak`` command line: parsing, rendering, and exit codes. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from casbak import __version__
+from casbak.errors import CasbakError
+
+REPO_ENV = "CASBAK_REPO"
+
+
+class Context:
+    """Options shared by every command."""
+
+    def __init__(self, repo: str, json_output: bool, quiet: bool) -> None:
+        self.repo_location = repo
+        self.json_output = json_output
+        self.quiet = quiet
+
+    def open(self) -> Any:
+        from casbak.repository import Repository, local_backend
+
+        return Repository.open(local_backend(self.repo_location))
+
+    def emit(self, result: Any, human: Callable[[], str]) -> None:
+        """Print ``result`` as one JSON document, or the human text unless quiet."""
+        if self.json_output:
+            import msgspec
+
+            click.echo(msgspec.json.encode(result).decode())
+        elif not self.quiet:
+            click.echo(human())
+
+
+def _default_repo() -> str:
+    return str(Path.home() / ".descope-mgmt" / "backups")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--repo",
+    envvar=REPO_ENV,
+    default=_default_repo,
+    show_default="~/.descope-mgmt/backups",
+    help=f"Repository folder (also ${REPO_ENV}).",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON document for scripts.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.version_option(__version__, prog_name="casbak")
+@click.pass_context
+def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
+    """Content-addressed, deduplicated backups of Descope tenant configuration.
+
+    Each distinct tenant document is stored once (canonical JSON, blake3, zstd);
+    every snapshot is a small manifest naming the documents it holds.
+
+    \b
+    Exit codes: 0 ok, 1 error, 2 usage, 3 damage found, 10 no repository,
+    11 repository locked, 12 unsupported format version.
+    """
+    ctx.obj = Context(repo, json_output, quiet)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@cli.command()
+@click.option(
+    "--retention-days",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Default age limit for 'cleanup'.",
+)
+@click.option(
+    "--compression-level",
+    type=click.IntRange(1, 22),
+    default=10,
+    show_default=True,
+    help="zstd level for new objects.",
+)
+@pass_context
+def init(ctx: Context, retention_days: int, compression_level: int) -> None:
+    """Create a repository (exit 1 if one is there already)."""
+    from casbak.repository import Repository, local_backend
+
+    repo = Repository.init(
+        local_backend(ctx.repo_location),
+        retention_days=retention_days,
+        compression_level=compression_level,
+    )
+    ctx.emit(
+        {"repository": repo.backend.describe(), "repository_id": repo.config.repository_id},
+        lambda: f"created casbak repository at {repo.backend.describe()}",
+    )
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--operation",
+    "-o",
+    default="manual",
+    show_default=True,
+    help="Why the snapshot is taken (tenant-update, tenant-delete, sync-apply, ...).",
+)
+@click.option(
+    "--target",
+    "-t",
+    "target_id",
+    help="Target id. Default: the tenant id for one tenant, else all-tenants.",
+)
+@click.option("--description", "-d", default="", help="Free text kept with the snapshot.")
+@click.option(
+    "--tag", "tags", multiple=True, help="Label for filtering and retention (repeatable)."
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a lock held by gc.",
+)
+@pass_context
+def snapshot(
+    ctx: Context,
+    sources: tuple[str, ...],
+    operation: str,
+    target_id: str | None,
+    description: str,
+    tags: tuple[str, ...],
+    lock_timeout: float,
+) -> None:
+    """Store a snapshot of tenants read from SOURCES.
+
+    A SOURCE is a JSON file holding one tenant object, an array of them or
+    {"tenants": [...]}; a folder of *.json files; or - for stdin. Everything is
+    read and checked before anything is written.
+    """
+    from casbak.service import take_snapshot
+    from casbak.sources import read_sources
+
+    documents = read_sources(sources, sys.stdin.buffer)
+    result = take_snapshot(
+        ctx.open(),
+        documents,
+        operation=operation,
+        target_id=target_id,
+        description=description,
+        tags=tags,
+        lock_timeout=lock_timeout,
+    )
+    ctx.emit(
+        result,
+        lambda: (
+            f"snapshot {result.snapshot.id[:12]} saved: {result.snapshot.tenants} tenants, "
+            f"{result.new_objects} new objects ({_size(result.bytes_added)} added), "
+            f"{result.reused_objects} unchanged"
+        ),
+    )
+
+
+@cli.command("list")
+@click.option("--target", "-t", "target_id", help="Only snapshots of this target.")
+@click.option("--operation", "-o", help="Only snapshots of this operation.")
+@click.option("--tag", help="Only snapshots with this tag.")
+@pass_context
+def list_command(
+    ctx: Context, target_id: str | None, operation: str | None, tag: str | None
+) -> None:
+    """List snapshots, newest first."""
+    from casbak.service import list_snapshots
+
+    found = list_snapshots(ctx.open(), target_id=target_id, operation=operation, tag=tag)
+
+    def human() -> str:
+        rows = [("ID", "TIME (UTC)", "OPERATION", "TARGET", "TENANTS", "DESCRIPTION")]
+        rows += [
+            (
+                s.id[:12],
+                s.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+                s.operation,
+                s.target_id,
+                str(s.tenants),
+                s.description,
+            )
+            for s in found
+        ]
+        return _table(rows) if found else "no snapshots"
+
+    ctx.emit({"snapshots": found}, human)
+
+
+@cli.command()
+@click.argument("snapshot_ref", metavar="SNAPSHOT")
+@pass_context
+def show(ctx: Context, snapshot_ref: str) -> None:
+    """Show a snapshot's metadata and tenants.
+
+    SNAPSHOT is an id, a unique prefix of 4+ characters, latest, or
+    latest:TARGET for the newest snapshot of one target.
+    """
+    from casbak.service import show_snapshot
+
+    detail = show_snapshot(ctx.open(), snapshot_ref)
+
+    def human() -> str:
+        s = detail.snapshot
+        head = [
+            f"snapshot    {s.id}",
+            f"time        {s.timestamp.isoformat()}",
+            f"operation   {s.operation}",
+            f"target      {s.target_id}",
+            f"description {s.description}",
+            f"tags        {', '.join(s.tags)}",
+            f"tenants     {s.tenants}",
+            "",
+        ]
+        rows = [("TENANT", "OBJECT", "SIZE")]
+        rows += [(t.tenant_id, t.object[:16], str(t.size)) for t in detail.tenants]
+        return "\n".join(head) + _table(rows)
+
+    ctx.emit(detail, human)
+
+
+@cli.command()
+@click.argument("snapshot_ref", metavar="SNAPSHOT")
+@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.option(
+    "--out",
+    "out",
+    default=".",
+    show_default=True,
+    help="Folder for <tenant>.json files, or - for stdout.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@pass_context
+def restore(
+    ctx: Context, snapshot_ref: str, tenant_ids: tuple[str, ...], out: str, force: bool
+) -> None:
+    """Write tenants of a snapshot back out as pretty JSON.
+
+    Every document is re-hashed as it is read. With --out - the tenant (or
+    {"tenants": [...]} for several) goes to stdout, ready for 'casbak snapshot -'.
+    """
+    from casbak.service import render_restored, restore_documents, write_restored
+
+    snap, documents = restore_documents(ctx.open(), snapshot_ref, tenant_ids)
+    if out == "-":
+        click.echo(render_restored(documents).decode(), nl=False)
+        return
+    paths = write_restored(documents, Path(out), force=force)
+    ctx.emit(
+        {"snapshot": snap.id, "files": [str(path) for path in paths]},
+        lambda: f"restored {len(paths)} tenants from {snap.id[:12]} into {out}",
+    )
+
+
+@cli.command()
+@click.argument("old_ref", metavar="OLD")
+@click.argument("new_ref", metavar="NEW")
+@pass_context
+def diff(ctx: Context, old_ref: str, new_ref: str) -> None:
+    """Show tenants added, removed and changed from snapshot OLD to NEW."""
+    import msgspec
+
+    from casbak.service import diff_snapshots
+
+    result = diff_snapshots(ctx.open(), old_ref, new_ref)
+
+    def value(item: Any) -> str:
+        return "(absent)" if item is msgspec.UNSET else msgspec.json.encode(item).decode()
+
+    def human() -> str:
+        lines = [f"+ {tenant}" for tenant in result.added]
+        lines += [f"- {tenant}" for tenant in result.removed]
+        for tenant in result.changed:
+            lines.append(f"~ {tenant.tenant_id}")
+            lines += [f"    {c.path}: {value(c.old)} -> {value(c.new)}" for c in tenant.changes]
+        return "\n".join(lines) if lines else "no differences"
+
+    ctx.emit(result, human)
+
+
+@cli.command()
+@pass_context
+def stats(ctx: Context) -> None:
+    """Show snapshots, tenants, unique objects, bytes, and dedup and compression ratios."""
+    from casbak.service import repository_stats
+
+    result = repository_stats(ctx.open())
+    ctx.emit(
+        result,
+        lambda: "\n".join(
+            [
+                f"snapshots          {result.snapshots}",
+                f"tenants            {result.tenants}",
+                f"unique objects     {result.unique_objects}",
+                f"logical bytes      {_size(result.logical_bytes)}",
+                f"unique bytes       {_size(result.unique_bytes)}",
+                f"stored bytes       {_size(result.stored_bytes)} "
+                f"(objects {_size(result.stored_object_bytes)}, "
+                f"manifests {_size(result.stored_manifest_bytes)})",
+                f"dedup ratio        {result.dedup_ratio:.2f}x",
+                f"compression ratio  {result.compression_ratio:.2f}x",
+            ]
+        ),
+    )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _report(error_type: str, message: str, code: int, json_errors: bool) -> None:
+    if json_errors:
+        import msgspec
+
+        document = {"error": error_type, "message": message, "code": code}
+        click.echo(msgspec.json.encode(document).decode(), err=True)
+    else:
+        click.echo(f"casbak: error: {message}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code; the only place errors become codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_errors = "--json" in args
+    try:
+        cli.main(args=args, prog_name="casbak", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _report("Aborted", "aborted", 1, json_errors)
+        return 1
+    except click.ClickException as exc:
+        if json_errors:
+            _report(type(exc).__name__, exc.format_message(), exc.exit_code, True)
+        else:
+            exc.show()
+        return exc.exit_code
+    except CasbakError as exc:
+        _report(type(exc).__name__, str(exc), exc.exit_code, json_errors)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _report("Interrupted", "interrupted", 130, json_errors)
+        return 130
+    return 0
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The casbak error hierarchy.
+
+Every error carries the process exit code the CLI maps it to, so the CLI has a
+single place that turns failures into exit codes and nothing else needs to know
+them.
+"""
+
+from __future__ import annotations
+
+
+class CasbakError(Exception):
+    """Base of every error casbak raises on purpose; exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(CasbakError):
+    """The command line or API call was malformed."""
+
+    exit_code = 2
+
+
+class InputError(CasbakError):
+    """A tenant source could not be accepted (bad JSON, bad tenant, unreadable file)."""
+
+
+class NotFoundError(CasbakError):
+    """A snapshot, tenant or file that was asked for does not exist."""
+
+
+class AmbiguousError(CasbakError):
+    """A snapshot prefix matches more than one snapshot."""
+
+
+class RepositoryError(CasbakError):
+    """Something is wrong with the repository as a whole."""
+
+
+class RepositoryNotFound(RepositoryError):
+    """There is no casbak repository at the given location."""
+
+    exit_code = 10
+
+
+class RepositoryExists(RepositoryError):
+    """`init` was asked to create a repository where one already is."""
+
+
+class RepositoryLocked(RepositoryError):
+    """A lock could not be had within the timeout."""
+
+    exit_code = 11
+
+
+class FormatVersionError(RepositoryError):
+    """The repository, manifest or bundle uses a format this version cannot read."""
+
+    exit_code = 12
+
+
+class BackendError(CasbakError):
+    """A storage operation failed."""
+
+
+class ObjectMissing(BackendError):
+    """A key that should exist does not."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"not found: {key}")
+        self.key = key
+
+
+class AlreadyExists(BackendError):
+    """A create-only write found the key already present."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"already exists: {key}")
+        self.key = key
+
+
+class InvalidKey(BackendError):
+    """A storage key that could escape the repository or is not well formed."""
+
+
+class IntegrityError(CasbakError):
+    """Stored data does not match its name; the repository is damaged."""
+
+    exit_code = 3
+
+
+class ChecksumMismatch(IntegrityError):
+    """An object or manifest hashed to something other than its name."""
+
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        super().__init__(f"{what}: content hashes to {actual}, expected {expected}")
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+
+class CorruptData(IntegrityError):
+    """Stored data could not be decoded at all."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}")
+        self.what = what
+        self.reason = reason

@@ -1,0 +1,176 @@
+"""Repository locks: shared for writers of snapshots, exclusive for gc.
+
+A lock is a small JSON record under ``locks/``. Shared holders and the
+exclusive holder each create their record first and look for the other kind
+second, so of two racing parties at least one sees the other and backs off.
+A record is stale when its process is gone (same host, pid not running) or when
+its holder has not refreshed it for STALE_AFTER seconds; stale records are
+removed by whoever finds them, so a killed process never blocks users for long.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from casbak.backends.base import Backend
+from casbak.errors import ObjectMissing, RepositoryLocked
+
+LOCK_PREFIX = "locks/"
+STALE_AFTER = 300.0
+REFRESH_EVERY = 60.0
+
+Kind = Literal["shared", "exclusive"]
+
+
+class LockRecord(msgspec.Struct, frozen=True):
+    """Who holds a lock, written into the lock object."""
+
+    kind: str
+    host: str
+    pid: int
+    operation: str
+    created: datetime
+
+
+def _epoch() -> datetime:
+    return datetime.fromtimestamp(0, UTC)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lock:
+    """A held lock; release it with `release` or by using it as a context manager."""
+
+    def __init__(self, manager: LockManager, key: str) -> None:
+        self._manager = manager
+        self.key = key
+        self._refreshed = time.monotonic()
+
+    def refresh(self) -> None:
+        """Keep the lock fresh during long work; cheap to call often."""
+        if time.monotonic() - self._refreshed >= REFRESH_EVERY:
+            self._manager.backend.touch(self.key)
+            self._refreshed = time.monotonic()
+
+    def release(self) -> None:
+        """Remove the lock record; releasing twice is harmless."""
+        try:
+            self._manager.backend.delete(self.key)
+            self._manager.backend.sync()
+        except ObjectMissing:
+            pass
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+class LockManager:
+    """Takes and inspects locks of one repository."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.backend = backend
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._host = socket.gethostname()
+
+    def _record(self, kind: Kind, operation: str) -> bytes:
+        record = LockRecord(kind, self._host, os.getpid(), operation, datetime.now(UTC))
+        return msgspec.json.encode(record)
+
+    def shared(self, operation: str, timeout: float) -> Lock:
+        """Take a shared lock (snapshots, imports); waits while gc holds the exclusive lock."""
+        return self._take("shared", "exclusive", operation, timeout)
+
+    def exclusive(self, operation: str, timeout: float) -> Lock:
+        """Take the exclusive lock (gc, cleanup); waits for every other holder to finish."""
+        return self._take("exclusive", "", operation, timeout)
+
+    def _take(self, kind: Kind, conflicting: str, operation: str, timeout: float) -> Lock:
+        # Create first, look second, and go ahead only when nobody in the way
+        # was seen: two racing parties can then never both go ahead, because
+        # whoever looks last sees the other's record. Records have unique keys,
+        # so removing a stale one can never remove a live successor.
+        key = f"{LOCK_PREFIX}{kind}-{secrets.token_hex(8)}.json"
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            self.backend.put(key, self._record(kind, operation))
+            self.backend.sync()
+            holder = self._first_live_holder(conflicting, key)
+            if holder is None:
+                return Lock(self, key)
+            self.backend.delete(key)
+            delay = self._wait_or_give_up(deadline, delay, holder, timeout)
+
+    def holders(self) -> list[tuple[str, LockRecord | None, bool]]:
+        """Every lock record as ``(key, record or None if unreadable, stale)``."""
+        found = []
+        for info in self.backend.list(LOCK_PREFIX):
+            record = self._read(info.key)
+            found.append((info.key, record, self._is_stale(record, info.mtime)))
+        return found
+
+    def _first_live_holder(self, kind_prefix: str, own_key: str) -> LockRecord | None:
+        """First live record whose name starts with ``kind_prefix``; stale ones are removed."""
+        for info in self.backend.list(LOCK_PREFIX):
+            name = info.key[len(LOCK_PREFIX) :]
+            if info.key == own_key or not name.startswith(kind_prefix):
+                continue
+            record = self._read(info.key)
+            if not self._is_stale(record, info.mtime):
+                return record or LockRecord("unknown", "unknown", 0, "unknown", _epoch())
+            try:
+                self.backend.delete(info.key)
+            except ObjectMissing:
+                pass
+        return None
+
+    def _read(self, key: str) -> LockRecord | None:
+        try:
+            return msgspec.json.decode(self.backend.get(key), type=LockRecord)
+        except (ObjectMissing, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+    def _is_stale(self, record: LockRecord | None, mtime: float) -> bool:
+        if record is not None and record.host == self._host and not _process_alive(record.pid):
+            return True
+        return self._wall_clock() - mtime > STALE_AFTER
+
+    def _wait_or_give_up(
+        self, deadline: float, delay: float, holder: LockRecord, timeout: float
+    ) -> float:
+        if time.monotonic() >= deadline:
+            since = holder.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise RepositoryLocked(
+                f"repository is locked ({holder.kind}) by {holder.operation!r} on host "
+                f"{holder.host} pid {holder.pid} since {since}; gave up after {timeout:g}s "
+                f"(a lock whose process has died is removed automatically)"
+            )
+        self._sleep(delay * random.uniform(0.5, 1.5))
+        return min(delay * 2, 0.5)

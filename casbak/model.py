@@ -1,0 +1,148 @@
+"""Data types: the manifest (the on-disk index entry) and the service API's types.
+
+Pure: msgspec Structs and their encoding, no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from casbak.errors import CorruptData, FormatVersionError
+from casbak.names import slug, stamp
+
+FORMAT_NAME = "casbak"
+REPOSITORY_VERSION = 1
+MANIFEST_VERSION = 1
+
+HexDigest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ManifestEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One tenant in a snapshot: the object holding its document and the document's size."""
+
+    object: HexDigest
+    size: NonNegative
+
+
+class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One snapshot. Its id is the blake3 digest of its encoded bytes.
+
+    Fields are declared in sorted order and encoded without whitespace, so the
+    encoding is canonical JSON and the id is reproducible from the content.
+    """
+
+    description: str
+    entries: dict[str, ManifestEntry]
+    operation: str
+    tags: list[str]
+    target_id: str
+    timestamp: datetime
+    version: int = MANIFEST_VERSION
+
+
+class _VersionOnly(msgspec.Struct):
+    version: Any = None
+
+
+class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The repository's ``config`` document, written once by ``init``."""
+
+    created: datetime
+    format: str
+    repository_id: HexDigest
+    version: int
+    compression_level: Annotated[int, msgspec.Meta(ge=1, le=22)] = 10
+    retention_days: Annotated[int, msgspec.Meta(ge=0)] = 30
+
+
+_MANIFEST_ENCODER = msgspec.json.Encoder(order="deterministic")
+_MANIFEST_DECODER = msgspec.json.Decoder(Manifest)
+_CONFIG_DECODER = msgspec.json.Decoder(RepositoryConfig)
+_VERSION_DECODER = msgspec.json.Decoder(_VersionOnly)
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    """Encode a manifest to the exact bytes its id is computed from."""
+    return _MANIFEST_ENCODER.encode(manifest)
+
+
+def decode_manifest(data: bytes, what: str) -> Manifest:
+    """Decode manifest bytes, refusing unknown versions and malformed content."""
+    _check_version(data, what, MANIFEST_VERSION, "manifest")
+    try:
+        manifest = _MANIFEST_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptData(what, f"not a valid manifest ({exc})") from exc
+    if manifest.timestamp.tzinfo is None:
+        raise CorruptData(what, "manifest timestamp has no timezone")
+    return manifest
+
+
+def encode_config(config: RepositoryConfig) -> bytes:
+    """Encode the repository config (pretty, people read it)."""
+    return msgspec.json.format(_MANIFEST_ENCODER.encode(config), indent=2) + b"\n"
+
+
+def decode_config(data: bytes, what: str) -> RepositoryConfig:
+    """Decode the repository config, refusing unknown formats and versions."""
+    _check_version(data, what, REPOSITORY_VERSION, "repository format")
+    try:
+        config = _CONFIG_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptData(what, f"not a valid repository config ({exc})") from exc
+    if config.format != FORMAT_NAME:
+        raise CorruptData(what, f"format is {config.format!r}, not {FORMAT_NAME!r}")
+    return config
+
+
+def _check_version(data: bytes, what: str, supported: int, kind: str) -> None:
+    try:
+        version = _VERSION_DECODER.decode(data).version
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptData(what, f"not JSON ({exc})") from exc
+    if version != supported:
+        raise FormatVersionError(
+            f"{what}: {kind} version {version!r} is not supported "
+            f"(this casbak reads version {supported}); upgrade casbak"
+        )
+
+
+def utc_now() -> datetime:
+    """The default clock: now, in UTC."""
+    return datetime.now(UTC)
+
+
+class TenantConfig(msgspec.Struct, kw_only=True):
+    """A tenant as the original service modelled it."""
+
+    id: str
+    name: str
+    description: str | None = None
+    domains: list[str] = msgspec.field(default_factory=list)
+    flow_ids: list[str] = msgspec.field(default_factory=list)
+    enabled: bool = True
+
+
+class BackupMetadata(msgspec.Struct):
+    """What a snapshot is: when (UTC), why (operation), of what (target), and a note."""
+
+    timestamp: datetime
+    operation: str
+    target_id: str
+    description: str = ""
+
+
+class TenantBackup(msgspec.Struct):
+    """One tenant with the metadata of the snapshot that holds it."""
+
+    metadata: BackupMetadata
+    tenant: TenantConfig
+
+    def filename(self) -> str:
+        """The original service's file name: ``<UTC time>_<operation>_<target>.json``."""
+        meta = self.metadata
+        return f"{stamp(meta.timestamp)}_{slug(meta.operation)}_{slug(meta.target_id)}.json"

@@ -1,0 +1,104 @@
+"""The object store: canonical tenant documents, named by their blake3 digest.
+
+An object is written once, zstd-compressed, under ``objects/<2 hex>/<digest>``.
+The digest is of the canonical bytes before compression, so it names the
+document, not the compression settings. Every read decompresses and re-hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import zstandard
+
+from casbak.backends.base import Backend, ObjectInfo
+from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData
+from casbak.ids import Digest, hash_bytes, is_digest
+
+OBJECT_PREFIX = "objects/"
+MAX_OBJECT_BYTES = 64 * 1024 * 1024
+"""Largest canonical document accepted or decompressed; a guard against zstd bombs."""
+
+
+def object_key(digest: str) -> str:
+    """Storage key of an object."""
+    return f"{OBJECT_PREFIX}{digest[:2]}/{digest}"
+
+
+def digest_from_key(key: str) -> Digest | None:
+    """The digest an object key names, or None for a key that is not a well-formed object."""
+    parts = key.split("/")
+    if (
+        len(parts) == 3
+        and parts[0] == "objects"
+        and is_digest(parts[2])
+        and parts[1] == parts[2][:2]
+    ):
+        return Digest(parts[2])
+    return None
+
+
+def decompress_object(digest: str, stored: bytes) -> bytes:
+    """Decompress and re-hash stored object bytes, raising IntegrityError on any mismatch."""
+    what = f"object {digest}"
+    try:
+        params = zstandard.get_frame_parameters(stored)
+    except zstandard.ZstdError as exc:
+        raise CorruptData(what, f"not a zstd frame ({exc})") from exc
+    if params.content_size > MAX_OBJECT_BYTES:
+        raise CorruptData(what, f"declares {params.content_size} bytes, over the limit")
+    try:
+        canonical = zstandard.ZstdDecompressor().decompress(
+            stored, max_output_size=MAX_OBJECT_BYTES
+        )
+    except zstandard.ZstdError as exc:
+        raise CorruptData(what, f"cannot decompress ({exc})") from exc
+    actual = hash_bytes(canonical)
+    if actual != digest:
+        raise ChecksumMismatch(what, digest, actual)
+    return canonical
+
+
+class ObjectStore:
+    """Content-addressed documents on top of a backend."""
+
+    def __init__(self, backend: Backend, compression_level: int) -> None:
+        self.backend = backend
+        self._compressor = zstandard.ZstdCompressor(level=compression_level, write_checksum=False)
+
+    def add(self, digest: Digest, canonical: bytes) -> int:
+        """Store a document unless present; return the stored bytes added (0 on a dedup hit).
+
+        A dedup hit refreshes the object's mtime: a concurrent gc honouring the
+        grace period then cannot take an object this snapshot is about to reference.
+        """
+        key = object_key(digest)
+        if self.backend.stat(key) is not None:
+            self.backend.touch(key)
+            return 0
+        compressed = self._compressor.compress(canonical)
+        try:
+            self.backend.put(key, compressed)
+        except AlreadyExists:
+            self.backend.touch(key)
+            return 0
+        return len(compressed)
+
+    def read(self, digest: str) -> bytes:
+        """Return the canonical bytes of an object, verified against its digest."""
+        return decompress_object(digest, self.backend.get(object_key(digest)))
+
+    def contains(self, digest: str) -> bool:
+        """Tell whether an object is present, without reading it."""
+        return self.backend.stat(object_key(digest)) is not None
+
+    def list(self) -> Iterator[tuple[Digest, ObjectInfo]]:
+        """Yield every well-formed object with its size and mtime, sorted by digest."""
+        for info in self.backend.list(OBJECT_PREFIX):
+            digest = digest_from_key(info.key)
+            if digest is not None:
+                yield digest, info
+
+    def delete(self, digest: str) -> None:
+        """Remove an object."""
+        self.backend.delete(object_key(digest))

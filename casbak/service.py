@@ -1,0 +1,290 @@
+"""Use cases: take a snapshot, get tenants back, compare snapshots, count.
+
+Each function takes an open Repository and returns a result Struct that the
+CLI renders as text or JSON and the Python API hands to callers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from casbak.canonical import decode_canonical, pretty
+from casbak.diff import Change, diff_values
+from casbak.errors import BackendError, InputError, NotFoundError
+from casbak.model import Manifest, ManifestEntry, utc_now
+from casbak.names import tenant_filename
+from casbak.repository import Repository, Snapshot
+from casbak.sources import TenantDocument
+
+DEFAULT_LOCK_TIMEOUT = 60.0
+ALL_TENANTS = "all-tenants"
+MAX_LABEL = 256
+
+
+class SnapshotSummary(msgspec.Struct, frozen=True):
+    """A snapshot as `list` shows it."""
+
+    id: str
+    timestamp: datetime
+    operation: str
+    target_id: str
+    description: str
+    tags: list[str]
+    tenants: int
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> SnapshotSummary:
+        """Summarize a loaded snapshot."""
+        manifest = snapshot.manifest
+        return cls(
+            snapshot.id,
+            manifest.timestamp,
+            manifest.operation,
+            manifest.target_id,
+            manifest.description,
+            list(manifest.tags),
+            len(manifest.entries),
+        )
+
+
+class SnapshotResult(msgspec.Struct, frozen=True):
+    """What a snapshot stored."""
+
+    snapshot: SnapshotSummary
+    path: str
+    new_objects: int
+    reused_objects: int
+    bytes_added: int
+    logical_bytes: int
+
+
+def take_snapshot(
+    repo: Repository,
+    documents: Sequence[TenantDocument],
+    *,
+    operation: str = "manual",
+    target_id: str | None = None,
+    description: str = "",
+    tags: Sequence[str] = (),
+    clock: Callable[[], datetime] = utc_now,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> SnapshotResult:
+    """Store documents (each once) and then the manifest that names them.
+
+    All objects are durable before the manifest is written, under a shared lock
+    that keeps gc from sweeping objects this snapshot is about to reference.
+    """
+    if target_id is None:
+        target_id = documents[0].tenant_id if len(documents) == 1 else ALL_TENANTS
+    _check_label("operation", operation)
+    _check_label("target", target_id)
+    for tag in tags:
+        _check_label("tag", tag)
+    new_objects = bytes_added = 0
+    with repo.locks.shared(operation, lock_timeout) as lock:
+        for document in {doc.digest: doc for doc in documents}.values():
+            added = repo.objects.add(document.digest, document.canonical)
+            if added:
+                new_objects += 1
+                bytes_added += added
+            lock.refresh()
+        repo.backend.sync()
+        manifest = Manifest(
+            description=description,
+            entries={
+                doc.tenant_id: ManifestEntry(doc.digest, len(doc.canonical)) for doc in documents
+            },
+            operation=operation,
+            tags=sorted(set(tags)),
+            target_id=target_id,
+            timestamp=clock(),
+        )
+        snapshot = repo.write_manifest(manifest)
+    return SnapshotResult(
+        snapshot=SnapshotSummary.of(snapshot),
+        path=f"{repo.backend.describe()}/{snapshot.key}",
+        new_objects=new_objects,
+        reused_objects=len({doc.digest for doc in documents}) - new_objects,
+        bytes_added=bytes_added,
+        logical_bytes=sum(len(doc.canonical) for doc in documents),
+    )
+
+
+def _check_label(name: str, value: str) -> None:
+    if not value or len(value) > MAX_LABEL or not value.isprintable():
+        raise InputError(f"{name} must be 1 to {MAX_LABEL} printable characters, got {value!r}")
+
+
+def list_snapshots(
+    repo: Repository,
+    *,
+    target_id: str | None = None,
+    operation: str | None = None,
+    tag: str | None = None,
+) -> list[SnapshotSummary]:
+    """Snapshots newest first, filtered by target, operation and tag."""
+    return [
+        SnapshotSummary.of(snap)
+        for snap in repo.snapshots()
+        if (target_id is None or snap.manifest.target_id == target_id)
+        and (operation is None or snap.manifest.operation == operation)
+        and (tag is None or tag in snap.manifest.tags)
+    ]
+
+
+class TenantEntry(msgspec.Struct, frozen=True):
+    """A tenant in `show`."""
+
+    tenant_id: str
+    object: str
+    size: int
+
+
+class SnapshotDetail(msgspec.Struct, frozen=True):
+    """A snapshot as `show` presents it."""
+
+    snapshot: SnapshotSummary
+    tenants: list[TenantEntry]
+
+
+def show_snapshot(repo: Repository, reference: str) -> SnapshotDetail:
+    """Metadata and entries of one snapshot."""
+    snapshot = repo.resolve(reference)
+    return SnapshotDetail(
+        SnapshotSummary.of(snapshot),
+        [
+            TenantEntry(tenant_id, entry.object, entry.size)
+            for tenant_id, entry in sorted(snapshot.manifest.entries.items())
+        ],
+    )
+
+
+def restore_documents(
+    repo: Repository, reference: str, tenant_ids: Sequence[str] = ()
+) -> tuple[Snapshot, dict[str, bytes]]:
+    """The canonical bytes of the chosen tenants (all when none named), verified."""
+    snapshot = repo.resolve(reference)
+    entries = snapshot.manifest.entries
+    missing = [tenant_id for tenant_id in tenant_ids if tenant_id not in entries]
+    if missing:
+        raise NotFoundError(
+            f"snapshot {snapshot.id[:12]} has no tenant {', '.join(map(repr, missing))}"
+        )
+    chosen = list(dict.fromkeys(tenant_ids)) if tenant_ids else sorted(entries)
+    return snapshot, {
+        tenant_id: repo.objects.read(entries[tenant_id].object) for tenant_id in chosen
+    }
+
+
+def render_restored(documents: dict[str, bytes]) -> bytes:
+    """One JSON document for stdout: the tenant, or ``{"tenants": [...]}`` for several."""
+    if len(documents) == 1:
+        return pretty(next(iter(documents.values())))
+    return pretty(b'{"tenants":[' + b",".join(documents.values()) + b"]}")
+
+
+def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -> list[Path]:
+    """Write ``<tenant>.json`` files; nothing is written if any would overwrite without force."""
+    targets = {tenant_id: out_dir / tenant_filename(tenant_id) for tenant_id in documents}
+    if not force:
+        existing = [str(path) for path in targets.values() if os.path.lexists(path)]
+        if existing:
+            raise InputError(
+                f"{existing[0]} exists; use --force to overwrite"
+                + (f" ({len(existing) - 1} more)" if len(existing) > 1 else "")
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for tenant_id, path in targets.items():
+            temp = out_dir / f".{path.name}.{secrets.token_hex(4)}.tmp"
+            temp.write_bytes(pretty(documents[tenant_id]))
+            os.replace(temp, path)
+    except OSError as exc:
+        raise BackendError(f"cannot write to {out_dir}: {exc.strerror or exc}") from exc
+    return list(targets.values())
+
+
+class TenantChanges(msgspec.Struct, frozen=True):
+    """A tenant that differs between two snapshots."""
+
+    tenant_id: str
+    changes: list[Change]
+
+
+class SnapshotDiff(msgspec.Struct, frozen=True):
+    """Differences from snapshot ``old`` to snapshot ``new``."""
+
+    old: str
+    new: str
+    added: list[str]
+    removed: list[str]
+    changed: list[TenantChanges]
+
+
+def diff_snapshots(repo: Repository, old_ref: str, new_ref: str) -> SnapshotDiff:
+    """Tenants added, removed and changed, with changed fields by JSON path."""
+    old, new = repo.resolve(old_ref), repo.resolve(new_ref)
+    before, after = old.manifest.entries, new.manifest.entries
+    changed = []
+    for tenant_id in sorted(before.keys() & after.keys()):
+        if before[tenant_id].object != after[tenant_id].object:
+            old_doc: Any = decode_canonical(repo.objects.read(before[tenant_id].object))
+            new_doc: Any = decode_canonical(repo.objects.read(after[tenant_id].object))
+            changed.append(TenantChanges(tenant_id, diff_values(old_doc, new_doc)))
+    return SnapshotDiff(
+        old.id,
+        new.id,
+        sorted(after.keys() - before.keys()),
+        sorted(before.keys() - after.keys()),
+        changed,
+    )
+
+
+class RepositoryStats(msgspec.Struct, frozen=True):
+    """How much the repository holds and how well it deduplicates and compresses."""
+
+    snapshots: int
+    tenants: int
+    unique_objects: int
+    logical_bytes: int
+    unique_bytes: int
+    stored_object_bytes: int
+    stored_manifest_bytes: int
+    stored_bytes: int
+    dedup_ratio: float
+    compression_ratio: float
+
+
+def repository_stats(repo: Repository) -> RepositoryStats:
+    """Count snapshots, tenants and bytes: as taken, as unique documents, as stored."""
+    snapshots = repo.snapshots()
+    tenants: set[str] = set()
+    unique: dict[str, int] = {}
+    logical = 0
+    for snap in snapshots:
+        for tenant_id, entry in snap.manifest.entries.items():
+            tenants.add(tenant_id)
+            unique[entry.object] = entry.size
+            logical += entry.size
+    stored_objects = sum(info.size for _, info in repo.objects.list())
+    stored_manifests = sum(info.size for info in repo.backend.list("manifests/"))
+    unique_bytes = sum(unique.values())
+    return RepositoryStats(
+        snapshots=len(snapshots),
+        tenants=len(tenants),
+        unique_objects=len(unique),
+        logical_bytes=logical,
+        unique_bytes=unique_bytes,
+        stored_object_bytes=stored_objects,
+        stored_manifest_bytes=stored_manifests,
+        stored_bytes=stored_objects + stored_manifests,
+        dedup_ratio=round(logical / unique_bytes, 2) if unique_bytes else 1.0,
+        compression_ratio=round(unique_bytes / stored_objects, 2) if stored_objects else 1.0,
+    )

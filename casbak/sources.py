@@ -1,0 +1,102 @@
+"""Reading tenant documents from files, folders, stdin and Python values.
+
+Everything is read, decoded, checked and canonicalized before the repository
+is touched, so bad input can never leave a partial snapshot behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from casbak.canonical import canonicalize, canonicalize_untrusted, decode_json
+from casbak.errors import InputError
+from casbak.ids import Digest, hash_bytes
+from casbak.tenantdocs import split_tenants, tenant_id_of
+
+STDIN = "-"
+
+
+@dataclass(frozen=True)
+class TenantDocument:
+    """A tenant document ready to store: canonical bytes, digest, and where it came from."""
+
+    tenant_id: str
+    canonical: bytes
+    digest: Digest
+    origin: str
+
+
+def read_sources(sources: Sequence[str], stdin: BinaryIO | None = None) -> list[TenantDocument]:
+    """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents."""
+    if not sources:
+        raise InputError("no source given: name JSON files, folders, or - for stdin")
+    documents: list[TenantDocument] = []
+    for source in sources:
+        for where, data in _read_source(source, stdin):
+            value = decode_json(data, where)
+            for tenant_id, document in split_tenants(value, where):
+                canonical = canonicalize(document)
+                documents.append(TenantDocument(tenant_id, canonical, hash_bytes(canonical), where))
+    return check_unique(documents)
+
+
+def documents_from_values(values: Iterable[Mapping[str, Any]], where: str) -> list[TenantDocument]:
+    """Check and canonicalize tenant documents handed in as Python values."""
+    documents = []
+    for index, value in enumerate(values):
+        if not isinstance(value, Mapping):
+            raise InputError(f"{where}[{index}]: a tenant must be a mapping")
+        document = dict(value)
+        tenant_id = tenant_id_of(document)
+        if tenant_id is None:
+            raise InputError(f"{where}[{index}]: tenant has no string 'id'")
+        canonical = canonicalize_untrusted(document, f"{where} tenant {tenant_id!r}")
+        documents.append(
+            TenantDocument(tenant_id, canonical, hash_bytes(canonical), f"{where}[{index}]")
+        )
+    return check_unique(documents)
+
+
+def check_unique(documents: list[TenantDocument]) -> list[TenantDocument]:
+    """Refuse an empty set and two tenants with the same id in one snapshot."""
+    if not documents:
+        raise InputError("empty source: no tenants found")
+    seen: dict[str, str] = {}
+    for document in documents:
+        if document.tenant_id in seen:
+            raise InputError(
+                f"tenant id {document.tenant_id!r} appears twice in one snapshot "
+                f"({seen[document.tenant_id]} and {document.origin})"
+            )
+        seen[document.tenant_id] = document.origin
+    return documents
+
+
+def _read_source(source: str, stdin: BinaryIO | None) -> list[tuple[str, bytes]]:
+    if source == STDIN:
+        if stdin is None:
+            raise InputError("- (stdin) is not available here")
+        return [("<stdin>", stdin.read())]
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(
+            entry for entry in path.iterdir() if entry.suffix == ".json" and entry.is_file()
+        )
+        files = [entry for entry in files if not entry.name.startswith(".")]
+        if not files:
+            raise InputError(f"{path}: folder holds no *.json files")
+        return [(str(entry), _read_file(entry)) for entry in files]
+    return [(str(path), _read_file(path))]
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"{path}: cannot read: {reason}") from None

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: two rounds of the sample tenants into a
+# fresh local repository, then list, stats, diff, restore and verify.
+set -euo pipefail
+repo=${1:-.demo/repo}
+here=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$repo" "$(dirname "$repo")/restored"
+export CASBAK_REPO=$repo
+run() { printf '\n$ %s\n' "$*"; "$@"; }
+
+run casbak init
+run casbak snapshot "$here/tenants/round-1" --operation sync-apply --description "before first sync"
+run casbak snapshot "$here/tenants/round-2" --operation sync-apply --description "after edits"
+run casbak snapshot "$here/tenants/round-2/globex-us.json" --operation tenant-update
+run casbak list
+run casbak stats
+run casbak diff "$(casbak --json list | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"][-1]["id"])')" latest:all-tenants
+run casbak restore latest:globex-us --out "$(dirname "$repo")/restored"
+run casbak show latest
+if casbak --help | grep -q '^  verify'; then run casbak verify; fi

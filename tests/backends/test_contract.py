@@ -1,0 +1,181 @@
+"""The backend contract, run against every backend."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casbak.backends.base import Backend, validate_key
+from casbak.backends.local import LocalBackend
+from casbak.backends.memory import MemoryBackend
+from casbak.errors import AlreadyExists, BackendError, InvalidKey, ObjectMissing
+
+
+@pytest.fixture(params=["memory", "local"])
+def backend(request: Any, tmp_path: Path) -> Backend:
+    if request.param == "memory":
+        return MemoryBackend()
+    return LocalBackend(tmp_path / "store")
+
+
+def test_put_get_round_trip(backend: Backend) -> None:
+    backend.put("objects/ab/abc", b"hello")
+    backend.sync()
+    assert backend.get("objects/ab/abc") == b"hello"
+
+
+def test_put_existing_raises_without_overwrite(backend: Backend) -> None:
+    backend.put("config", b"one")
+    with pytest.raises(AlreadyExists):
+        backend.put("config", b"two")
+    assert backend.get("config") == b"one"
+    backend.put("config", b"two", overwrite=True)
+    assert backend.get("config") == b"two"
+
+
+def test_missing_keys(backend: Backend) -> None:
+    with pytest.raises(ObjectMissing):
+        backend.get("nope")
+    with pytest.raises(ObjectMissing):
+        backend.delete("nope")
+    with pytest.raises(ObjectMissing):
+        backend.touch("nope")
+    assert backend.stat("nope") is None
+
+
+def test_stat_reports_size_and_mtime(backend: Backend) -> None:
+    backend.put("a/b", b"12345")
+    info = backend.stat("a/b")
+    assert info is not None
+    assert info.key == "a/b"
+    assert info.size == 5
+    assert info.mtime > 0
+
+
+def test_list_prefix_sorted_and_recursive(backend: Backend) -> None:
+    for key in ["objects/cd/2", "objects/ab/1", "manifests/m", "config", "objects/ab/0"]:
+        backend.put(key, key.encode())
+    assert [i.key for i in backend.list("objects/")] == [
+        "objects/ab/0",
+        "objects/ab/1",
+        "objects/cd/2",
+    ]
+    assert [i.key for i in backend.list("")] == sorted(
+        ["objects/cd/2", "objects/ab/1", "manifests/m", "config", "objects/ab/0"]
+    )
+    assert list(backend.list("missing/")) == []
+
+
+def test_delete_removes(backend: Backend) -> None:
+    backend.put("k", b"v")
+    backend.delete("k")
+    backend.sync()
+    assert backend.stat("k") is None
+
+
+def test_touch_refreshes_mtime(backend: Backend) -> None:
+    backend.put("k", b"v")
+    info = backend.stat("k")
+    assert info is not None
+    if isinstance(backend, LocalBackend):
+        os.utime(backend.root / "k", (1000, 1000))
+    else:
+        backend._items["k"] = (b"v", 1000.0)  # type: ignore[attr-defined]
+    backend.touch("k")
+    after = backend.stat("k")
+    assert after is not None
+    assert after.mtime > 1000
+
+
+@pytest.mark.parametrize(
+    "key", ["", "/abs", "../up", "a/../b", "a//b", ".hidden", "a/.tmp-x", "a/", "sp ace", "é"]
+)
+def test_unsafe_keys_are_refused(backend: Backend, key: str) -> None:
+    with pytest.raises(InvalidKey):
+        backend.put(key, b"x")
+    with pytest.raises(InvalidKey):
+        backend.get(key)
+
+
+def test_validate_key_accepts_normal_keys() -> None:
+    assert validate_key("manifests/2025-11-17T10-30-00_op_t_ab.json")
+
+
+def test_invalid_prefix(backend: Backend) -> None:
+    with pytest.raises(InvalidKey):
+        list(backend.list("objects"))
+    with pytest.raises(InvalidKey):
+        list(backend.list("../"))
+
+
+def test_describe(backend: Backend) -> None:
+    assert backend.describe()
+
+
+# Local-only properties.
+
+
+def test_local_files_0600_and_folders_0700_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        backend = LocalBackend(tmp_path / "store")
+        backend.put("objects/ab/x", b"secret")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "store/objects/ab/x").stat().st_mode) == 0o600
+    for folder in ["store", "store/objects", "store/objects/ab"]:
+        assert stat.S_IMODE((tmp_path / folder).stat().st_mode) == 0o700
+
+
+def test_local_leaves_no_temp_files(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "s")
+    backend.put("a/b", b"1")
+    with pytest.raises(AlreadyExists):
+        backend.put("a/b", b"2")
+    assert sorted(p.name for p in (tmp_path / "s/a").iterdir()) == ["b"]
+
+
+def test_local_list_skips_temp_files_and_symlinks(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "s")
+    backend.put("a/b", b"1")
+    (tmp_path / "s/a/.tmp-123").write_bytes(b"partial")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"x")
+    (tmp_path / "s/a/link").symlink_to(outside)
+    assert [i.key for i in backend.list("a/")] == ["a/b"]
+
+
+def test_local_does_not_follow_symlinks_on_read(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "s")
+    backend.put("a/b", b"1")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"secret")
+    (tmp_path / "s/a/link").symlink_to(outside)
+    with pytest.raises(BackendError, match="symbolic link"):
+        backend.get("a/link")
+    assert backend.stat("a/link") is None
+
+
+def test_local_write_failure_is_clear_and_leaves_nothing(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "s")
+    backend.put("a/b", b"1")
+    os.chmod(tmp_path / "s/a", 0o500)
+    try:
+        if os.geteuid() == 0:
+            pytest.skip("root ignores folder permissions")
+        with pytest.raises(BackendError, match="permission denied"):
+            backend.put("a/c", b"2")
+    finally:
+        os.chmod(tmp_path / "s/a", 0o700)
+
+
+def test_local_folder_in_place_of_file(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s/a").write_bytes(b"file where a folder should be")
+    backend = LocalBackend(tmp_path / "s")
+    with pytest.raises(BackendError):
+        backend.put("a/b", b"1")

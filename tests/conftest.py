@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casbak.backends.local import LocalBackend
+from casbak.backends.memory import MemoryBackend
+from casbak.repository import Repository
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+DESCOPE = EXAMPLES / "descope"
+
+
+class FakeClock:
+    """A clock that moves only when told (one microsecond per call, so ids differ)."""
+
+    def __init__(self, start: datetime = datetime(2025, 11, 17, 10, 30, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        current = self.now
+        self.now += timedelta(microseconds=1)
+        return current
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def memory_repo() -> Repository:
+    return Repository.init(MemoryBackend())
+
+
+@pytest.fixture
+def local_repo(tmp_path: Path) -> Repository:
+    return Repository.init(LocalBackend(tmp_path / "repo"))
+
+
+def load_example(name: str) -> Any:
+    return json.loads((DESCOPE / name).read_text())
+
+
+@pytest.fixture
+def sample_tenants() -> list[dict[str, Any]]:
+    """Real-shaped tenants: the load-all response plus a composite under a new id."""
+    tenants: list[dict[str, Any]] = load_example("load_all_response.json")["tenants"]
+    composite = load_example("large_tenant_composite.json")
+    composite["tenant"]["id"] = "acme-corp-full"
+    return [*tenants, composite]
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file below root with its mode and bytes: for 'nothing changed' checks."""
+    state = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            state[str(path.relative_to(root))] = (path.stat().st_mode, path.read_bytes())
+    return state
+
+
+@pytest.fixture
+def snapshot_state() -> Callable[[Path], dict[str, tuple[int, bytes]]]:
+    return tree_state
+
+
+@pytest.fixture
+def repo_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "repo"
+    Repository.init(LocalBackend(path))
+    yield path
