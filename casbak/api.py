@@ -122,6 +122,20 @@ class BackupService:
             if target_id is None or snap.manifest.target_id == target_id
         ]
 
+    def cleanup_old_backups(self) -> int:
+        """Apply ``retention_days``, collect garbage; return how many snapshots were removed.
+
+        The newest snapshot of every target stays whatever its age.
+        """
+        from datetime import timedelta
+
+        from casbak.maintenance import cleanup
+        from casbak.retention import RetentionPolicy
+
+        policy = RetentionPolicy(keep_within=timedelta(days=self.retention_days))
+        report = cleanup(self.repository, policy, clock=self.clock, lock_timeout=self.lock_timeout)
+        return report.snapshots_removed
+
     def load_backup(self, path_or_id: Path | str) -> LoadedBackup:
         """Read a snapshot back by manifest path, id, id prefix or ``latest``."""
         snapshot, documents = restore_documents(self.repository, str(path_or_id))

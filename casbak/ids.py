@@ -21,4 +21,3 @@ def hash_bytes(data: bytes) -> Digest:
 def is_digest(text: str) -> bool:
     """Tell whether ``text`` has the exact shape of a digest."""
     return _DIGEST_RE.fullmatch(text) is not None
-

@@ -91,11 +91,11 @@ class LockManager:
         self,
         backend: Backend,
         *,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.backend = backend
-        self._wall_clock = wall_clock
+        self._wall_clock = wall_clock or backend.now
         self._sleep = sleep
         self._host = socket.gethostname()
 

@@ -254,3 +254,55 @@ def test_real_subprocess(tmp_path: Path) -> None:
         [exe, "--repo", str(tmp_path / "nope"), "list"], env=env, capture_output=True, check=False
     )
     assert missing.returncode == 10
+
+
+def test_gc_and_cleanup_commands(repo: Path, tmp_path: Path) -> None:
+    for source in (ROUND1, ROUND2):
+        assert run(repo, "snapshot", str(source), "-o", "sync-apply")[0] == 0
+    code, out, _ = run(repo, "--json", "cleanup", "--keep-last", "1", "--dry-run", "--grace", "0s")
+    assert code == 0
+    dry = json.loads(out)
+    assert dry["dry_run"] is True
+    assert dry["snapshots_removed"] == 1
+    assert dry["objects_removed"] == 3
+    assert [k["reasons"] for k in dry["kept"]] == [
+        ["newest of target all-tenants", "last snapshot"]
+    ]
+    assert len(json.loads(run(repo, "--json", "list")[1])["snapshots"]) == 2
+
+    code, out, _ = run(repo, "cleanup", "--keep-last", "1", "--grace", "1h")
+    assert code == 0
+    assert "removed 1 snapshots (1 kept), 0 objects" in out
+    assert "spared 3 unreferenced objects younger than the grace period" in out
+    assert "keep   " in out and "last snapshot" in out
+
+    code, out, _ = run(repo, "gc", "-n", "--grace", "0s")
+    assert "would remove 0 snapshots (1 kept), 3 objects" in out
+    code, out, _ = run(repo, "--json", "gc", "--grace", "0s")
+    assert json.loads(out)["objects_removed"] == 3
+    assert json.loads(run(repo, "--json", "stats")[1])["unique_objects"] == 7
+
+
+def test_cleanup_default_policy_and_bad_options(repo: Path) -> None:
+    run(repo, "snapshot", str(ROUND1))
+    code, out, _ = run(repo, "--json", "cleanup")
+    assert code == 0
+    assert json.loads(out)["kept"][0]["reasons"] == ["newest of target all-tenants", "within 30d"]
+    code, _, err = run(repo, "cleanup", "--keep-within", "soon")
+    assert code == 2
+    assert "invalid duration" in err
+
+
+def test_locked_repository_exit_11(repo: Path) -> None:
+    from casbak.backends.local import LocalBackend
+    from casbak.repository import Repository
+
+    opened = Repository.open(LocalBackend(repo))
+    with opened.locks.shared("snapshot", 0):
+        code, _, err = run(repo, "gc", "--lock-timeout", "0.1")
+    assert code == 11
+    assert "locked (shared) by 'snapshot'" in err
+    with opened.locks.exclusive("gc", 0):
+        code, _, err = run(repo, "--json", "snapshot", str(ROUND1), "--lock-timeout", "0.1")
+    assert code == 11
+    assert json.loads(err)["error"] == "RepositoryLocked"

@@ -11,7 +11,8 @@ Contract (every backend, tested by the shared contract suite):
 - Reads see every completed write (read-after-write).
 - ``list`` yields keys under a prefix sorted by key, skipping in-flight
   temporary files.
-- ``touch`` refreshes a key's modification time (the GC grace period uses it).
+- ``touch`` refreshes a key's modification time (the GC grace period uses it);
+  ``now`` reads the clock those times come from, so ages are computed on one clock.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Backend(Protocol):
 
     def sync(self) -> None:
         """Make every completed put and delete durable."""
+
+    def now(self) -> float:
+        """The current time on the clock that stamps mtimes (seconds since the epoch)."""
 
     def describe(self) -> str:
         """A human-readable location, for messages."""

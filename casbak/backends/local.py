@@ -13,6 +13,7 @@ import errno
 import os
 import secrets
 import stat as stat_module
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -36,6 +37,9 @@ class LocalBackend:
 
     def describe(self) -> str:
         return str(self.root)
+
+    def now(self) -> float:
+        return time.time()
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)

@@ -56,5 +56,8 @@ class MemoryBackend:
     def sync(self) -> None:
         """Nothing to do: memory holds what it holds."""
 
+    def now(self) -> float:
+        return self._clock()
+
     def describe(self) -> str:
         return "memory"

@@ -1,0 +1,152 @@
+"""Real processes racing over one repository, and gc killed at random points."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from casbak.backends.local import LocalBackend
+from casbak.repository import Repository
+from casbak.service import restore_documents, take_snapshot
+from casbak.sources import documents_from_values
+
+CASBAK = shutil.which("casbak") or str(Path(sys.executable).parent / "casbak")
+
+WRITER = r"""
+import json, subprocess, sys
+casbak, repo, writer, rounds, out = sys.argv[1:6]
+rounds = int(rounds)
+done = []
+for r in range(rounds):
+    tenants = [{"id": f"{writer}-t{i}", "v": (r + i) % 3, "pad": "x" * (50 * i)} for i in range(4)]
+    tag = ["--tag", "keep"] if r % 2 else []
+    proc = subprocess.run(
+        [casbak, "--repo", repo, "--json", "snapshot", "-", "-t", writer, "--lock-timeout", "60",
+         *tag], input=json.dumps(tenants).encode(), capture_output=True)
+    if proc.returncode != 0:
+        sys.exit(f"snapshot failed: {proc.stderr.decode()}")
+    sid = json.loads(proc.stdout)["snapshot"]["id"]
+    done.append({"id": sid, "tenants": tenants, "kept": bool(tag)})
+json.dump(done, open(out, "w"))
+"""
+
+
+def _start_gc_loop(repo: Path, rounds: int, cleanup: bool) -> subprocess.Popen[bytes]:
+    command = ["cleanup", "--keep-last", "1", "--keep-tag", "keep"] if cleanup else ["gc"]
+    argv = [CASBAK, "--repo", str(repo), *command, "--grace", "0s", "--lock-timeout", "60"]
+    script = (
+        "import subprocess, sys\n"
+        f"for _ in range({rounds}):\n"
+        f"    p = subprocess.run({argv!r}, capture_output=True)\n"
+        "    if p.returncode != 0: sys.exit(p.stderr.decode())\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_snapshots_and_gc_race_without_losing_anything(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run([CASBAK, "--repo", str(repo), "init"], check=True, capture_output=True)
+    writers = []
+    for number in range(3):
+        out = tmp_path / f"writer{number}.json"
+        writers.append(
+            (
+                out,
+                subprocess.Popen(
+                    [sys.executable, "-c", WRITER, CASBAK, str(repo), f"w{number}", "6", str(out)],
+                    stderr=subprocess.PIPE,
+                ),
+            )
+        )
+    collectors = [_start_gc_loop(repo, 6, cleanup=False), _start_gc_loop(repo, 6, cleanup=True)]
+    for proc in [p for _, p in writers] + collectors:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err.decode()
+
+    opened = Repository.open(LocalBackend(repo))
+    present = {snap.id for snap in opened.snapshots()}
+    checked = 0
+    for out, _ in writers:
+        for record in json.loads(out.read_text()):
+            if record["kept"]:
+                assert record["id"] in present
+            if record["id"] in present:
+                _, documents = restore_documents(opened, record["id"])
+                restored = {k: json.loads(v) for k, v in documents.items()}
+                assert restored == {t["id"]: t for t in record["tenants"]}
+                checked += 1
+    assert checked >= 9
+    for snap in opened.snapshots():
+        for entry in snap.manifest.entries.values():
+            opened.objects.read(entry.object)
+    assert list(opened.backend.list("locks/")) == []
+
+
+def _repository_with_garbage(path: Path) -> tuple[Repository, list[str]]:
+    repo = Repository.init(LocalBackend(path))
+    keep = []
+    for round_number in range(30):
+        docs = documents_from_values(
+            [{"id": f"t{i}", "round": round_number, "pad": "y" * i} for i in range(20)], "t"
+        )
+        result = take_snapshot(repo, docs, operation="sync-apply")
+        if round_number % 3 == 0:
+            keep.append(result.snapshot.id)
+    for snap in repo.snapshots():
+        if snap.id not in keep:
+            repo.delete_snapshot(snap)
+    return repo, keep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, seed: int) -> None:
+    repo, keep = _repository_with_garbage(tmp_path / "repo")
+    delay = random.Random(seed).uniform(0.05, 0.6)
+    proc = subprocess.Popen(
+        [CASBAK, "--repo", str(tmp_path / "repo"), "gc", "--grace", "0s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def sound() -> None:
+        assert {s.id for s in repo.snapshots()} == set(keep)
+        for sid in keep:
+            _, documents = restore_documents(repo, sid)
+            assert len(documents) == 20
+
+    sound()
+    # The killed process's lock is stale (its pid is gone), so the next gc runs at once.
+    rerun = subprocess.run(
+        [
+            CASBAK,
+            "--repo",
+            str(tmp_path / "repo"),
+            "--json",
+            "gc",
+            "--grace",
+            "0s",
+            "--lock-timeout",
+            "5",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    assert json.loads(rerun.stdout)["snapshots_kept"] == len(keep)
+    sound()
+    referenced = {e.object for s in repo.snapshots() for e in s.manifest.entries.values()}
+    assert {d for d, _ in repo.objects.list()} == referenced

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casbak import BackupService
+from casbak.backends.memory import MemoryBackend
+from casbak.errors import ChecksumMismatch, RepositoryLocked, UsageError
+from casbak.gc import plan_gc
+from casbak.maintenance import cleanup, collect_garbage
+from casbak.objects import object_key
+from casbak.repository import Repository
+from casbak.retention import RetentionPolicy
+from casbak.service import restore_documents, take_snapshot
+from casbak.sources import documents_from_values
+from tests.conftest import FakeClock, tree_state
+
+NO_GRACE = timedelta(0)
+
+
+class Ticking:
+    """Wall clock for the memory backend, so object mtimes can be aged."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def wall() -> Ticking:
+    return Ticking()
+
+
+@pytest.fixture
+def repo(wall: Ticking) -> Repository:
+    return Repository.init(MemoryBackend(clock=wall))
+
+
+def backup(repo: Repository, clock: FakeClock, *tenants: dict[str, Any], **kw: Any) -> str:
+    return take_snapshot(repo, documents_from_values(tenants, "t"), clock=clock, **kw).snapshot.id
+
+
+def test_gc_removes_only_unreferenced(repo: Repository, clock: FakeClock) -> None:
+    backup(repo, clock, {"id": "a", "v": 1})
+    keep = backup(repo, clock, {"id": "a", "v": 2})
+    stray = b'{"id":"stray"}'
+    from casbak.ids import hash_bytes
+
+    repo.objects.add(hash_bytes(stray), stray)
+    report = collect_garbage(repo, grace=NO_GRACE)
+    assert report.objects_removed == 1
+    assert report.bytes_freed > 0
+    assert not repo.objects.contains(hash_bytes(stray))
+    assert restore_documents(repo, keep)[1]["a"] == b'{"id":"a","v":2}'
+
+
+def test_dry_run_changes_nothing_and_reports_same(tmp_path: Path, clock: FakeClock) -> None:
+    repo = Repository.init(
+        __import__("casbak.backends.local", fromlist=["x"]).LocalBackend(tmp_path / "r")
+    )
+    for version in range(5):
+        clock.advance(days=10)
+        backup(repo, clock, {"id": "a", "v": version}, {"id": "b", "v": version})
+    before = tree_state(tmp_path / "r")
+    policy = RetentionPolicy(keep_last=1)
+    dry = cleanup(repo, policy, dry_run=True, grace=NO_GRACE, clock=clock)
+    assert tree_state(tmp_path / "r") == before
+    real = cleanup(repo, policy, grace=NO_GRACE, clock=clock)
+    assert dry.dry_run and not real.dry_run
+    for field in ("snapshots_removed", "snapshots_kept", "objects_removed", "bytes_freed"):
+        assert getattr(dry, field) == getattr(real, field), field
+    assert real.snapshots_removed == 4
+    assert real.objects_removed == 8
+    assert len(repo.snapshots()) == 1
+    assert len(list(repo.objects.list())) == 2
+
+
+def test_shared_objects_survive_when_one_referrer_goes(repo: Repository, clock: FakeClock) -> None:
+    old = backup(repo, clock, {"id": "a", "v": 1}, {"id": "shared"})
+    clock.advance(days=60)
+    new = backup(repo, clock, {"id": "a", "v": 2}, {"id": "shared"})
+    report = cleanup(
+        repo, RetentionPolicy(keep_within=timedelta(days=30)), grace=NO_GRACE, clock=clock
+    )
+    assert report.removed == [old]
+    assert report.objects_removed == 1
+    assert set(restore_documents(repo, new)[1]) == {"a", "shared"}
+
+
+def test_grace_spares_young_unreferenced_objects(
+    repo: Repository, clock: FakeClock, wall: Ticking
+) -> None:
+    backup(repo, clock, {"id": "a", "v": 1})
+    clock.advance(days=60)
+    backup(repo, clock, {"id": "a", "v": 2})
+    policy = RetentionPolicy(keep_within=timedelta(days=30))
+    report = cleanup(repo, policy, grace=timedelta(hours=1), clock=clock, dry_run=True)
+    assert report.snapshots_removed == 1
+    assert report.objects_removed == 0
+    assert report.objects_spared_young == 1
+    wall.now += 2 * 3600
+    assert cleanup(repo, policy, grace=timedelta(hours=1), clock=clock).objects_removed == 1
+
+
+def test_dedup_hit_refreshes_mtime_so_grace_protects_it(
+    repo: Repository, clock: FakeClock, wall: Ticking
+) -> None:
+    first = backup(repo, clock, {"id": "a", "v": 1})
+    wall.now += 10 * 3600
+    # The object is now old; a snapshot that reuses it makes it young again.
+    backup(repo, clock, {"id": "a", "v": 1})
+    digest = repo.resolve(first).manifest.entries["a"].object
+    info = repo.backend.stat(object_key(digest))
+    assert info is not None and info.mtime == wall.now
+    plan = plan_gc(
+        repo,
+        snapshots=repo.snapshots(),
+        removing={s.id for s in repo.snapshots()},
+        grace=timedelta(hours=1),
+        now=wall.now,
+    )
+    assert plan.objects_removed == 0
+    assert plan.objects_spared_young == 1
+
+
+def test_gc_refuses_when_a_manifest_is_damaged(repo: Repository, clock: FakeClock) -> None:
+    sid = backup(repo, clock, {"id": "a"})
+    key = repo.manifest_keys()[sid]  # type: ignore[index]
+    repo.backend.put(key, repo.backend.get(key) + b" ", overwrite=True)
+    objects_before = list(repo.objects.list())
+    with pytest.raises(ChecksumMismatch):
+        collect_garbage(repo, grace=NO_GRACE)
+    assert list(repo.objects.list()) == objects_before
+
+
+def test_gc_waits_for_running_snapshot(repo: Repository) -> None:
+    with repo.locks.shared("snapshot", 0), pytest.raises(RepositoryLocked):
+        collect_garbage(repo, grace=NO_GRACE, lock_timeout=0.05)
+
+
+def test_empty_policy_refused_before_anything(repo: Repository, clock: FakeClock) -> None:
+    backup(repo, clock, {"id": "a"})
+    with pytest.raises(UsageError):
+        cleanup(repo, RetentionPolicy(), grace=NO_GRACE)
+    assert list(repo.backend.list("locks/")) == []
+
+
+def test_service_cleanup_old_backups(tmp_path: Path) -> None:
+    clock = FakeClock()
+    service = BackupService(tmp_path / "b", retention_days=30, clock=clock)
+    service.create_tenant_backup({"id": "a", "v": 1}, "tenant-update")
+    service.create_tenant_backup({"id": "gone", "v": 1}, "tenant-delete")
+    clock.advance(days=40)
+    service.create_tenant_backup({"id": "a", "v": 2}, "tenant-update")
+    assert service.cleanup_old_backups() == 1
+    assert [service.load_backup(p).metadata.target_id for p in service.list_backups()] == [
+        "a",
+        "gone",
+    ]
+    assert service.cleanup_old_backups() == 0
