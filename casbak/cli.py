@@ -460,6 +460,91 @@ def cleanup(
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
 
 
+@cli.command()
+@click.option("--quick", is_flag=True, help="Check structure and presence only; read no objects.")
+@click.option(
+    "--snapshot",
+    "snapshot_refs",
+    multiple=True,
+    metavar="SNAPSHOT",
+    help="Check only these snapshots and their objects (repeatable).",
+)
+@pass_context
+def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...]) -> None:
+    """Prove the repository's integrity; never changes it.
+
+    Reads the config, every manifest (it must hash to its name) and every
+    object it references (present, decompresses, re-hashes to its name). Lists
+    each finding with its kind and location, and for damage the snapshots and
+    tenants it hurts; also orphan objects, unknown and temporary files, stale
+    locks and loose permissions. Exit 0 when no damage, 3 when damage is found,
+    12 when the repository's format is newer than this casbak.
+    """
+    from casbak.repository import Repository, local_backend
+    from casbak.verify import check_config, config_failure_report, verify_repository
+
+    backend = local_backend(ctx.repo_location)
+    problem = check_config(backend)
+    if problem is not None and problem.kind == "missing-config":
+        Repository.open(backend)  # raises RepositoryNotFound, exit 10
+    if problem is not None:
+        report = config_failure_report(problem)
+    else:
+        with _ProgressBar(ctx, "verifying") as progress:
+            report = verify_repository(
+                Repository.open(backend),
+                quick=quick,
+                snapshot_refs=snapshot_refs,
+                progress=progress,
+            )
+    ctx.emit(report, lambda: _render_verify(report))
+    if problem is not None and problem.kind == "unsupported-version":
+        raise click.exceptions.Exit(12)
+    if not report.ok:
+        raise click.exceptions.Exit(3)
+
+
+def _render_verify(report: Any) -> str:
+    lines = []
+    for finding in report.findings:
+        label = "DAMAGE " if finding.severity == "damage" else f"{finding.severity} "
+        line = f"{label}{finding.kind} {finding.location}: {finding.message}"
+        if finding.snapshots:
+            line += f"; snapshots {', '.join(s[:12] for s in finding.snapshots)}"
+        if finding.tenants:
+            line += f"; tenants {', '.join(finding.tenants)}"
+        lines.append(line)
+    verdict = "no damage" if report.ok else f"{report.damage} damaged"
+    lines.append(
+        f"checked {report.snapshots_checked} snapshots, {report.objects_checked} objects "
+        f"({_size(report.bytes_checked)} read, {report.mode}): {verdict}"
+    )
+    return "\n".join(lines)
+
+
+class _ProgressBar:
+    """A progress bar on stderr, only when stderr is a terminal and output is for people."""
+
+    def __init__(self, ctx: Context, label: str) -> None:
+        self._enabled = sys.stderr.isatty() and not ctx.quiet and not ctx.json_output
+        self._label = label
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[int, int, int], None] | None:
+        return self._update if self._enabled else None
+
+    def _update(self, done: int, total: int, read: int) -> None:
+        if self._bar is None:
+            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.label = f"{self._label} ({_size(read)})"
+        self._bar.update(done - self._bar.pos)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
 def _size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -492,7 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     json_errors = "--json" in args
     try:
-        cli.main(args=args, prog_name="casbak", standalone_mode=False)
+        # Outside standalone mode click returns an Exit's code instead of raising it.
+        returned = cli.main(args=args, prog_name="casbak", standalone_mode=False)
+        if isinstance(returned, int):
+            return returned
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

@@ -104,6 +104,8 @@ def _check_version(data: bytes, what: str, supported: int, kind: str) -> None:
         version = _VERSION_DECODER.decode(data).version
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CorruptData(what, f"not JSON ({exc})") from exc
+    if version is None or isinstance(version, bool) or not isinstance(version, int):
+        raise CorruptData(what, f"has no valid {kind} version")
     if version != supported:
         raise FormatVersionError(
             f"{what}: {kind} version {version!r} is not supported "

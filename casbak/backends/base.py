@@ -36,6 +36,14 @@ class ObjectInfo(msgspec.Struct, frozen=True):
     mtime: float
 
 
+class StorageIssue(msgspec.Struct, frozen=True):
+    """Something in the storage that is not a well-formed key: kind, where, and what."""
+
+    kind: str  # "temp-file", "unknown-file", "symlink", "wrong-permissions"
+    location: str
+    message: str
+
+
 class Backend(Protocol):
     """A flat key/value store of bytes; see the module docstring for the contract."""
 
@@ -65,6 +73,9 @@ class Backend(Protocol):
 
     def describe(self) -> str:
         """A human-readable location, for messages."""
+
+    def audit(self) -> Iterator[StorageIssue]:
+        """Report storage hygiene problems that `list` cannot show (read-only)."""
 
 
 def validate_key(key: str) -> str:

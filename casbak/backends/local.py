@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from casbak.backends.base import ObjectInfo, validate_key, validate_prefix
+from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
 from casbak.errors import AlreadyExists, BackendError, ObjectMissing
 
 FILE_MODE = 0o600
@@ -40,6 +40,36 @@ class LocalBackend:
 
     def now(self) -> float:
         return time.time()
+
+    def audit(self) -> Iterator[StorageIssue]:
+        """Temporary files left by a crash, symlinks, odd file types, loose permissions."""
+        if not self.root.is_dir():
+            return
+        for folder, folders, files in os.walk(self.root):
+            base = Path(folder)
+            mode = stat_module.S_IMODE(os.stat(base, follow_symlinks=False).st_mode)
+            if mode & 0o077:
+                yield StorageIssue(
+                    "wrong-permissions", str(base), f"folder mode {mode:04o}, want 0700"
+                )
+            for name in folders + files:
+                path = base / name
+                info = os.stat(path, follow_symlinks=False)
+                if stat_module.S_ISLNK(info.st_mode):
+                    yield StorageIssue("symlink", str(path), "symbolic link (never followed)")
+                elif name in files and not stat_module.S_ISREG(info.st_mode):
+                    yield StorageIssue("unknown-file", str(path), "not a regular file")
+                elif name.startswith(TEMP_PREFIX):
+                    yield StorageIssue(
+                        "temp-file", str(path), "temporary file of an unfinished write"
+                    )
+                elif name.startswith("."):
+                    yield StorageIssue("unknown-file", str(path), "hidden name, not casbak's")
+                elif name in files and stat_module.S_IMODE(info.st_mode) & 0o077:
+                    mode = stat_module.S_IMODE(info.st_mode)
+                    yield StorageIssue(
+                        "wrong-permissions", str(path), f"file mode {mode:04o}, want 0600"
+                    )
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)

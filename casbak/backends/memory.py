@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from casbak.backends.base import ObjectInfo, validate_key, validate_prefix
+from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
 from casbak.errors import AlreadyExists, ObjectMissing
 
 
@@ -55,6 +55,10 @@ class MemoryBackend:
 
     def sync(self) -> None:
         """Nothing to do: memory holds what it holds."""
+
+    def audit(self) -> Iterator[StorageIssue]:
+        """Memory holds only well-formed keys; there is nothing to report."""
+        return iter(())
 
     def now(self) -> float:
         return self._clock()

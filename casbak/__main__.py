@@ -1,0 +1,5 @@
+"""``python -m casbak`` runs the CLI."""
+
+from casbak.cli import run
+
+run()

@@ -1,0 +1,253 @@
+"""verify: prove a repository's integrity, and say exactly what is damaged.
+
+It reads, never writes: no lock is taken and stale locks are only reported.
+Memory stays bounded by the number of distinct objects, not by the history:
+object contents are streamed one at a time, and the snapshots and tenants hurt
+by a damaged object are found by a second pass over the manifests, only when
+there is damage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import msgspec
+
+from casbak.backends.base import Backend
+from casbak.errors import (
+    CasbakError,
+    ChecksumMismatch,
+    CorruptData,
+    FormatVersionError,
+    IntegrityError,
+    ObjectMissing,
+)
+from casbak.locks import LOCK_PREFIX, LockManager
+from casbak.model import decode_config, decode_manifest
+from casbak.names import MANIFEST_PREFIX, snapshot_id_from_key
+from casbak.objects import OBJECT_PREFIX, digest_from_key
+from casbak.repository import CONFIG_KEY, Repository, Snapshot
+
+Severity = Literal["damage", "warning", "info"]
+Progress = Callable[[int, int, int], None]
+"""Called with objects done, objects in all, and bytes read so far."""
+_LOCK_NAME = r"(shared|exclusive)-[0-9a-f]{16}\.json"
+
+
+class Finding(msgspec.Struct, frozen=True):
+    """One problem: its kind, how bad, where, and which snapshots and tenants it hurts."""
+
+    kind: str
+    severity: Severity
+    location: str
+    message: str
+    snapshots: list[str] = msgspec.field(default_factory=list)
+    tenants: list[str] = msgspec.field(default_factory=list)
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    """The whole outcome; ``ok`` is true when no finding is damage."""
+
+    ok: bool
+    mode: str
+    snapshots_checked: int
+    objects_checked: int
+    bytes_checked: int
+    damage: int
+    findings: list[Finding]
+
+
+def verify_repository(
+    repo: Repository,
+    *,
+    quick: bool = False,
+    snapshot_refs: Iterable[str] = (),
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check config, manifests and objects; see the module docstring."""
+    findings: list[Finding] = []
+    refs = list(snapshot_refs)
+    snapshots, untrusted_refs = _load_snapshots(repo, refs, findings)
+    # Objects named by a tampered manifest are not called orphans: they may be
+    # exactly what a repair needs.
+    referenced: set[str] = set(untrusted_refs)
+    for snap in snapshots:
+        referenced.update(entry.object for entry in snap.manifest.entries.values())
+    present: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
+
+    bad_objects: dict[str, Finding] = {}
+    objects_checked = bytes_checked = 0
+    for digest in sorted(referenced):
+        if digest not in present:
+            bad_objects[digest] = Finding(
+                "missing-object", "damage", _object_location(digest), "object is missing"
+            )
+            continue
+        if not quick:
+            try:
+                repo.objects.read(digest)
+            except (ChecksumMismatch, CorruptData) as exc:
+                kind = "corrupt-object"
+                bad_objects[digest] = Finding(kind, "damage", _object_location(digest), str(exc))
+            except ObjectMissing:
+                bad_objects[digest] = Finding(
+                    "missing-object", "damage", _object_location(digest), "object is missing"
+                )
+            except CasbakError as exc:
+                bad_objects[digest] = Finding(
+                    "unreadable-object", "damage", _object_location(digest), str(exc)
+                )
+            bytes_checked += present[digest]
+        objects_checked += 1
+        if progress is not None:
+            progress(objects_checked, len(referenced), bytes_checked)
+    findings.extend(_with_victims(repo, snapshots, bad_objects))
+
+    if not refs:
+        findings.extend(_orphans(present, referenced))
+        findings.extend(_unknown_keys(repo))
+        findings.extend(_lock_findings(repo))
+        findings.extend(
+            Finding(issue.kind, "warning", issue.location, issue.message)
+            for issue in repo.backend.audit()
+        )
+    damage = sum(1 for finding in findings if finding.severity == "damage")
+    return VerifyReport(
+        ok=damage == 0,
+        mode="quick" if quick else "full",
+        snapshots_checked=len(snapshots),
+        objects_checked=objects_checked,
+        bytes_checked=bytes_checked,
+        damage=damage,
+        findings=findings,
+    )
+
+
+def check_config(backend: Backend) -> Finding | None:
+    """A finding for a missing, unreadable or unsupported config, or None when it is sound."""
+    where = CONFIG_KEY
+    try:
+        decode_config(backend.get(CONFIG_KEY), f"{backend.describe()}/{CONFIG_KEY}")
+    except FormatVersionError as exc:
+        return Finding("unsupported-version", "damage", where, str(exc))
+    except ObjectMissing:
+        return Finding("missing-config", "damage", where, "repository config is missing")
+    except IntegrityError as exc:
+        return Finding("corrupt-config", "damage", where, str(exc))
+    return None
+
+
+def config_failure_report(finding: Finding) -> VerifyReport:
+    """The report when the config itself is unusable: nothing else can be judged."""
+    return VerifyReport(False, "config", 0, 0, 0, 1, [finding])
+
+
+def _object_location(digest: str) -> str:
+    return f"{OBJECT_PREFIX}{digest[:2]}/{digest}"
+
+
+def _load_snapshots(
+    repo: Repository, refs: list[str], findings: list[Finding]
+) -> tuple[list[Snapshot], set[str]]:
+    if refs:
+        return [repo.resolve(ref) for ref in refs], set()
+    snapshots = []
+    untrusted_refs: set[str] = set()
+    for snapshot_id, key in sorted(repo.manifest_keys().items()):
+        try:
+            snapshots.append(repo.load(snapshot_id, key))
+        except ChecksumMismatch as exc:
+            tenants = _readable_entries(repo, key, untrusted_refs)
+            findings.append(
+                Finding(
+                    "tampered-manifest",
+                    "damage",
+                    key,
+                    str(exc),
+                    snapshots=[snapshot_id],
+                    tenants=tenants,
+                )
+            )
+        except FormatVersionError as exc:
+            findings.append(
+                Finding("unsupported-manifest", "damage", key, str(exc), snapshots=[snapshot_id])
+            )
+        except CorruptData as exc:
+            findings.append(
+                Finding("corrupt-manifest", "damage", key, str(exc), snapshots=[snapshot_id])
+            )
+        except ObjectMissing:
+            continue  # removed by a concurrent cleanup while we listed: not damage
+    return snapshots, untrusted_refs
+
+
+def _readable_entries(repo: Repository, key: str, refs: set[str]) -> list[str]:
+    """Tenants of a manifest that fails its hash but still parses; its objects go to refs."""
+    try:
+        manifest = decode_manifest(repo.backend.get(key), key)
+    except CasbakError:
+        return []
+    refs.update(entry.object for entry in manifest.entries.values())
+    return sorted(manifest.entries)
+
+
+def _with_victims(
+    repo: Repository, snapshots: list[Snapshot], bad: dict[str, Finding]
+) -> list[Finding]:
+    if not bad:
+        return []
+    victims: dict[str, tuple[set[str], set[str]]] = {d: (set(), set()) for d in bad}
+    still_there = repo.manifest_keys()
+    for snap in snapshots:
+        if snap.id not in still_there:
+            continue  # a concurrent cleanup removed it, and then its objects
+        for tenant_id, entry in snap.manifest.entries.items():
+            if entry.object in victims:
+                victims[entry.object][0].add(snap.id)
+                victims[entry.object][1].add(tenant_id)
+    return [
+        msgspec.structs.replace(
+            finding, snapshots=sorted(victims[d][0]), tenants=sorted(victims[d][1])
+        )
+        for d, finding in sorted(bad.items())
+        if victims[d][0]
+    ]
+
+
+def _orphans(present: dict[str, int], referenced: set[str]) -> list[Finding]:
+    return [
+        Finding(
+            "orphan-object", "info", _object_location(d), "no snapshot references it (gc frees it)"
+        )
+        for d in sorted(present.keys() - referenced)
+    ]
+
+
+def _unknown_keys(repo: Repository) -> list[Finding]:
+    import re
+
+    lock_name = re.compile(_LOCK_NAME)
+    found = []
+    for info in repo.backend.list(""):
+        key = info.key
+        known = (
+            key == CONFIG_KEY
+            or (key.startswith(OBJECT_PREFIX) and digest_from_key(key) is not None)
+            or (key.startswith(MANIFEST_PREFIX) and snapshot_id_from_key(key) is not None)
+            or (key.startswith(LOCK_PREFIX) and lock_name.fullmatch(key[len(LOCK_PREFIX) :]))
+        )
+        if not known:
+            found.append(Finding("unknown-file", "warning", key, "not a casbak file"))
+    return found
+
+
+def _lock_findings(repo: Repository) -> list[Finding]:
+    findings = []
+    for key, record, stale in LockManager(repo.backend).holders():
+        if stale:
+            who = f"{record.operation} pid {record.pid} on {record.host}" if record else "unknown"
+            findings.append(
+                Finding("stale-lock", "info", key, f"lock of {who} is stale (removed on next use)")
+            )
+    return findings
