@@ -28,14 +28,17 @@ class Context:
 
         return Repository.open(local_backend(self.repo_location))
 
-    def emit(self, result: Any, human: Callable[[], str]) -> None:
-        """Print ``result`` as one JSON document, or the human text unless quiet."""
+    def emit(self, result: Any, human: Callable[[], str], *, err: bool = False) -> None:
+        """Print ``result`` as one JSON document, or the human text unless quiet.
+
+        ``err`` sends it to stderr, for commands whose stdout carries data.
+        """
         if self.json_output:
             import msgspec
 
-            click.echo(msgspec.json.encode(result).decode())
+            click.echo(msgspec.json.encode(result).decode(), err=err)
         elif not self.quiet:
-            click.echo(human())
+            click.echo(human(), err=err)
 
 
 def _default_repo() -> str:
@@ -460,6 +463,113 @@ def cleanup(
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
 
 
+@cli.command("export")
+@click.argument("snapshot_refs", nargs=-1, metavar="[SNAPSHOT]...")
+@click.option("--target", "-t", "target_id", help="Every snapshot of this target.")
+@click.option("--all", "everything", is_flag=True, help="Every snapshot.")
+@click.option("--since", callback=_duration, help="Only snapshots younger than this (7d, 12h).")
+@click.option(
+    "--output", "-o", "output", required=True, help="Bundle file to write, or - for stdout."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing bundle file.")
+@pass_context
+def export_command(
+    ctx: Context,
+    snapshot_refs: tuple[str, ...],
+    target_id: str | None,
+    everything: bool,
+    since: Any,
+    output: str,
+    force: bool,
+) -> None:
+    """Write snapshots and every object they need into one bundle file.
+
+    The bundle is a tar archive (header, manifests, objects as stored) that
+    'casbak import' brings into any repository and 'casbak verify --bundle'
+    checks on its own. Every object is re-hashed as it is read.
+    """
+    from casbak.transfer import export_bundle, select_snapshots
+
+    if not (snapshot_refs or target_id or everything):
+        raise click.UsageError("name snapshots, or give --target ID or --all")
+    repo = ctx.open()
+    chosen = select_snapshots(
+        repo, snapshot_refs, target_id=target_id, everything=everything, since=since
+    )
+    with _ProgressBar(ctx, "exporting") as progress:
+        if output == "-":
+            result = export_bundle(repo, chosen, sys.stdout.buffer, progress=progress)
+        else:
+            result = _export_to_file(repo, chosen, Path(output), force, progress)
+    to_stderr = output == "-"
+    ctx.emit(
+        result,
+        lambda: (
+            f"exported {result.manifests} snapshots, {result.objects} objects "
+            f"({_size(result.bytes)})"
+        ),
+        err=to_stderr,
+    )
+
+
+def _export_to_file(repo: Any, chosen: Any, path: Path, force: bool, progress: Any) -> Any:
+    import os
+    import secrets
+
+    from casbak.errors import InputError
+    from casbak.transfer import export_bundle
+
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; use --force to overwrite")
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with temp.open("wb") as handle:
+            result = export_bundle(repo, chosen, handle, progress=progress)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return result
+
+
+@cli.command("import")
+@click.argument("bundle")
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for a lock held by gc.",
+)
+@pass_context
+def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
+    """Bring a bundle's snapshots into the repository (BUNDLE may be -).
+
+    The whole bundle is checked first: every object's hash and size, every
+    manifest's id, every reference. A bad bundle changes nothing. Objects the
+    repository already holds intact are not rewritten; damaged or missing ones
+    are replaced from the bundle. Importing the same bundle twice changes nothing.
+    """
+    from casbak.transfer import import_bundle, seekable
+
+    repo = ctx.open()
+    with (
+        seekable(bundle, sys.stdin.buffer) as open_stream,
+        _ProgressBar(ctx, "importing") as progress,
+    ):
+        result = import_bundle(repo, open_stream, progress=progress, lock_timeout=lock_timeout)
+    ctx.emit(
+        result,
+        lambda: (
+            f"imported {result.manifests} snapshots ({result.manifests_skipped} already "
+            f"present), {result.objects} objects ({_size(result.bytes)}), "
+            f"{result.objects_skipped} already present, {result.objects_healed} repaired"
+        ),
+    )
+
+
 @cli.command()
 @click.option("--quick", is_flag=True, help="Check structure and presence only; read no objects.")
 @click.option(
@@ -469,8 +579,14 @@ def cleanup(
     metavar="SNAPSHOT",
     help="Check only these snapshots and their objects (repeatable).",
 )
+@click.option(
+    "--bundle",
+    "bundle",
+    metavar="FILE",
+    help="Check a bundle file on its own (no repository needed); - for stdin.",
+)
 @pass_context
-def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...]) -> None:
+def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: str | None) -> None:
     """Prove the repository's integrity; never changes it.
 
     Reads the config, every manifest (it must hash to its name) and every
@@ -483,6 +599,9 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...]) -> None:
     from casbak.repository import Repository, local_backend
     from casbak.verify import check_config, config_failure_report, verify_repository
 
+    if bundle is not None:
+        _verify_bundle(ctx, bundle)
+        return
     backend = local_backend(ctx.repo_location)
     problem = check_config(backend)
     if problem is not None and problem.kind == "missing-config":
@@ -500,6 +619,26 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...]) -> None:
     ctx.emit(report, lambda: _render_verify(report))
     if problem is not None and problem.kind == "unsupported-version":
         raise click.exceptions.Exit(12)
+    if not report.ok:
+        raise click.exceptions.Exit(3)
+
+
+def _verify_bundle(ctx: Context, bundle: str) -> None:
+    from casbak.bundle import BundleError
+    from casbak.transfer import check_bundle, seekable
+    from casbak.verify import Finding, VerifyReport
+
+    try:
+        with seekable(bundle, sys.stdin.buffer) as open_stream:
+            header, held = check_bundle(open_stream, None)
+        report = VerifyReport(
+            True, "bundle", len(header.manifests), len(held), header.object_bytes, 0, []
+        )
+    except BundleError as exc:
+        report = VerifyReport(
+            False, "bundle", 0, 0, 0, 1, [Finding("bad-bundle", "damage", bundle, str(exc))]
+        )
+    ctx.emit(report, lambda: _render_verify(report))
     if not report.ok:
         raise click.exceptions.Exit(3)
 

@@ -38,19 +38,23 @@ def digest_from_key(key: str) -> Digest | None:
     return None
 
 
-def decompress_object(digest: str, stored: bytes) -> bytes:
-    """Decompress and re-hash stored object bytes, raising IntegrityError on any mismatch."""
+def decompress_object(digest: str, stored: bytes, expected_size: int | None = None) -> bytes:
+    """Decompress and re-hash stored object bytes, raising IntegrityError on any mismatch.
+
+    With ``expected_size`` (the size a manifest declares), a frame that declares
+    or produces any other size is refused before it can expand further.
+    """
     what = f"object {digest}"
+    limit = MAX_OBJECT_BYTES if expected_size is None else expected_size
     try:
         params = zstandard.get_frame_parameters(stored)
     except zstandard.ZstdError as exc:
         raise CorruptData(what, f"not a zstd frame ({exc})") from exc
-    if params.content_size > MAX_OBJECT_BYTES:
-        raise CorruptData(what, f"declares {params.content_size} bytes, over the limit")
+    declared = params.content_size
+    if declared > limit or (expected_size is not None and declared != expected_size):
+        raise CorruptData(what, f"declares {declared} bytes, expected at most {limit}")
     try:
-        canonical = zstandard.ZstdDecompressor().decompress(
-            stored, max_output_size=MAX_OBJECT_BYTES
-        )
+        canonical = zstandard.ZstdDecompressor().decompress(stored, max_output_size=max(limit, 1))
     except zstandard.ZstdError as exc:
         raise CorruptData(what, f"cannot decompress ({exc})") from exc
     actual = hash_bytes(canonical)
@@ -87,6 +91,16 @@ class ObjectStore:
     def read(self, digest: str) -> bytes:
         """Return the canonical bytes of an object, verified against its digest."""
         return decompress_object(digest, self.backend.get(object_key(digest)))
+
+    def read_stored(self, digest: str) -> bytes:
+        """Return an object's stored (compressed) bytes after checking they decode to its name."""
+        stored = self.backend.get(object_key(digest))
+        decompress_object(digest, stored)
+        return stored
+
+    def put_stored(self, digest: str, stored: bytes, *, replace: bool = False) -> None:
+        """Store already-checked compressed bytes (bundle import, healing a damaged object)."""
+        self.backend.put(object_key(digest), stored, overwrite=replace)
 
     def contains(self, digest: str) -> bool:
         """Tell whether an object is present, without reading it."""

@@ -101,7 +101,12 @@ class Repository:
     def write_manifest(self, manifest: Manifest) -> Snapshot:
         """Store a manifest durably; its objects must already be durable."""
         data = encode_manifest(manifest)
-        snapshot_id = hash_bytes(data)
+        return self.write_manifest_bytes(hash_bytes(data), data, manifest)
+
+    def write_manifest_bytes(
+        self, snapshot_id: Digest, data: bytes, manifest: Manifest
+    ) -> Snapshot:
+        """Store manifest bytes checked elsewhere (an import) exactly as they are."""
         key = manifest_key(manifest.timestamp, manifest.operation, manifest.target_id, snapshot_id)
         try:
             self.backend.put(key, data)

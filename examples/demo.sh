@@ -17,4 +17,10 @@ run casbak stats
 run casbak diff "$(casbak --json list | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"][-1]["id"])')" latest:all-tenants
 run casbak restore latest:globex-us --out "$(dirname "$repo")/restored"
 run casbak show latest
-if casbak --help | grep -q '^  verify'; then run casbak verify; fi
+run casbak verify
+run casbak export --all -o "$(dirname "$repo")/all.casbak" --force
+run casbak verify --bundle "$(dirname "$repo")/all.casbak"
+rm -rf "$(dirname "$repo")/copy"
+run casbak --repo "$(dirname "$repo")/copy" init
+run casbak --repo "$(dirname "$repo")/copy" import "$(dirname "$repo")/all.casbak"
+run casbak --repo "$(dirname "$repo")/copy" verify

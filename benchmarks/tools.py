@@ -1,0 +1,130 @@
+"""The backup tools compared with casbak, each driven as whole processes.
+
+Every tool backs up the same export folder round after round; restic and
+borgbackup are installed from Debian's packages when missing (and it says so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.measure import Measured, measure_rss
+
+ENV = {
+    **os.environ,
+    "RESTIC_PASSWORD": "casbak-bench",
+    "BORG_PASSPHRASE": "",
+    "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+    "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+}
+
+
+def ensure_installed(names: list[str]) -> list[str]:
+    """Install missing Debian packages for the named tools; return those available."""
+    packages = {"restic": "restic", "borg": "borgbackup", "git": "git"}
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        print(
+            f"installing {', '.join(packages[m] for m in missing)} from Debian packages",
+            file=sys.stderr,
+        )
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *(packages[m] for m in missing)],
+            check=False,
+            capture_output=True,
+        )
+    return [name for name in names if shutil.which(name) is not None]
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+
+    def run(self, argv: list[str], cwd: Path | None = None) -> Measured:
+        result = measure_rss(argv, cwd=str(cwd) if cwd else None, env=ENV)
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.name} failed ({result.returncode}): {' '.join(argv)}")
+        return result
+
+    def size(self) -> int:
+        return folder_bytes(self.repo)
+
+    def init(self) -> None:
+        raise NotImplementedError
+
+    def backup(self, folder: Path) -> Measured:
+        raise NotImplementedError
+
+    def verify(self) -> Measured:
+        raise NotImplementedError
+
+
+class Casbak(Tool):
+    name = "casbak"
+
+    def cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "casbak", "--repo", str(self.repo), *args]
+
+    def init(self) -> None:
+        self.run(self.cmd("init"))
+
+    def backup(self, folder: Path) -> Measured:
+        return self.run(self.cmd("snapshot", str(folder), "-o", "sync-apply"))
+
+    def verify(self) -> Measured:
+        return self.run(self.cmd("verify"))
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def init(self) -> None:
+        self.run(["restic", "-r", str(self.repo), "init", "--repository-version", "2"])
+
+    def backup(self, folder: Path) -> Measured:
+        return self.run(
+            ["restic", "-r", str(self.repo), "backup", "--compression", "auto", "--quiet", "."],
+            cwd=folder,
+        )
+
+    def verify(self) -> Measured:
+        return self.run(["restic", "-r", str(self.repo), "check", "--read-data"])
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def __init__(self, repo: Path) -> None:
+        super().__init__(repo)
+        self.rounds = 0
+
+    def init(self) -> None:
+        self.run(["borg", "init", "-e", "none", str(self.repo)])
+
+    def backup(self, folder: Path) -> Measured:
+        self.rounds += 1
+        return self.run(
+            [
+                "borg",
+                "create",
+                "--compression",
+                "zstd,3",
+                f"{self.repo}::round-{self.rounds:04d}",
+                ".",
+            ],
+            cwd=folder,
+        )
+
+    def verify(self) -> Measured:
+        return self.run(["borg", "check", "--verify-data", str(self.repo)])

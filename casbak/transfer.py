@@ -1,0 +1,245 @@
+"""Use cases that move snapshots between repositories: export, import, bundle verify.
+
+Import is two-phase: the whole bundle is read and checked first (every
+object's hash and declared size, every manifest's id, every reference
+resolvable), changing nothing; only then are objects written, made durable,
+and finally manifests. A hostile or damaged bundle therefore leaves the
+repository untouched, and an interrupted import leaves only unreferenced
+objects, which verify reports as orphans and gc removes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from casbak.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    BundleError,
+    BundleHeader,
+    BundleManifest,
+    BundleWriter,
+    CheckedManifest,
+    CheckedObject,
+    read_bundle,
+)
+from casbak.errors import CasbakError, InputError, IntegrityError, ObjectMissing
+from casbak.ids import Digest
+from casbak.model import utc_now
+from casbak.objects import object_key
+from casbak.repository import Repository, Snapshot
+
+Progress = Callable[[int, int, int], None]
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+class ExportResult(msgspec.Struct, frozen=True):
+    """What a bundle holds."""
+
+    manifests: int
+    objects: int
+    bytes: int
+
+
+class ImportResult(msgspec.Struct, frozen=True):
+    """What an import changed; a second import of the same bundle changes nothing."""
+
+    manifests: int
+    manifests_skipped: int
+    objects: int
+    objects_skipped: int
+    objects_healed: int
+    bytes: int
+
+
+def select_snapshots(
+    repo: Repository,
+    refs: Iterable[str] = (),
+    *,
+    target_id: str | None = None,
+    everything: bool = False,
+    since: timedelta | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> list[Snapshot]:
+    """The snapshots an export names: by reference, by target, or all; oldest first."""
+    chosen = [repo.resolve(ref) for ref in refs]
+    if target_id is not None or everything:
+        chosen += [
+            snap for snap in repo.snapshots() if everything or snap.manifest.target_id == target_id
+        ]
+    if since is not None:
+        cutoff = clock() - since
+        chosen = [snap for snap in chosen if snap.manifest.timestamp >= cutoff]
+    unique = {snap.id: snap for snap in chosen}
+    if not unique:
+        raise InputError("nothing to export: no snapshot matches")
+    return sorted(unique.values(), key=lambda snap: (snap.manifest.timestamp, snap.id))
+
+
+def export_bundle(
+    repo: Repository,
+    snapshots: list[Snapshot],
+    stream: IO[bytes],
+    *,
+    progress: Progress | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> ExportResult:
+    """Write a bundle of the snapshots and every object they need, each read and checked."""
+    digests = sorted({e.object for s in snapshots for e in s.manifest.entries.values()})
+    sizes = {}
+    for digest in digests:
+        info = repo.backend.stat(object_key(digest))
+        if info is None:
+            raise ObjectMissing(object_key(digest))
+        sizes[digest] = info.size
+    header = BundleHeader(
+        format=BUNDLE_FORMAT,
+        version=BUNDLE_VERSION,
+        created=clock(),
+        manifests=[
+            BundleManifest(s.id, s.key.removeprefix("manifests/"), len(repo.backend.get(s.key)))
+            for s in snapshots
+        ],
+        objects=len(digests),
+        object_bytes=sum(sizes.values()),
+    )
+    writer = BundleWriter(stream, header)
+    for snap in snapshots:
+        writer.add_manifest(snap.key.removeprefix("manifests/"), repo.backend.get(snap.key))
+    written = 0
+    for done, digest in enumerate(digests, 1):
+        stored = repo.objects.read_stored(digest)
+        if len(stored) != sizes[digest]:
+            raise IntegrityError(f"object {digest} changed while it was exported")
+        writer.add_object(digest, stored)
+        written += len(stored)
+        if progress is not None:
+            progress(done, len(digests), written)
+    writer.close()
+    return ExportResult(len(snapshots), len(digests), written)
+
+
+@contextmanager
+def seekable(source: str | Path, stdin: IO[bytes] | None) -> Iterator[Callable[[], IO[bytes]]]:
+    """Give a way to read a bundle more than once; stdin is spooled to a temporary file."""
+    if str(source) == "-":
+        if stdin is None:
+            raise InputError("- (stdin) is not available here")
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(stdin, spool)
+
+            def rewind() -> IO[bytes]:
+                spool.seek(0)
+                return spool
+
+            yield rewind
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: no such bundle file")
+    handles: list[IO[bytes]] = []
+    try:
+
+        def reopen() -> IO[bytes]:
+            handles.append(path.open("rb"))
+            return handles[-1]
+
+        yield reopen
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def check_bundle(
+    open_stream: Callable[[], IO[bytes]], repo: Repository | None
+) -> tuple[BundleHeader, set[str]]:
+    """Read a whole bundle and check it; return its header and the objects it holds.
+
+    References to objects the bundle lacks must be satisfied by ``repo`` with
+    an intact copy; with no repository, the bundle must be self-contained.
+    """
+    header: BundleHeader | None = None
+    referenced: dict[str, str] = {}
+    held: set[str] = set()
+    for item in read_bundle(open_stream()):
+        if isinstance(item, BundleHeader):
+            header = item
+        elif isinstance(item, CheckedManifest):
+            for entry in item.manifest.entries.values():
+                referenced.setdefault(entry.object, item.name)
+        else:
+            held.add(item.digest)
+    assert header is not None  # read_bundle yields the header first or raises
+    for digest in sorted(referenced.keys() - held):
+        where = f"manifest {referenced[digest]} references object {digest}"
+        if repo is None:
+            raise BundleError(f"{where}, which the bundle lacks")
+        try:
+            repo.objects.read(digest)
+        except CasbakError:
+            raise BundleError(f"{where}, which neither the bundle nor the repository has") from None
+    return header, held
+
+
+def import_bundle(
+    repo: Repository,
+    open_stream: Callable[[], IO[bytes]],
+    *,
+    progress: Progress | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> ImportResult:
+    """Check the whole bundle, then write its objects, then its manifests."""
+    header, _ = check_bundle(open_stream, repo)
+    written = skipped = healed = written_bytes = done = 0
+    with repo.locks.shared("import", lock_timeout) as lock:
+        for item in read_bundle(open_stream()):
+            if not isinstance(item, CheckedObject):
+                continue
+            state = _existing_state(repo, item.digest)
+            if state == "intact":
+                repo.backend.touch(object_key(item.digest))
+                skipped += 1
+            else:
+                repo.objects.put_stored(item.digest, item.stored, replace=state == "damaged")
+                healed += state == "damaged"
+                written += state == "absent"
+                written_bytes += len(item.stored)
+            done += 1
+            lock.refresh()
+            if progress is not None:
+                progress(done, header.objects, written_bytes)
+        repo.backend.sync()
+        present = repo.manifest_keys()
+        imported = 0
+        for item in read_bundle(open_stream()):
+            if isinstance(item, CheckedObject):
+                break  # manifests all come before the first object
+            if isinstance(item, CheckedManifest) and item.id not in present:
+                repo.write_manifest_bytes(item.id, item.data, item.manifest)
+                imported += 1
+    return ImportResult(
+        manifests=imported,
+        manifests_skipped=len(header.manifests) - imported,
+        objects=written,
+        objects_skipped=skipped,
+        objects_healed=healed,
+        bytes=written_bytes,
+    )
+
+
+def _existing_state(repo: Repository, digest: Digest) -> str:
+    try:
+        repo.objects.read(digest)
+    except ObjectMissing:
+        return "absent"
+    except IntegrityError:
+        return "damaged"
+    return "intact"
