@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_REPO := .demo/repo
 
-.PHONY: demo test lint typecheck layers unit bench bench-compare clean
+.PHONY: demo test lint typecheck layers unit bench bench-compare soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# Longer reliability run: more racing processes and rounds, more fuzz examples.
+soak: $(STAMP)
+	CASBAK_SOAK=5 CASBAK_FUZZ_EXAMPLES=5000 $(BIN)/pytest -p no:cacheprovider \
+		tests/test_concurrency.py tests/test_fuzz.py tests/test_crash.py

@@ -121,11 +121,11 @@ def read_bundle(stream: IO[bytes]) -> Iterator[BundleHeader | CheckedManifest | 
     """
     try:
         tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
-    except (tarfile.TarError, EOFError) as exc:
+    except (tarfile.TarError, EOFError, UnicodeError, ValueError) as exc:
         raise BundleError(f"not a casbak bundle (not a tar archive: {exc})") from None
     try:
         yield from _read_members(tar)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, UnicodeError, ValueError) as exc:
         raise BundleError(f"bundle is truncated or damaged ({exc})") from None
     finally:
         tar.close()
@@ -198,7 +198,7 @@ def _check_object(
 def _decode_header(data: bytes) -> BundleHeader:
     try:
         raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"bundle header is not JSON ({exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
         raise BundleError("not a casbak bundle (header format is not casbak-bundle)")

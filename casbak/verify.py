@@ -179,6 +179,10 @@ def _load_snapshots(
             )
         except ObjectMissing:
             continue  # removed by a concurrent cleanup while we listed: not damage
+        except CasbakError as exc:
+            findings.append(
+                Finding("unreadable-manifest", "damage", key, str(exc), snapshots=[snapshot_id])
+            )
     return snapshots, untrusted_refs
 
 

@@ -18,8 +18,20 @@ from casbak.backends.local import LocalBackend
 from casbak.repository import Repository
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
+from casbak.transfer import export_bundle, select_snapshots
 
 CASBAK = shutil.which("casbak") or str(Path(sys.executable).parent / "casbak")
+SOAK = int(os.environ.get("CASBAK_SOAK", "1"))
+WRITERS = 3 * SOAK
+ROUNDS = 6 * SOAK
+
+
+def _foreign_bundle(path: Path, bundle: Path) -> None:
+    foreign = Repository.init(LocalBackend(path))
+    take_snapshot(foreign, documents_from_values([{"id": "foreign", "v": 1}], "f"))
+    with bundle.open("wb") as handle:
+        export_bundle(foreign, select_snapshots(foreign, everything=True), handle)
+
 
 WRITER = r"""
 import json, subprocess, sys
@@ -40,9 +52,8 @@ json.dump(done, open(out, "w"))
 """
 
 
-def _start_gc_loop(repo: Path, rounds: int, cleanup: bool) -> subprocess.Popen[bytes]:
-    command = ["cleanup", "--keep-last", "1", "--keep-tag", "keep"] if cleanup else ["gc"]
-    argv = [CASBAK, "--repo", str(repo), *command, "--grace", "0s", "--lock-timeout", "60"]
+def _start_loop(repo: Path, rounds: int, command: list[str]) -> subprocess.Popen[bytes]:
+    argv = [CASBAK, "--repo", str(repo), *command]
     script = (
         "import subprocess, sys\n"
         f"for _ in range({rounds}):\n"
@@ -57,18 +68,37 @@ def test_snapshots_and_gc_race_without_losing_anything(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     subprocess.run([CASBAK, "--repo", str(repo), "init"], check=True, capture_output=True)
     writers = []
-    for number in range(3):
+    for number in range(WRITERS):
         out = tmp_path / f"writer{number}.json"
         writers.append(
             (
                 out,
                 subprocess.Popen(
-                    [sys.executable, "-c", WRITER, CASBAK, str(repo), f"w{number}", "6", str(out)],
+                    [
+                        sys.executable,
+                        "-c",
+                        WRITER,
+                        CASBAK,
+                        str(repo),
+                        f"w{number}",
+                        str(ROUNDS),
+                        str(out),
+                    ],
                     stderr=subprocess.PIPE,
                 ),
             )
         )
-    collectors = [_start_gc_loop(repo, 6, cleanup=False), _start_gc_loop(repo, 6, cleanup=True)]
+    maintenance = ["--grace", "0s", "--lock-timeout", "60"]
+    bundle = tmp_path / "foreign.casbak"
+    _foreign_bundle(tmp_path / "foreign", bundle)
+    collectors = [
+        _start_loop(repo, ROUNDS, ["gc", *maintenance]),
+        _start_loop(
+            repo, ROUNDS, ["cleanup", "--keep-last", "1", "--keep-tag", "keep", *maintenance]
+        ),
+        _start_loop(repo, ROUNDS, ["verify"]),
+        _start_loop(repo, ROUNDS, ["import", str(bundle), "--lock-timeout", "60"]),
+    ]
     for proc in [p for _, p in writers] + collectors:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err.decode()
@@ -85,7 +115,7 @@ def test_snapshots_and_gc_race_without_losing_anything(tmp_path: Path) -> None:
                 restored = {k: json.loads(v) for k, v in documents.items()}
                 assert restored == {t["id"]: t for t in record["tenants"]}
                 checked += 1
-    assert checked >= 9
+    assert checked >= 3 * WRITERS
     for snap in opened.snapshots():
         for entry in snap.manifest.entries.values():
             opened.objects.read(entry.object)
@@ -150,3 +180,44 @@ def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, see
     sound()
     referenced = {e.object for s in repo.snapshots() for e in s.manifest.entries.values()}
     assert {d for d, _ in repo.objects.list()} == referenced
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2 * SOAK))
+@pytest.mark.parametrize("command", ["snapshot", "import"])
+def test_cli_killed_at_random_moment(tmp_path: Path, seed: int, command: str) -> None:
+    """SIGKILL a snapshot or import process at a random moment; nothing done is lost."""
+    repo, keep = _repository_with_garbage(tmp_path / "repo")
+    big = tmp_path / "big.json"
+    big.write_text(
+        json.dumps([{"id": f"k{i}", "pad": "z" * (i % 50), "seed": seed} for i in range(800)])
+    )
+    bundle = tmp_path / "b.casbak"
+    source = Repository.init(LocalBackend(tmp_path / "source"))
+    take_snapshot(source, documents_from_values(json.loads(big.read_text()), "big"))
+    with bundle.open("wb") as handle:
+        export_bundle(source, select_snapshots(source, everything=True), handle)
+    argv = {"snapshot": ["snapshot", str(big)], "import": ["import", str(bundle)]}[command]
+    proc = subprocess.Popen(
+        [CASBAK, "--repo", str(tmp_path / "repo"), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(random.Random(seed).uniform(0.2, 1.2))
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    from casbak.verify import verify_repository
+
+    assert verify_repository(repo).ok
+    for sid in keep:
+        assert len(restore_documents(repo, sid)[1]) == 20
+    rerun = subprocess.run(
+        [CASBAK, "--repo", str(tmp_path / "repo"), *argv, "--lock-timeout", "5"],
+        capture_output=True,
+        check=False,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert verify_repository(repo).ok
+    latest = restore_documents(repo, "latest")[1]
+    assert len(latest) == 800

@@ -34,6 +34,7 @@ class LocalBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._dirty: set[Path] = set()
+        self._link_free: set[Path] = set()
 
     def describe(self) -> str:
         return str(self.root)
@@ -72,7 +73,21 @@ class LocalBackend:
                     )
 
     def _path(self, key: str) -> Path:
-        return self.root / validate_key(key)
+        path = self.root / validate_key(key)
+        if path.parent not in self._link_free:
+            self._refuse_links(path.parent)
+        return path
+
+    def _refuse_links(self, folder: Path) -> None:
+        # O_NOFOLLOW guards only the last component; a folder inside the
+        # repository replaced by a symlink could otherwise lead reads and
+        # writes out of it. Folders already checked are remembered.
+        current = folder
+        while current != self.root and current not in self._link_free:
+            if current.is_symlink():
+                raise BackendError(f"refusing to follow a symbolic link: {current}")
+            current = current.parent
+        self._link_free.add(folder)
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
         path = self._path(key)
@@ -153,6 +168,8 @@ class LocalBackend:
         yield from found
 
     def _walk(self, folder: Path, prefix: str, emit: Callable[[ObjectInfo], None]) -> None:
+        if folder.is_symlink():
+            return
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
