@@ -136,6 +136,43 @@ class BackupService:
         report = cleanup(self.repository, policy, clock=self.clock, lock_timeout=self.lock_timeout)
         return report.snapshots_removed
 
+    def create_backup_from_descope(
+        self,
+        client: Any,
+        operation: str,
+        tenant_ids: Sequence[str] = (),
+        *,
+        with_settings: bool = False,
+        with_sso: bool = False,
+        description: str = "",
+    ) -> Path:
+        """Pull tenants through a `TenantApi` (e.g. `SdkTenantApi()`) into one snapshot."""
+        from casbak.descope_live import pull_snapshot
+
+        result = pull_snapshot(
+            self.repository,
+            client,
+            tenant_ids,
+            with_settings=with_settings,
+            with_sso=with_sso,
+            operation=operation,
+            target_id=tenant_ids[0] if len(tenant_ids) == 1 else ALL_TENANTS,
+            description=description,
+            clock=self.clock,
+            lock_timeout=self.lock_timeout,
+        )
+        return Path(result.path)
+
+    def restore_to_descope(
+        self, path_or_id: Path | str, tenant_id: str, client: Any, *, dry_run: bool = False
+    ) -> Any:
+        """Put a backed-up tenant back through a `TenantApi`; returns a `LiveRestore`."""
+        from casbak.descope_live import restore_to_descope
+
+        return restore_to_descope(
+            self.repository, client, str(path_or_id), tenant_id, dry_run=dry_run, clock=self.clock
+        )
+
     def load_backup(self, path_or_id: Path | str) -> LoadedBackup:
         """Read a snapshot back by manifest path, id, id prefix or ``latest``."""
         snapshot, documents = restore_documents(self.repository, str(path_or_id))

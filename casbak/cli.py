@@ -105,7 +105,20 @@ def init(ctx: Context, retention_days: int, compression_level: int) -> None:
 
 
 @cli.command()
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
+@click.option(
+    "--from-descope",
+    is_flag=True,
+    help="Pull tenants from the Descope Management API (DESCOPE_PROJECT_ID, "
+    "DESCOPE_MANAGEMENT_KEY, DESCOPE_BASE_URI) instead of reading SOURCES.",
+)
+@click.option("--tenant", "pull_ids", multiple=True, help="With --from-descope: only this tenant.")
+@click.option(
+    "--with-settings", is_flag=True, help="With --from-descope: add each tenant's settings."
+)
+@click.option(
+    "--with-sso", is_flag=True, help="With --from-descope: add each tenant's SSO configuration."
+)
 @click.option(
     "--operation",
     "-o",
@@ -134,6 +147,10 @@ def init(ctx: Context, retention_days: int, compression_level: int) -> None:
 def snapshot(
     ctx: Context,
     sources: tuple[str, ...],
+    from_descope: bool,
+    pull_ids: tuple[str, ...],
+    with_settings: bool,
+    with_sso: bool,
     operation: str,
     target_id: str | None,
     description: str,
@@ -145,20 +162,40 @@ def snapshot(
     A SOURCE is a JSON file holding one tenant object, an array of them or
     {"tenants": [...]}; a folder of *.json files; or - for stdin. Everything is
     read and checked before anything is written.
+
+    With --from-descope the tenants come straight from Descope (all of them, or
+    those named with --tenant); a pull that fails for any tenant stores nothing.
     """
     from casbak.service import take_snapshot
     from casbak.sources import read_sources
 
-    documents = read_sources(sources, sys.stdin.buffer)
-    result = take_snapshot(
-        ctx.open(),
-        documents,
-        operation=operation,
-        target_id=target_id,
-        description=description,
-        tags=tags,
-        lock_timeout=lock_timeout,
-    )
+    options: dict[str, Any] = {
+        "operation": operation,
+        "target_id": target_id,
+        "description": description,
+        "tags": tags,
+        "lock_timeout": lock_timeout,
+    }
+    if from_descope:
+        if sources:
+            raise click.UsageError("give SOURCES or --from-descope, not both")
+        from casbak.descope_live import SdkTenantApi, pull_snapshot
+
+        repo = ctx.open()
+        result = pull_snapshot(
+            repo,
+            SdkTenantApi(),
+            pull_ids,
+            with_settings=with_settings,
+            with_sso=with_sso,
+            **options,
+        )
+    else:
+        if pull_ids or with_settings or with_sso:
+            raise click.UsageError("--tenant, --with-settings and --with-sso need --from-descope")
+        if not sources:
+            raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
+        result = take_snapshot(ctx.open(), read_sources(sources, sys.stdin.buffer), **options)
     ctx.emit(
         result,
         lambda: (
@@ -243,16 +280,39 @@ def show(ctx: Context, snapshot_ref: str) -> None:
     help="Folder for <tenant>.json files, or - for stdout.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option(
+    "--to-descope",
+    is_flag=True,
+    help="Put one tenant (--tenant) back into Descope: show the field-level diff, ask, "
+    "snapshot the live state (operation restore), then update or re-create it.",
+)
+@click.option("--dry-run", is_flag=True, help="With --to-descope: only show the diff.")
+@click.option("--yes", "-y", is_flag=True, help="With --to-descope: do not ask.")
 @pass_context
 def restore(
-    ctx: Context, snapshot_ref: str, tenant_ids: tuple[str, ...], out: str, force: bool
+    ctx: Context,
+    snapshot_ref: str,
+    tenant_ids: tuple[str, ...],
+    out: str,
+    force: bool,
+    to_descope: bool,
+    dry_run: bool,
+    yes: bool,
 ) -> None:
-    """Write tenants of a snapshot back out as pretty JSON.
+    """Write tenants of a snapshot back out as pretty JSON, or back into Descope.
 
     Every document is re-hashed as it is read. With --out - the tenant (or
     {"tenants": [...]} for several) goes to stdout, ready for 'casbak snapshot -'.
     """
     from casbak.service import render_restored, restore_documents, write_restored
+
+    if to_descope:
+        if len(tenant_ids) != 1:
+            raise click.UsageError("--to-descope restores one tenant: give --tenant ID once")
+        _restore_to_descope(ctx, snapshot_ref, tenant_ids[0], dry_run=dry_run, yes=yes)
+        return
+    if dry_run or yes:
+        raise click.UsageError("--dry-run and --yes go with --to-descope")
 
     snap, documents = restore_documents(ctx.open(), snapshot_ref, tenant_ids)
     if out == "-":
@@ -265,27 +325,63 @@ def restore(
     )
 
 
+def _render_changes(changes: Any) -> list[str]:
+    import msgspec
+
+    def value(item: Any) -> str:
+        return "(absent)" if item is msgspec.UNSET else msgspec.json.encode(item).decode()
+
+    return [f"    {c.path}: {value(c.old)} -> {value(c.new)}" for c in changes]
+
+
+def _restore_to_descope(
+    ctx: Context, reference: str, tenant_id: str, *, dry_run: bool, yes: bool
+) -> None:
+    from casbak.descope_live import SdkTenantApi, restore_to_descope
+
+    def confirm(changes: Any) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise click.UsageError("not on a terminal: pass --yes to restore without asking")
+        click.echo("\n".join(_render_changes(changes)), err=True)
+        return click.confirm(f"restore tenant {tenant_id!r} in Descope?", err=True)
+
+    result = restore_to_descope(
+        ctx.open(), SdkTenantApi(), reference, tenant_id, dry_run=dry_run, confirm=confirm
+    )
+
+    def human() -> str:
+        head = f"tenant {tenant_id} from snapshot {result.snapshot[:12]}"
+        if not result.exists:
+            head += " (no longer exists in Descope: it will be re-created)"
+        lines = [head, *_render_changes(result.changes)]
+        if result.undo_snapshot:
+            lines.append(f"live state saved as snapshot {result.undo_snapshot[:12]} (restore)")
+        lines += result.actions
+        if not result.applied and not result.actions:
+            lines.append("dry run: nothing changed")
+        return "\n".join(lines)
+
+    ctx.emit(result, human)
+
+
 @cli.command()
 @click.argument("old_ref", metavar="OLD")
 @click.argument("new_ref", metavar="NEW")
 @pass_context
 def diff(ctx: Context, old_ref: str, new_ref: str) -> None:
     """Show tenants added, removed and changed from snapshot OLD to NEW."""
-    import msgspec
-
     from casbak.service import diff_snapshots
 
     result = diff_snapshots(ctx.open(), old_ref, new_ref)
-
-    def value(item: Any) -> str:
-        return "(absent)" if item is msgspec.UNSET else msgspec.json.encode(item).decode()
 
     def human() -> str:
         lines = [f"+ {tenant}" for tenant in result.added]
         lines += [f"- {tenant}" for tenant in result.removed]
         for tenant in result.changed:
             lines.append(f"~ {tenant.tenant_id}")
-            lines += [f"    {c.path}: {value(c.old)} -> {value(c.new)}" for c in tenant.changes]
+            lines += _render_changes(tenant.changes)
         return "\n".join(lines) if lines else "no differences"
 
     ctx.emit(result, human)

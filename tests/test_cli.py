@@ -196,6 +196,9 @@ def test_repository_path_that_is_a_file(tmp_path: Path) -> None:
 def test_usage_errors_exit_2(repo: Path) -> None:
     code, _, err = run(repo, "snapshot")
     assert code == 2
+    assert "give SOURCES" in err
+    code, _, err = run(repo, "show")
+    assert code == 2
     assert "Missing argument" in err
     code, _, err = run(repo, "--json", "frobnicate")
     assert code == 2
