@@ -61,8 +61,9 @@ class BundleWriter:
     """Writes a bundle to a binary stream, member by member (tar stream mode)."""
 
     def __init__(self, stream: IO[bytes], header: BundleHeader) -> None:
-        # Held open across calls by design; `close` ends the archive.
-        self._tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        self._sink = _Sink(stream)
+        # Held open across calls by design; `close` ends the archive, `abort` drops it.
+        self._tar = tarfile.open(fileobj=self._sink, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]  # noqa: SIM115
         self._mtime = int(header.created.timestamp())
         self._add(HEADER_NAME, msgspec.json.encode(header))
 
@@ -75,12 +76,28 @@ class BundleWriter:
     def close(self) -> None:
         self._tar.close()
 
+    def abort(self) -> None:
+        """Stop without finishing the archive (the caller discards the output)."""
+        self._sink.aborted = True
+        self._tar.close()
+
     def _add(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mode = 0o600
         info.mtime = self._mtime
         self._tar.addfile(info, _BytesReader(data))
+
+
+class _Sink:
+    """The output stream, which stops taking writes once the bundle is aborted."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.aborted = False
+
+    def write(self, data: bytes) -> int:
+        return len(data) if self.aborted else self._stream.write(data)
 
 
 class _BytesReader:

@@ -24,9 +24,9 @@ class Context:
         self.quiet = quiet
 
     def open(self) -> Any:
-        from casbak.repository import Repository, local_backend
+        from casbak.repository import Repository, backend_for
 
-        return Repository.open(local_backend(self.repo_location))
+        return Repository.open(backend_for(self.repo_location))
 
     def emit(self, result: Any, human: Callable[[], str], *, err: bool = False) -> None:
         """Print ``result`` as one JSON document, or the human text unless quiet.
@@ -91,10 +91,10 @@ pass_context = click.make_pass_decorator(Context)
 @pass_context
 def init(ctx: Context, retention_days: int, compression_level: int) -> None:
     """Create a repository (exit 1 if one is there already)."""
-    from casbak.repository import Repository, local_backend
+    from casbak.repository import Repository, backend_for
 
     repo = Repository.init(
-        local_backend(ctx.repo_location),
+        backend_for(ctx.repo_location),
         retention_days=retention_days,
         compression_level=compression_level,
     )
@@ -692,13 +692,13 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     locks and loose permissions. Exit 0 when no damage, 3 when damage is found,
     12 when the repository's format is newer than this casbak.
     """
-    from casbak.repository import Repository, local_backend
+    from casbak.repository import Repository, backend_for
     from casbak.verify import check_config, config_failure_report, verify_repository
 
     if bundle is not None:
         _verify_bundle(ctx, bundle)
         return
-    backend = local_backend(ctx.repo_location)
+    backend = backend_for(ctx.repo_location)
     problem = check_config(backend)
     if problem is not None and problem.kind == "missing-config":
         Repository.open(backend)  # raises RepositoryNotFound, exit 10

@@ -7,7 +7,10 @@ document, not the compression settings. Every read decompresses and re-hashes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import zstandard
 
@@ -16,6 +19,8 @@ from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData
 from casbak.ids import Digest, hash_bytes, is_digest
 
 OBJECT_PREFIX = "objects/"
+T = TypeVar("T")
+R = TypeVar("R")
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 """Largest canonical document accepted or decompressed; a guard against zstd bombs."""
 
@@ -36,6 +41,27 @@ def digest_from_key(key: str) -> Digest | None:
     ):
         return Digest(parts[2])
     return None
+
+
+def parallel_map(
+    function: Callable[[T], R], items: Iterable[T], workers: int, window: int = 64
+) -> Iterator[R]:
+    """Results of ``function`` over ``items`` in order, at most ``window`` in flight.
+
+    Remote backends gain from overlapping round trips; the window keeps memory
+    bounded however many items there are. One worker means a plain loop.
+    """
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
 
 
 def decompress_object(digest: str, stored: bytes, expected_size: int | None = None) -> bytes:
@@ -68,7 +94,17 @@ class ObjectStore:
 
     def __init__(self, backend: Backend, compression_level: int) -> None:
         self.backend = backend
-        self._compressor = zstandard.ZstdCompressor(level=compression_level, write_checksum=False)
+        self.concurrency: int = getattr(backend, "concurrency", 1)
+        self._level = compression_level
+        self._local = threading.local()
+
+    def _compress(self, canonical: bytes) -> bytes:
+        # zstd compressors are not thread-safe: one per thread.
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = zstandard.ZstdCompressor(level=self._level, write_checksum=False)
+            self._local.compressor = compressor
+        return compressor.compress(canonical)
 
     def add(self, digest: Digest, canonical: bytes) -> int:
         """Store a document unless present; return the stored bytes added (0 on a dedup hit).
@@ -80,13 +116,17 @@ class ObjectStore:
         if self.backend.stat(key) is not None:
             self.backend.touch(key)
             return 0
-        compressed = self._compressor.compress(canonical)
+        compressed = self._compress(canonical)
         try:
             self.backend.put(key, compressed)
         except AlreadyExists:
             self.backend.touch(key)
             return 0
         return len(compressed)
+
+    def add_many(self, items: Iterable[tuple[Digest, bytes]]) -> Iterator[int]:
+        """`add` for many documents, overlapped on backends that gain from it."""
+        return parallel_map(lambda item: self.add(*item), items, self.concurrency)
 
     def read(self, digest: str) -> bytes:
         """Return the canonical bytes of an object, verified against its digest."""

@@ -183,6 +183,15 @@ def sort_newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
     return ordered
 
 
+def backend_for(location: str | Path) -> Backend:
+    """The backend of a repository location: ``s3://BUCKET/PREFIX`` or a local folder."""
+    if str(location).startswith("s3://"):
+        from casbak.backends.s3 import S3Backend
+
+        return S3Backend(str(location))
+    return local_backend(location)
+
+
 def local_backend(location: str | Path) -> LocalBackend:
     """A backend for a local repository path; refuses a path that is a file."""
     path = Path(location).expanduser()

@@ -89,8 +89,8 @@ def take_snapshot(
         _check_label("tag", tag)
     new_objects = bytes_added = 0
     with repo.locks.shared(operation, lock_timeout) as lock:
-        for document in {doc.digest: doc for doc in documents}.values():
-            added = repo.objects.add(document.digest, document.canonical)
+        unique = {doc.digest: doc.canonical for doc in documents}
+        for added in repo.objects.add_many(unique.items()):
             if added:
                 new_objects += 1
                 bytes_added += added

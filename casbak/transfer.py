@@ -34,7 +34,7 @@ from casbak.bundle import (
 from casbak.errors import CasbakError, InputError, IntegrityError, ObjectMissing
 from casbak.ids import Digest
 from casbak.model import utc_now
-from casbak.objects import object_key
+from casbak.objects import object_key, parallel_map
 from casbak.repository import Repository, Snapshot
 
 Progress = Callable[[int, int, int], None]
@@ -112,17 +112,21 @@ def export_bundle(
         object_bytes=sum(sizes.values()),
     )
     writer = BundleWriter(stream, header)
-    for snap in snapshots:
-        writer.add_manifest(snap.key.removeprefix("manifests/"), repo.backend.get(snap.key))
-    written = 0
-    for done, digest in enumerate(digests, 1):
-        stored = repo.objects.read_stored(digest)
-        if len(stored) != sizes[digest]:
-            raise IntegrityError(f"object {digest} changed while it was exported")
-        writer.add_object(digest, stored)
-        written += len(stored)
-        if progress is not None:
-            progress(done, len(digests), written)
+    try:
+        for snap in snapshots:
+            writer.add_manifest(snap.key.removeprefix("manifests/"), repo.backend.get(snap.key))
+        written = 0
+        stored_objects = parallel_map(repo.objects.read_stored, digests, repo.objects.concurrency)
+        for done, (digest, stored) in enumerate(zip(digests, stored_objects, strict=True), 1):
+            if len(stored) != sizes[digest]:
+                raise IntegrityError(f"object {digest} changed while it was exported")
+            writer.add_object(digest, stored)
+            written += len(stored)
+            if progress is not None:
+                progress(done, len(digests), written)
+    except BaseException:
+        writer.abort()
+        raise
     writer.close()
     return ExportResult(len(snapshots), len(digests), written)
 

@@ -26,7 +26,7 @@ from casbak.errors import (
 from casbak.locks import LOCK_PREFIX, LockManager
 from casbak.model import decode_config, decode_manifest
 from casbak.names import MANIFEST_PREFIX, snapshot_id_from_key
-from casbak.objects import OBJECT_PREFIX, digest_from_key
+from casbak.objects import OBJECT_PREFIX, digest_from_key, parallel_map
 from casbak.repository import CONFIG_KEY, Repository, Snapshot
 
 Severity = Literal["damage", "warning", "info"]
@@ -76,30 +76,30 @@ def verify_repository(
         referenced.update(entry.object for entry in snap.manifest.entries.values())
     present: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
 
+    def check(digest: str) -> tuple[str, Finding | None]:
+        location = _object_location(digest)
+        if digest not in present:
+            return digest, Finding("missing-object", "damage", location, "object is missing")
+        if quick:
+            return digest, None
+        try:
+            repo.objects.read(digest)
+        except (ChecksumMismatch, CorruptData) as exc:
+            return digest, Finding("corrupt-object", "damage", location, str(exc))
+        except ObjectMissing:
+            return digest, Finding("missing-object", "damage", location, "object is missing")
+        except CasbakError as exc:
+            return digest, Finding("unreadable-object", "damage", location, str(exc))
+        return digest, None
+
     bad_objects: dict[str, Finding] = {}
     objects_checked = bytes_checked = 0
-    for digest in sorted(referenced):
-        if digest not in present:
-            bad_objects[digest] = Finding(
-                "missing-object", "damage", _object_location(digest), "object is missing"
-            )
-            continue
-        if not quick:
-            try:
-                repo.objects.read(digest)
-            except (ChecksumMismatch, CorruptData) as exc:
-                kind = "corrupt-object"
-                bad_objects[digest] = Finding(kind, "damage", _object_location(digest), str(exc))
-            except ObjectMissing:
-                bad_objects[digest] = Finding(
-                    "missing-object", "damage", _object_location(digest), "object is missing"
-                )
-            except CasbakError as exc:
-                bad_objects[digest] = Finding(
-                    "unreadable-object", "damage", _object_location(digest), str(exc)
-                )
-            bytes_checked += present[digest]
-        objects_checked += 1
+    for digest, finding in parallel_map(check, sorted(referenced), repo.objects.concurrency):
+        if finding is not None:
+            bad_objects[digest] = finding
+        if digest in present:
+            objects_checked += 1
+            bytes_checked += 0 if quick else present[digest]
         if progress is not None:
             progress(objects_checked, len(referenced), bytes_checked)
     findings.extend(_with_victims(repo, snapshots, bad_objects))

@@ -33,6 +33,28 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 server process (moto) on 127.0.0.1 for the whole test session."""
+    from tests.s3server import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Standard AWS environment pointing at the local server; returns a fresh bucket's URL."""
+    from tests.s3server import new_bucket
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "casbak-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "casbak-test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return f"s3://{new_bucket(s3_endpoint)}/backups"
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

@@ -439,3 +439,27 @@ def test_export_and_import_stream_in_flat_memory(tmp_path: Path) -> None:
     assert exported.peak_kib < MEMORY_BUDGET_KIB
     assert imported.peak_kib < MEMORY_BUDGET_KIB
     assert len(Repository.open(LocalBackend(tmp_path / "dst")).snapshots()) == 30
+
+
+def test_export_of_a_damaged_repository_fails_cleanly(
+    source: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    path, ids = source
+    repo = Repository.open(LocalBackend(path))
+    victim = path / object_key(repo.resolve(ids[0]).manifest.entries["globex-us"].object)
+    victim.write_bytes(victim.read_bytes()[:-3])
+    out = tmp_path / "x.casbak"
+    done = subprocess.run(
+        [sys.executable, "-m", "casbak", "--repo", str(path), "export", "--all", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr
+    assert not out.exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".x.casbak")] == []

@@ -1,0 +1,73 @@
+"""snapshot, verify and export on the standard workload against a local S3 server (moto).
+
+    python -m benchmarks.s3_bench --tenants 2000 --rounds 3
+
+Requests are counted by a pass-through proxy in front of the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.measure import measure_rss
+from benchmarks.workload import Workload
+from tests.s3server import faulty_proxy, moto_server, new_bucket
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    env_base = {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    os.environ.update(env_base)
+    with (
+        moto_server() as endpoint,
+        faulty_proxy(endpoint, every=0) as proxy,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        repo = f"s3://{new_bucket(endpoint)}/bench"
+        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
+        casbak = [sys.executable, "-m", "casbak", "--repo", repo]
+        measure_rss([*casbak, "init"], env=env)
+        workload = Workload(args.tenants)
+        export = Path(scratch) / "export"
+        rows = []
+
+        def timed(label: str, argv: list[str]) -> None:
+            before = proxy.requests
+            run = measure_rss(argv, env=env)
+            assert run.returncode == 0, label
+            rows.append(
+                {
+                    "step": label,
+                    "seconds": round(run.seconds, 2),
+                    "requests": proxy.requests - before,
+                    "peak_rss_mib": round(run.peak_kib / 1024, 1),
+                }
+            )
+            print(json.dumps(rows[-1]))
+
+        for number in range(1, args.rounds + 1):
+            if number > 1:
+                workload.advance()
+            shutil.rmtree(export, ignore_errors=True)
+            workload.write(export)
+            timed(f"snapshot round {number}", [*casbak, "snapshot", str(export)])
+        timed("verify", [*casbak, "verify"])
+        timed("export --all", [*casbak, "export", "--all", "-o", str(Path(scratch) / "b")])
+
+
+if __name__ == "__main__":
+    main()

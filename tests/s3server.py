@@ -1,0 +1,131 @@
+"""A real S3 server process (moto's server mode) on 127.0.0.1, and a proxy that injects faults."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """Start ``python -m moto.server`` on a free loopback port; yield its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def new_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"casbak-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
+    return name
+
+
+class FaultyProxy:
+    """Forwards to an S3 server, answering every ``every``-th request with a retryable error."""
+
+    def __init__(self, upstream: str, every: int, statuses: tuple[int, ...] = (503, 500)) -> None:
+        self.upstream = upstream.removeprefix("http://")
+        self.every = every
+        self.statuses = statuses
+        self.requests = 0
+        self.injected = 0
+        self.lock = threading.Lock()
+        self.url = ""
+
+
+def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            with proxy.lock:
+                proxy.requests += 1
+                fault = proxy.every and proxy.requests % proxy.every == 0
+                status = proxy.statuses[proxy.injected % len(proxy.statuses)] if fault else 0
+                proxy.injected += bool(fault)
+            if fault:
+                code = "SlowDown" if status == 503 else "InternalError"
+                data = (
+                    f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                    f"<Message>injected</Message></Error>"
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            headers["Host"] = proxy.upstream
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                    self.send_header(key, value)
+            length = response.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length or str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            upstream.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    return Handler
+
+
+@contextmanager
+def faulty_proxy(upstream: str, every: int) -> Iterator[FaultyProxy]:
+    proxy = FaultyProxy(upstream, every)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
