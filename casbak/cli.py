@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -833,6 +834,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report("Interrupted", "interrupted", 130, json_errors)
         return 130
+    except Exception as exc:
+        # A bug, not a user error: one line by default, the traceback on request.
+        if os.environ.get("CASBAK_DEBUG"):
+            raise
+        _report(
+            "InternalError",
+            f"internal error ({type(exc).__name__}); run with CASBAK_DEBUG=1 for details",
+            1,
+            json_errors,
+        )
+        return 1
     return 0
 
 

@@ -69,6 +69,14 @@ class Lock:
             self._manager.backend.touch(self.key)
             self._refreshed = time.monotonic()
 
+    def confirm(self) -> None:
+        """Raise RepositoryLocked if the record is gone: someone judged it stale and took over."""
+        if self._manager.backend.stat(self.key) is None:
+            raise RepositoryLocked(
+                "this process's lock was removed as stale while it worked (was it paused?); "
+                "nothing was committed, run the command again"
+            )
+
     def release(self) -> None:
         """Remove the lock record; releasing twice is harmless."""
         try:

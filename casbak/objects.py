@@ -22,6 +22,10 @@ OBJECT_PREFIX = "objects/"
 T = TypeVar("T")
 R = TypeVar("R")
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
+REFRESH_AFTER = 15 * 60.0
+"""A reused object older than this gets its mtime refreshed; gc's grace period is longer."""
+LIST_INSTEAD_OF_STAT = 64
+"""On remote backends, one listing beats this many single existence checks."""
 """Largest canonical document accepted or decompressed; a guard against zstd bombs."""
 
 
@@ -109,12 +113,18 @@ class ObjectStore:
     def add(self, digest: Digest, canonical: bytes) -> int:
         """Store a document unless present; return the stored bytes added (0 on a dedup hit).
 
-        A dedup hit refreshes the object's mtime: a concurrent gc honouring the
-        grace period then cannot take an object this snapshot is about to reference.
+        A dedup hit on an object older than REFRESH_AFTER refreshes its mtime: a
+        gc honouring the grace period then cannot take an object this snapshot
+        is about to reference (younger objects are within the grace already).
         """
+        info = self.backend.stat(object_key(digest))
+        return self._add(digest, canonical, None if info is None else info.mtime)
+
+    def _add(self, digest: Digest, canonical: bytes, mtime: float | None) -> int:
         key = object_key(digest)
-        if self.backend.stat(key) is not None:
-            self.backend.touch(key)
+        if mtime is not None:
+            if self.backend.now() - mtime > REFRESH_AFTER:
+                self.backend.touch(key)
             return 0
         compressed = self._compress(canonical)
         try:
@@ -125,8 +135,20 @@ class ObjectStore:
         return len(compressed)
 
     def add_many(self, items: Iterable[tuple[Digest, bytes]]) -> Iterator[int]:
-        """`add` for many documents, overlapped on backends that gain from it."""
-        return parallel_map(lambda item: self.add(*item), items, self.concurrency)
+        """`add` for many documents, overlapped on backends that gain from it.
+
+        On remote backends one listing of the objects replaces a request per
+        document to learn which are already stored.
+        """
+        pending = list(items)
+        if self.concurrency <= 1 or len(pending) <= LIST_INSTEAD_OF_STAT:
+            return parallel_map(lambda item: self.add(*item), pending, self.concurrency)
+        known = {digest: info.mtime for digest, info in self.list()}
+        return parallel_map(
+            lambda item: self._add(item[0], item[1], known.get(item[0])),
+            pending,
+            self.concurrency,
+        )
 
     def read(self, digest: str) -> bytes:
         """Return the canonical bytes of an object, verified against its digest."""

@@ -96,6 +96,7 @@ def take_snapshot(
                 bytes_added += added
             lock.refresh()
         repo.backend.sync()
+        lock.confirm()
         manifest = Manifest(
             description=description,
             entries={

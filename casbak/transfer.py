@@ -94,12 +94,11 @@ def export_bundle(
 ) -> ExportResult:
     """Write a bundle of the snapshots and every object they need, each read and checked."""
     digests = sorted({e.object for s in snapshots for e in s.manifest.entries.values()})
-    sizes = {}
-    for digest in digests:
-        info = repo.backend.stat(object_key(digest))
-        if info is None:
-            raise ObjectMissing(object_key(digest))
-        sizes[digest] = info.size
+    listed: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
+    missing = [digest for digest in digests if digest not in listed]
+    if missing:
+        raise ObjectMissing(object_key(missing[0]))
+    sizes = {digest: listed[digest] for digest in digests}
     header = BundleHeader(
         format=BUNDLE_FORMAT,
         version=BUNDLE_VERSION,
@@ -221,6 +220,7 @@ def import_bundle(
             if progress is not None:
                 progress(done, header.objects, written_bytes)
         repo.backend.sync()
+        lock.confirm()
         present = repo.manifest_keys()
         imported = 0
         for item in read_bundle(open_stream()):

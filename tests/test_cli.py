@@ -309,3 +309,23 @@ def test_locked_repository_exit_11(repo: Path) -> None:
         code, _, err = run(repo, "--json", "snapshot", str(ROUND1), "--lock-timeout", "0.1")
     assert code == 11
     assert json.loads(err)["error"] == "RepositoryLocked"
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import casbak.service
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("secret value 12345")
+
+    monkeypatch.setattr(casbak.service, "list_snapshots", broken)
+    code, _, err = run(repo, "list")
+    assert code == 1
+    assert (
+        err == "casbak: error: internal error (RuntimeError); run with CASBAK_DEBUG=1 for details\n"
+    )
+    assert "12345" not in err
+    monkeypatch.setenv("CASBAK_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["--repo", str(repo), "list"])

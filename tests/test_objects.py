@@ -30,16 +30,43 @@ def test_add_then_read_rehashes(store: ObjectStore) -> None:
     assert [d for d, _ in store.list()] == [digest]
 
 
-def test_second_add_writes_nothing_but_refreshes_mtime(store: ObjectStore) -> None:
+def test_second_add_writes_nothing_and_refreshes_only_old_objects() -> None:
+    from casbak.objects import REFRESH_AFTER
+
+    now = [1000.0]
+    store = ObjectStore(MemoryBackend(clock=lambda: now[0]), compression_level=3)
     data = b'{"id":"t1"}'
     digest = hash_bytes(data)
     store.add(digest, data)
-    before = store.backend.stat(object_key(digest))
+    now[0] += 60
     assert store.add(digest, data) == 0
-    after = store.backend.stat(object_key(digest))
-    assert before is not None and after is not None
-    assert after.mtime > before.mtime
-    assert after.size == before.size
+    young = store.backend.stat(object_key(digest))
+    assert young is not None and young.mtime == 1000.0  # within the grace already: no write
+    now[0] += REFRESH_AFTER
+    assert list(store.add_many([(digest, data)])) == [0]
+    old = store.backend.stat(object_key(digest))
+    assert old is not None and old.mtime == now[0]
+    assert old.size == young.size
+
+
+def test_add_many_lists_once_on_remote_backends() -> None:
+    class Remote(MemoryBackend):
+        concurrency = 4
+        stats = 0
+
+        def stat(self, key: str):  # type: ignore[no-untyped-def]
+            Remote.stats += 1
+            return super().stat(key)
+
+    store = ObjectStore(Remote(), compression_level=3)
+    docs = [(hash_bytes(b"{%d}" % i), b"{%d}" % i) for i in range(100)]
+    assert sum(store.add_many(docs[:50])) > 0
+    Remote.stats = 0
+    added = list(store.add_many(docs))
+    assert Remote.stats == 0
+    assert added[:50] == [0] * 50
+    assert all(added[50:])
+    assert {d for d, _ in store.list()} == {d for d, _ in docs}
 
 
 def test_objects_are_zstd_frames_named_by_uncompressed_digest(store: ObjectStore) -> None:

@@ -184,11 +184,15 @@ def test_garbage_files_in_every_folder_are_reported_not_damage(
         os.chmod(path / name, 0o600)
     (path / "objects" / ".tmp-0123456789abcdef").write_bytes(b"partial")
     os.chmod(path / "objects" / ".tmp-0123456789abcdef", 0o600)
+    os.utime(path / "objects" / ".tmp-0123456789abcdef", (1, 1))  # left by a crash long ago
+    (path / "objects" / ".tmp-fedcba9876543210").write_bytes(b"in flight")
+    os.chmod(path / "objects" / ".tmp-fedcba9876543210", 0o600)
     code, report = verify_cli(path)
     assert code == 0
     unknown = sorted(f["location"] for f in report["findings"] if f["kind"] == "unknown-file")
     assert unknown == sorted(garbage)
-    assert "temp-file" in kinds(report)
+    temp = [f["location"] for f in report["findings"] if f["kind"] == "temp-file"]
+    assert temp == [str(path / "objects" / ".tmp-0123456789abcdef")]
 
 
 def test_orphans_stale_locks_and_permissions(damaged: tuple[Path, Repository, list[str]]) -> None:

@@ -24,6 +24,7 @@ from casbak.errors import AlreadyExists, BackendError, ObjectMissing
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 TEMP_PREFIX = ".tmp-"
+TEMP_IN_FLIGHT = 600.0
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
@@ -43,31 +44,41 @@ class LocalBackend:
         return time.time()
 
     def audit(self) -> Iterator[StorageIssue]:
-        """Temporary files left by a crash, symlinks, odd file types, loose permissions."""
+        """Leftover temporary files, symlinks, odd file types, loose permissions.
+
+        Entries that vanish while they are looked at (a concurrent write or gc)
+        are skipped, and temporary files younger than TEMP_IN_FLIGHT seconds
+        are taken for writes in progress.
+        """
         if not self.root.is_dir():
             return
+        now = time.time()
         for folder, folders, files in os.walk(self.root):
             base = Path(folder)
-            mode = stat_module.S_IMODE(os.stat(base, follow_symlinks=False).st_mode)
-            if mode & 0o077:
+            info = _lstat(base)
+            if info is not None and stat_module.S_IMODE(info.st_mode) & 0o077:
+                mode = stat_module.S_IMODE(info.st_mode)
                 yield StorageIssue(
-                    "wrong-permissions", str(base), f"folder mode {mode:04o}, want 0700"
+                    "wrong-permissions", folder, f"folder mode {mode:04o}, want 0700"
                 )
             for name in folders + files:
                 path = base / name
-                info = os.stat(path, follow_symlinks=False)
+                info = _lstat(path)
+                if info is None:
+                    continue
+                mode = stat_module.S_IMODE(info.st_mode)
                 if stat_module.S_ISLNK(info.st_mode):
                     yield StorageIssue("symlink", str(path), "symbolic link (never followed)")
                 elif name in files and not stat_module.S_ISREG(info.st_mode):
                     yield StorageIssue("unknown-file", str(path), "not a regular file")
                 elif name.startswith(TEMP_PREFIX):
-                    yield StorageIssue(
-                        "temp-file", str(path), "temporary file of an unfinished write"
-                    )
+                    if now - info.st_mtime > TEMP_IN_FLIGHT:
+                        yield StorageIssue(
+                            "temp-file", str(path), "temporary file of an unfinished write"
+                        )
                 elif name.startswith("."):
                     yield StorageIssue("unknown-file", str(path), "hidden name, not casbak's")
-                elif name in files and stat_module.S_IMODE(info.st_mode) & 0o077:
-                    mode = stat_module.S_IMODE(info.st_mode)
+                elif name in files and mode & 0o077:
                     yield StorageIssue(
                         "wrong-permissions", str(path), f"file mode {mode:04o}, want 0600"
                     )
@@ -182,7 +193,10 @@ class LocalBackend:
             if entry.is_dir(follow_symlinks=False):
                 self._walk(Path(entry.path), f"{prefix}{entry.name}/", emit)
             elif entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed since the folder was read (a concurrent gc)
                 emit(ObjectInfo(f"{prefix}{entry.name}", info.st_size, info.st_mtime))
 
     def delete(self, key: str) -> None:
@@ -230,6 +244,13 @@ class LocalBackend:
         except OSError as exc:
             _raise_os_error(exc, "create folder", folder)
         self._dirty.add(folder.parent)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _remove_quietly(path: Path) -> None:
