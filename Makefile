@@ -31,6 +31,9 @@ unit: $(STAMP)
 
 test: lint typecheck layers unit
 
+bench-compare: $(STAMP)
+	$(BIN)/python -m benchmarks.compare
+
 bench: $(STAMP)
 	$(BIN)/pytest benchmarks --benchmark-enable --benchmark-only -p no:cacheprovider
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,13 +24,8 @@ def main() -> None:
         base = Path(scratch)
         source = Casbak(base / "source")
         source.init()
-        workload = Workload(args.tenants)
         export = base / "export"
-        for number in range(args.rounds):
-            if number:
-                workload.advance()
-            shutil.rmtree(export, ignore_errors=True)
-            workload.write(export)
+        for _ in Workload(args.tenants).rounds(export, args.rounds):
             source.backup(export)
         bundle = base / "all.casbak"
         exported = source.run(source.cmd("export", "--all", "-o", str(bundle)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +40,6 @@ def main() -> None:
         env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
         casbak = [sys.executable, "-m", "casbak", "--repo", repo]
         measure_rss([*casbak, "init"], env=env)
-        workload = Workload(args.tenants)
         export = Path(scratch) / "export"
         rows = []
 
@@ -59,11 +57,7 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]))
 
-        for number in range(1, args.rounds + 1):
-            if number > 1:
-                workload.advance()
-            shutil.rmtree(export, ignore_errors=True)
-            workload.write(export)
+        for number in Workload(args.tenants).rounds(export, args.rounds):
             timed(f"snapshot round {number}", [*casbak, "snapshot", str(export)])
         timed("verify", [*casbak, "verify"])
         timed("export --all", [*casbak, "export", "--all", "-o", str(Path(scratch) / "b")])

@@ -69,6 +69,9 @@ class Tool:
     def verify(self) -> Measured:
         raise NotImplementedError
 
+    def restore(self, target: Path) -> Measured:
+        raise NotImplementedError
+
 
 class Casbak(Tool):
     name = "casbak"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,13 +35,8 @@ def main() -> None:
             tools.append(Borg(base / "borg"))
         for tool in tools:
             tool.init()
-        workload = Workload(args.tenants)
         export = base / "export"
-        for number in range(args.rounds):
-            if number:
-                workload.advance()
-            shutil.rmtree(export, ignore_errors=True)
-            workload.write(export)
+        for _ in Workload(args.tenants).rounds(export, args.rounds):
             for tool in tools:
                 tool.backup(export)
         objects = sum(1 for _ in (base / "casbak" / "objects").rglob("*") if _.is_file())

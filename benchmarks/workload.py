@@ -18,7 +18,9 @@ import base64
 import hashlib
 import json
 import random
+import shutil
 import string
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +338,15 @@ class Workload:
         created = [new_tenant(self.rng, self.taken) for _ in range(self.rng.randint(0, 3))]
         self.documents.update((tenant_id(d), d) for d in created)
         self.noisy = (set(edited) - set(gone)) | {tenant_id(d) for d in created}
+
+    def rounds(self, folder: Path, count: int) -> Iterator[int]:
+        """Write round after round into the same export folder; yield each round's number."""
+        for number in range(1, count + 1):
+            if number > 1:
+                self.advance()
+            shutil.rmtree(folder, ignore_errors=True)
+            self.write(folder)
+            yield number
 
     def write(self, folder: Path) -> int:
         """Write the current round as one file per tenant; return the bytes written."""

@@ -16,11 +16,11 @@ import msgspec
 
 from casbak.canonical import decode_canonical
 from casbak.errors import RepositoryNotFound
+from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import BackupMetadata, TenantConfig, utc_now
 from casbak.repository import Repository, local_backend
 from casbak.service import (
     ALL_TENANTS,
-    DEFAULT_LOCK_TIMEOUT,
     restore_documents,
     take_snapshot,
 )

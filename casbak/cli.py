@@ -74,6 +74,10 @@ def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
 pass_context = click.make_pass_decorator(Context)
 
 
+def _lock_timeout(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--lock-timeout", type=float, default=60.0, show_default=True, help=text)
+
+
 @cli.command()
 @click.option(
     "--retention-days",
@@ -137,13 +141,7 @@ def init(ctx: Context, retention_days: int, compression_level: int) -> None:
 @click.option(
     "--tag", "tags", multiple=True, help="Label for filtering and retention (repeatable)."
 )
-@click.option(
-    "--lock-timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for a lock held by gc.",
-)
+@_lock_timeout("Seconds to wait for a lock held by gc.")
 @pass_context
 def snapshot(
     ctx: Context,
@@ -426,13 +424,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
-        "--lock-timeout",
-        type=float,
-        default=60.0,
-        show_default=True,
-        help="Seconds to wait for running snapshots to finish.",
-    )(command)
+    command = _lock_timeout("Seconds to wait for running snapshots to finish.")(command)
     command = click.option(
         "--grace",
         default="1h",
@@ -633,13 +625,7 @@ def _export_to_file(repo: Any, chosen: Any, path: Path, force: bool, progress: A
 
 @cli.command("import")
 @click.argument("bundle")
-@click.option(
-    "--lock-timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for a lock held by gc.",
-)
+@_lock_timeout("Seconds to wait for a lock held by gc.")
 @pass_context
 def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
     """Bring a bundle's snapshots into the repository (BUNDLE may be -).

@@ -25,6 +25,8 @@ from casbak.backends.base import Backend
 from casbak.errors import ObjectMissing, RepositoryLocked
 
 LOCK_PREFIX = "locks/"
+DEFAULT_LOCK_TIMEOUT = 60.0
+"""Seconds an operation waits for a conflicting lock before RepositoryLocked."""
 STALE_AFTER = 300.0
 REFRESH_EVERY = 60.0
 

@@ -12,11 +12,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from casbak.gc import DEFAULT_GRACE, GcPlan, execute_gc, plan_gc
+from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import utc_now
 from casbak.repository import Repository
 from casbak.retention import Decision, Kept, RetentionPolicy, SnapshotInfo, apply_policy
-
-DEFAULT_LOCK_TIMEOUT = 60.0
 
 
 class CleanupReport(msgspec.Struct, frozen=True):

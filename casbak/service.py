@@ -18,12 +18,12 @@ import msgspec
 from casbak.canonical import decode_canonical, pretty
 from casbak.diff import Change, diff_values
 from casbak.errors import BackendError, InputError, NotFoundError
+from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
 from casbak.repository import Repository, Snapshot
 from casbak.sources import TenantDocument
 
-DEFAULT_LOCK_TIMEOUT = 60.0
 ALL_TENANTS = "all-tenants"
 MAX_LABEL = 256
 

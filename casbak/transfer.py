@@ -33,12 +33,12 @@ from casbak.bundle import (
 )
 from casbak.errors import CasbakError, InputError, IntegrityError, ObjectMissing
 from casbak.ids import Digest
+from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import utc_now
 from casbak.objects import object_key, parallel_map
 from casbak.repository import Repository, Snapshot
 
 Progress = Callable[[int, int, int], None]
-DEFAULT_LOCK_TIMEOUT = 60.0
 
 
 class ExportResult(msgspec.Struct, frozen=True):
