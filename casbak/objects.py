@@ -25,7 +25,7 @@ MAX_OBJECT_BYTES = 64 * 1024 * 1024
 REFRESH_AFTER = 15 * 60.0
 """A reused object older than this gets its mtime refreshed; gc's grace period is longer."""
 LIST_INSTEAD_OF_STAT = 64
-"""On remote backends, one listing beats this many single existence checks."""
+"""Past this many documents, one listing of the objects beats an existence check for each."""
 """Largest canonical document accepted or decompressed; a guard against zstd bombs."""
 
 
@@ -137,11 +137,11 @@ class ObjectStore:
     def add_many(self, items: Iterable[tuple[Digest, bytes]]) -> Iterator[int]:
         """`add` for many documents, overlapped on backends that gain from it.
 
-        On remote backends one listing of the objects replaces a request per
-        document to learn which are already stored.
+        For many documents one listing of the objects replaces a check per
+        document (a request each on remote backends) of which are stored.
         """
         pending = list(items)
-        if self.concurrency <= 1 or len(pending) <= LIST_INSTEAD_OF_STAT:
+        if len(pending) <= LIST_INSTEAD_OF_STAT:
             return parallel_map(lambda item: self.add(*item), pending, self.concurrency)
         known = {digest: info.mtime for digest, info in self.list()}
         return parallel_map(

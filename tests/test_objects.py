@@ -49,7 +49,7 @@ def test_second_add_writes_nothing_and_refreshes_only_old_objects() -> None:
     assert old.size == young.size
 
 
-def test_add_many_lists_once_on_remote_backends() -> None:
+def test_add_many_lists_once_for_many_documents() -> None:
     class Remote(MemoryBackend):
         concurrency = 4
         stats = 0
