@@ -46,6 +46,7 @@ class TenantApi(Protocol):
     def create(self, tenant: dict[str, Any]) -> None: ...
     def update(self, tenant: dict[str, Any]) -> None: ...
     def update_settings(self, tenant_id: str, settings: dict[str, Any]) -> None: ...
+    def configure_saml(self, tenant_id: str, saml: dict[str, Any]) -> None: ...
 
 
 class SdkTenantApi:
@@ -145,6 +146,49 @@ class SdkTenantApi:
             "update settings",
             tenant_id,
             lambda: self._tenant.update_settings(tenant_id, **_settings_arguments(settings)),
+        )
+
+    def configure_saml(self, tenant_id: str, saml: dict[str, Any]) -> None:
+        from descope.management.sso_settings import AttributeMapping, RoleMapping, SSOSAMLSettings
+
+        mapping = saml.get("attributeMapping") or {}
+        settings = SSOSAMLSettings(
+            idp_url=saml.get("idpSSOUrl", ""),
+            idp_entity_id=saml.get("idpEntityId", ""),
+            idp_cert=saml.get("idpCertificate", ""),
+            attribute_mapping=AttributeMapping(
+                name=mapping.get("name"),
+                email=mapping.get("email"),
+                phone_number=mapping.get("phoneNumber"),
+                group=mapping.get("group"),
+                given_name=mapping.get("givenName"),
+                middle_name=mapping.get("middleName"),
+                family_name=mapping.get("familyName"),
+                picture=mapping.get("picture"),
+                custom_attributes=mapping.get("customAttributes"),
+            ),
+            role_mappings=[
+                RoleMapping(
+                    groups=list(item.get("groups") or []),
+                    role_name=(item.get("role") or {}).get("name", ""),
+                )
+                for item in saml.get("groupsMapping") or []
+            ],
+            default_sso_roles=list(saml.get("defaultSSORoles") or []),
+            idp_additional_certs=list(saml.get("idpAdditionalCertificates") or []),
+            groups_priority=list(saml.get("groupsPriority") or []),
+            sp_acs_url=saml.get("spACSUrl") or None,
+            sp_entity_id=saml.get("spEntityId") or None,
+        )
+        self._call(
+            "configure SAML",
+            tenant_id,
+            lambda: self._sso.configure_saml_settings(
+                tenant_id,
+                settings,
+                redirect_url=saml.get("redirectUrl"),
+                domains=saml.get("domains"),
+            ),
         )
 
     def _call(self, what: str, tenant_id: str | None, call: Callable[[], T]) -> T:
@@ -300,7 +344,28 @@ def push_tenant(api: TenantApi, document: dict[str, Any], *, exists: bool) -> li
     if isinstance(document.get("settings"), dict):
         api.update_settings(tenant["id"], document["settings"])
         done.append("settings updated")
+    for entry in _sso_entries(document.get("sso")):
+        saml = entry.get("saml")
+        if entry.get("ssoId"):
+            done.append(
+                f"SSO configuration {entry['ssoId']!r} not written back (only a tenant's "
+                "default configuration can be set through the SDK)"
+            )
+        elif isinstance(saml, dict) and saml.get("idpSSOUrl"):
+            api.configure_saml(tenant["id"], saml)
+            done.append("SAML configuration updated")
+        elif isinstance(entry.get("oidc"), dict) and entry["oidc"].get("clientId"):
+            done.append(
+                "OIDC configuration not written back (its client secret is never in a "
+                "backup); set it again in the console"
+            )
     return done
+
+
+def _sso_entries(sso: Any) -> list[dict[str, Any]]:
+    if isinstance(sso, dict):
+        sso = sso.get("SSOSettings", [sso])
+    return [entry for entry in sso if isinstance(entry, dict)] if isinstance(sso, list) else []
 
 
 class LiveRestore(msgspec.Struct, frozen=True):
@@ -372,6 +437,4 @@ def restore_to_descope(
             clock=clock,
         ).snapshot.id
     actions = push_tenant(api, backup, exists=live is not None)
-    if "sso" in backup:
-        actions.append("SSO configuration not written back (restore it in the console)")
     return report(True, actions, undo)

@@ -15,9 +15,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.loopback import http_server
 
 PROJECT_ID = "P2fakeProjectIdForCasbakTests00"
 MANAGEMENT_KEY = "K2-secret-management-key-never-printed"
@@ -37,6 +39,7 @@ class FakeDescope:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     sso: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     faults: dict[str, list[Fault]] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)  # project roles: name -> id
     requests: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -58,6 +61,45 @@ class FakeDescope:
             self.settings[tenant["id"]] = copy.deepcopy(document["settings"])
         if "sso" in document:
             self.sso[tenant["id"]] = copy.deepcopy(document["sso"])
+            for entry in document["sso"]:
+                for mapping in (entry.get("saml") or {}).get("groupsMapping", []):
+                    self.roles[mapping["role"]["name"]] = mapping["role"]["id"]
+
+
+def _stored_saml(
+    body: dict[str, Any], previous: list[dict[str, Any]], role_ids: dict[str, str]
+) -> dict[str, Any]:
+    """What the read endpoint returns after a SAML configure call (request shape -> read shape).
+
+    An inference from the SDK's request and response shapes; the real server's mapping is
+    not documented.
+    """
+    old = previous[0] if previous else {"ssoId": ""}
+    old_saml = old.get("saml") or {}
+    given = body["settings"]
+    mapping = {k: v for k, v in (given.get("attributeMapping") or {}).items() if v is not None}
+    saml = {
+        **old_saml,
+        "idpSSOUrl": given["idpUrl"],
+        "idpEntityId": given["entityId"],
+        "idpCertificate": given["idpCert"],
+        "idpAdditionalCertificates": given.get("idpAdditionalCerts") or [],
+        "attributeMapping": {**old_saml.get("attributeMapping", {}), **mapping},
+        "groupsMapping": [
+            {
+                "role": {"id": role_ids.get(m["roleName"], "RL2unknown"), "name": m["roleName"]},
+                "groups": m["groups"],
+            }
+            for m in given.get("roleMappings") or []
+        ],
+        "defaultSSORoles": given.get("defaultSSORoles") or [],
+        "groupsPriority": given.get("groupsPriority") or [],
+        "redirectUrl": body.get("redirectUrl") or "",
+    }
+    for read_key, write_key in (("spACSUrl", "spACSUrl"), ("spEntityId", "spEntityId")):
+        if given.get(write_key):
+            saml[read_key] = given[write_key]
+    return {**old, "saml": saml}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -148,6 +190,13 @@ class _Handler(BaseHTTPRequestHandler):
                     **{k: v for k, v in body.items() if k != "tenantId"},
                 }
                 self._send(200, {})
+        elif method == "POST" and path == "/v1/mgmt/sso/saml":
+            tenant_id = body.get("tenantId")
+            if tenant_id not in fake.tenants:
+                self._error(400, "E011003", "Tenant not found")
+                return
+            fake.sso[tenant_id] = [_stored_saml(body, fake.sso.get(tenant_id, []), fake.roles)]
+            self._send(200, {})
         elif method == "GET" and path == "/v2/mgmt/sso/settings/all":
             self._send(200, {"SSOSettings": fake.sso.get(query.get("tenantId", ""), [])})
         elif method == "POST" and path in ("/v1/mgmt/tenant/create", "/v1/mgmt/tenant/update"):
@@ -181,13 +230,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def serve(fake: FakeDescope) -> Iterator[FakeDescope]:
-    handler = type("Handler", (_Handler,), {"fake": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with http_server(type("Handler", (_Handler,), {"fake": fake})) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

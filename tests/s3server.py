@@ -11,8 +11,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import http_server
 
 
 def free_port() -> int:
@@ -120,12 +122,6 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def faulty_proxy(upstream: str, every: int) -> Iterator[FaultyProxy]:
     proxy = FaultyProxy(upstream, every)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with http_server(_handler(proxy)) as url:
+        proxy.url = url
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()

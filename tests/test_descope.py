@@ -260,3 +260,80 @@ def test_python_api_pull_and_restore(fake: FakeDescope, tmp_path: Path) -> None:
     done: Any = service.restore_to_descope(path, "acme-corp-emea", api)
     assert done.applied
     assert fake.tenants["acme-corp-emea"]["disabled"] is False
+
+
+def test_restore_puts_saml_configuration_back(fake: FakeDescope, repo: Path) -> None:
+    code, out, _ = run(
+        repo,
+        "--json",
+        "snapshot",
+        "--from-descope",
+        "--tenant",
+        "acme-full",
+        "--with-settings",
+        "--with-sso",
+    )
+    original = json.loads(out)["snapshot"]["id"]
+    saml_before = json.loads(json.dumps(fake.sso["acme-full"][0]["saml"]))
+    broken = fake.sso["acme-full"][0]["saml"]
+    broken["idpCertificate"] = "-----BEGIN CERTIFICATE-----\nrotated-by-mistake\n"
+    broken["groupsMapping"] = []
+    broken["defaultSSORoles"] = ["Nobody"]
+    broken["idpSSOUrl"] = "https://wrong.example/sso"
+    code, out, err = run(
+        repo, "--json", "restore", original[:10], "--tenant", "acme-full", "--to-descope", "--yes"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert "SAML configuration updated" in result["actions"]
+    restored = fake.sso["acme-full"][0]["saml"]
+    for key in (
+        "idpSSOUrl",
+        "idpEntityId",
+        "idpCertificate",
+        "idpAdditionalCertificates",
+        "groupsMapping",
+        "defaultSSORoles",
+        "groupsPriority",
+        "spACSUrl",
+        "spEntityId",
+    ):
+        assert restored[key] == saml_before[key], key
+    code, out, _ = run(
+        repo,
+        "--json",
+        "restore",
+        original[:10],
+        "--tenant",
+        "acme-full",
+        "--to-descope",
+        "--dry-run",
+    )
+    assert json.loads(out)["changes"] == []
+
+
+def test_oidc_and_named_sso_entries_are_reported_not_written(fake: FakeDescope) -> None:
+    from casbak.descope_live import push_tenant
+
+    calls: list[str] = []
+
+    class Recorder:
+        def update(self, tenant: dict[str, Any]) -> None:
+            calls.append("update")
+
+        def configure_saml(self, tenant_id: str, saml: dict[str, Any]) -> None:
+            calls.append("saml")
+
+    document = {
+        "tenant": {"id": "t"},
+        "sso": {
+            "SSOSettings": [
+                {"ssoId": "", "oidc": {"clientId": "abc", "clientSecret": ""}},
+                {"ssoId": "second", "saml": {"idpSSOUrl": "https://idp"}},
+            ]
+        },
+    }
+    actions = push_tenant(Recorder(), document, exists=True)  # type: ignore[arg-type]
+    assert calls == ["update"]
+    assert any("OIDC configuration not written back" in a for a in actions)
+    assert any("'second' not written back" in a for a in actions)

@@ -1,0 +1,139 @@
+"""CLI commands that remove data: gc and cleanup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from casbak.cli import Context, _duration, _lock_timeout, _size, cli, pass_context
+
+
+def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = _lock_timeout("Seconds to wait for running snapshots to finish.")(command)
+    command = click.option(
+        "--grace",
+        default="1h",
+        show_default=True,
+        callback=_duration,
+        help="Spare unreferenced objects younger than this (30m, 1h, 2d).",
+    )(command)
+    return click.option(
+        "--dry-run", "-n", is_flag=True, help="Change nothing; report what would be removed."
+    )(command)
+
+
+def _render_cleanup(report: Any, verbose_kept: bool) -> str:
+    verb = "would remove" if report.dry_run else "removed"
+    lines = []
+    if verbose_kept:
+        for kept in report.kept:
+            lines.append(f"keep   {kept.id[:12]}  {'; '.join(kept.reasons)}")
+        lines += [f"remove {snapshot_id[:12]}" for snapshot_id in report.removed]
+    lines.append(
+        f"{verb} {report.snapshots_removed} snapshots ({report.snapshots_kept} kept), "
+        f"{report.objects_removed} objects, {_size(report.bytes_freed)}"
+        + (
+            f"; spared {report.objects_spared_young} unreferenced objects younger than the grace"
+            " period"
+            if report.objects_spared_young
+            else ""
+        )
+    )
+    return "\n".join(lines)
+
+
+@cli.command()
+@_maintenance_options
+@pass_context
+def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
+    """Remove objects that no snapshot references.
+
+    Takes the exclusive lock, so it waits for running snapshots; objects
+    younger than --grace are spared.
+    """
+    from casbak.maintenance import collect_garbage
+
+    report = collect_garbage(ctx.open(), dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
+    ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=False))
+
+
+@cli.command()
+@click.option(
+    "--keep-within",
+    callback=_duration,
+    help="Keep snapshots younger than this (default: the repository's retention days).",
+)
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, help="Keep the newest N.")
+@click.option(
+    "--keep-hourly",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Keep the newest of each of the last N hours that have snapshots.",
+)
+@click.option("--keep-daily", type=click.IntRange(min=0), default=0, help="Likewise per day.")
+@click.option("--keep-weekly", type=click.IntRange(min=0), default=0, help="Likewise per ISO week.")
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=0, help="Likewise per month.")
+@click.option("--keep-yearly", type=click.IntRange(min=0), default=0, help="Likewise per year.")
+@click.option("--keep-tag", "keep_tags", multiple=True, help="Keep snapshots with this tag.")
+@click.option(
+    "--group-by",
+    type=click.Choice(["target", "operation", "none"]),
+    default="target",
+    show_default=True,
+    help="Apply count rules per group.",
+)
+@click.option(
+    "--allow-removing-newest",
+    is_flag=True,
+    help="Let the policy remove the newest snapshot of a target too.",
+)
+@_maintenance_options
+@pass_context
+def cleanup(
+    ctx: Context,
+    keep_within: Any,
+    keep_last: int,
+    keep_hourly: int,
+    keep_daily: int,
+    keep_weekly: int,
+    keep_monthly: int,
+    keep_yearly: int,
+    keep_tags: tuple[str, ...],
+    group_by: Any,
+    allow_removing_newest: bool,
+    dry_run: bool,
+    grace: Any,
+    lock_timeout: float,
+) -> None:
+    """Apply a retention policy, then remove unreferenced objects.
+
+    Rules combine with OR: a snapshot stays if any rule keeps it. With no rule
+    given, --keep-within defaults to the repository's retention days (30).
+    Snapshots dated in the future always stay, and so does the newest snapshot
+    of every target unless --allow-removing-newest is given.
+    """
+    from datetime import timedelta
+
+    from casbak.maintenance import cleanup as run_cleanup
+    from casbak.retention import RetentionPolicy
+
+    repo = ctx.open()
+    counts = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
+    if keep_within is None and not any(counts) and not keep_tags:
+        keep_within = timedelta(days=repo.config.retention_days)
+    policy = RetentionPolicy(
+        keep_within=keep_within,
+        keep_last=keep_last,
+        keep_hourly=keep_hourly,
+        keep_daily=keep_daily,
+        keep_weekly=keep_weekly,
+        keep_monthly=keep_monthly,
+        keep_yearly=keep_yearly,
+        keep_tags=keep_tags,
+        group_by=group_by,
+        keep_newest_of_target=not allow_removing_newest,
+    )
+    report = run_cleanup(repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
+    ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
