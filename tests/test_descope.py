@@ -63,8 +63,9 @@ def test_pull_all_tenants(fake: FakeDescope, repo: Path) -> None:
     no_secret(out, err)
 
 
-def test_pull_one_tenant_with_settings_and_sso(fake: FakeDescope, repo: Path) -> None:
-    code, out, _ = run(
+def pull_acme_full(repo: Path) -> dict[str, Any]:
+    """Snapshot tenant acme-full with its settings and SSO; return the snapshot summary."""
+    code, out, err = run(
         repo,
         "--json",
         "snapshot",
@@ -76,8 +77,13 @@ def test_pull_one_tenant_with_settings_and_sso(fake: FakeDescope, repo: Path) ->
         "-o",
         "tenant-update",
     )
-    assert code == 0
-    assert json.loads(out)["snapshot"]["target_id"] == "acme-full"
+    assert code == 0, err
+    summary: dict[str, Any] = json.loads(out)["snapshot"]
+    return summary
+
+
+def test_pull_one_tenant_with_settings_and_sso(fake: FakeDescope, repo: Path) -> None:
+    assert pull_acme_full(repo)["target_id"] == "acme-full"
     document = json.loads(restore_documents(opened(repo), "latest")[1]["acme-full"])
     assert document == {
         "tenant": fake.tenants["acme-full"],
@@ -263,17 +269,7 @@ def test_python_api_pull_and_restore(fake: FakeDescope, tmp_path: Path) -> None:
 
 
 def test_restore_puts_saml_configuration_back(fake: FakeDescope, repo: Path) -> None:
-    code, out, _ = run(
-        repo,
-        "--json",
-        "snapshot",
-        "--from-descope",
-        "--tenant",
-        "acme-full",
-        "--with-settings",
-        "--with-sso",
-    )
-    original = json.loads(out)["snapshot"]["id"]
+    original = pull_acme_full(repo)["id"]
     saml_before = json.loads(json.dumps(fake.sso["acme-full"][0]["saml"]))
     broken = fake.sso["acme-full"][0]["saml"]
     broken["idpCertificate"] = "-----BEGIN CERTIFICATE-----\nrotated-by-mistake\n"
