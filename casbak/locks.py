@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import msgspec
 
 from casbak.backends.base import Backend
 from casbak.errors import ObjectMissing, RepositoryLocked
+from casbak.tokens import random_hex
 
 LOCK_PREFIX = "locks/"
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -126,7 +126,7 @@ class LockManager:
         # was seen: two racing parties can then never both go ahead, because
         # whoever looks last sees the other's record. Records have unique keys,
         # so removing a stale one can never remove a live successor.
-        key = f"{LOCK_PREFIX}{kind}-{secrets.token_hex(8)}.json"
+        key = f"{LOCK_PREFIX}{kind}-{random_hex(8)}.json"
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:

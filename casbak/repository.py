@@ -6,11 +6,11 @@ Layout (see docs/FORMAT.md): ``config``, ``objects/<2 hex>/<digest>``,
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import msgspec
 
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
@@ -39,13 +39,13 @@ from casbak.model import (
 )
 from casbak.names import MANIFEST_PREFIX, manifest_key, snapshot_id_from_key
 from casbak.objects import ObjectStore
+from casbak.tokens import random_hex
 
 CONFIG_KEY = "config"
 MIN_PREFIX = 4
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(msgspec.Struct, frozen=True):
     """A manifest with its id and storage key."""
 
     id: Digest
@@ -75,7 +75,7 @@ class Repository:
         config = RepositoryConfig(
             created=clock(),
             format=FORMAT_NAME,
-            repository_id=secrets.token_hex(32),
+            repository_id=random_hex(32),
             version=REPOSITORY_VERSION,
             compression_level=compression_level,
             retention_days=retention_days,

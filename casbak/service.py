@@ -7,7 +7,6 @@ CLI renders as text or JSON and the Python API hands to callers.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
 from casbak.repository import Repository, Snapshot
 from casbak.sources import TenantDocument
+from casbak.tokens import random_hex
 
 ALL_TENANTS = "all-tenants"
 MAX_LABEL = 256
@@ -204,7 +204,7 @@ def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for tenant_id, path in targets.items():
-            temp = out_dir / f".{path.name}.{secrets.token_hex(4)}.tmp"
+            temp = out_dir / f".{path.name}.{random_hex(4)}.tmp"
             temp.write_bytes(pretty(documents[tenant_id]))
             os.replace(temp, path)
     except OSError as exc:

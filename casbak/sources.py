@@ -7,9 +7,10 @@ is touched, so bad input can never leave a partial snapshot behind.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import msgspec
 
 from casbak.canonical import canonicalize, canonicalize_untrusted, decode_json
 from casbak.errors import InputError
@@ -19,8 +20,7 @@ from casbak.tenantdocs import split_tenants, tenant_id_of
 STDIN = "-"
 
 
-@dataclass(frozen=True)
-class TenantDocument:
+class TenantDocument(msgspec.Struct, frozen=True):
     """A tenant document ready to store: canonical bytes, digest, and where it came from."""
 
     tenant_id: str

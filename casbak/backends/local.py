@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat as stat_module
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import NoReturn
 
 from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
 from casbak.errors import AlreadyExists, BackendError, ObjectMissing
+from casbak.tokens import random_hex
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -103,7 +103,7 @@ class LocalBackend:
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
         path = self._path(key)
         self._ensure_folder(path.parent)
-        temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        temp = path.parent / f"{TEMP_PREFIX}{random_hex(8)}"
         try:
             fd = os.open(temp, _CREATE_FLAGS, FILE_MODE)
             try:

@@ -70,14 +70,14 @@ def export_command(
 
 def _export_to_file(repo: Any, chosen: Any, path: Path, force: bool, progress: Any) -> Any:
     import os
-    import secrets
 
     from casbak.errors import InputError
+    from casbak.tokens import random_hex
     from casbak.transfer import export_bundle
 
     if path.exists() and not force:
         raise InputError(f"{path} exists; use --force to overwrite")
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    temp = path.with_name(f".{path.name}.{random_hex(4)}.tmp")
     try:
         with temp.open("wb") as handle:
             result = export_bundle(repo, chosen, handle, progress=progress)
