@@ -20,9 +20,9 @@ from casbak.errors import BackendError, InputError, NotFoundError
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
+from casbak.outfiles import atomic_output
 from casbak.repository import Repository, Snapshot
 from casbak.sources import TenantDocument
-from casbak.tokens import random_hex
 
 ALL_TENANTS = "all-tenants"
 MAX_LABEL = 256
@@ -203,12 +203,11 @@ def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -
             )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for tenant_id, path in targets.items():
-            temp = out_dir / f".{path.name}.{random_hex(4)}.tmp"
-            temp.write_bytes(pretty(documents[tenant_id]))
-            os.replace(temp, path)
     except OSError as exc:
-        raise BackendError(f"cannot write to {out_dir}: {exc.strerror or exc}") from exc
+        raise BackendError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    for tenant_id, path in targets.items():
+        with atomic_output(path) as handle:
+            handle.write(pretty(documents[tenant_id]))
     return list(targets.values())
 
 

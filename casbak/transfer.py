@@ -36,6 +36,7 @@ from casbak.ids import Digest
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import utc_now
 from casbak.objects import object_key, parallel_map
+from casbak.outfiles import atomic_output
 from casbak.repository import Repository, Snapshot
 
 Progress = Callable[[int, int, int], None]
@@ -128,6 +129,21 @@ def export_bundle(
         raise
     writer.close()
     return ExportResult(len(snapshots), len(digests), written)
+
+
+def export_to_file(
+    repo: Repository,
+    snapshots: list[Snapshot],
+    path: Path,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """`export_bundle` into a file that appears only once complete; never overwrites unasked."""
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; use --force to overwrite")
+    with atomic_output(path) as handle:
+        return export_bundle(repo, snapshots, handle, progress=progress)
 
 
 @contextmanager

@@ -463,3 +463,13 @@ def test_export_of_a_damaged_repository_fails_cleanly(
     assert "Traceback" not in done.stderr and "Exception" not in done.stderr
     assert not out.exists()
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".x.casbak")] == []
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(
+    source: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    path, _ = source
+    code, _, err = run(path, "export", "--all", "-o", str(tmp_path / "missing" / "x.casbak"))
+    assert code == 1
+    assert err.startswith(f"casbak: error: cannot write {tmp_path / 'missing' / 'x.casbak'}")
+    assert "internal error" not in err

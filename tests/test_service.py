@@ -9,7 +9,7 @@ import pytest
 
 from casbak.canonical import decode_canonical
 from casbak.diff import Change, child_path, diff_values
-from casbak.errors import InputError, NotFoundError
+from casbak.errors import BackendError, InputError, NotFoundError
 from casbak.repository import Repository
 from casbak.service import (
     diff_snapshots,
@@ -110,6 +110,10 @@ def test_write_restored_never_overwrites_without_force(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "a.json").read_text() == "mine"
     write_restored(docs, tmp_path / "out", force=True)
     assert json.loads((tmp_path / "out" / "a.json").read_text()) == {"id": "a"}
+    (tmp_path / "plain-file").write_text("x")
+    with pytest.raises(BackendError, match="cannot create"):
+        write_restored(docs, tmp_path / "plain-file" / "out", force=False)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
 
 
 def test_diff_snapshots(memory_repo: Repository, clock: FakeClock) -> None:

@@ -44,7 +44,7 @@ def export_command(
     'casbak import' brings into any repository and 'casbak verify --bundle'
     checks on its own. Every object is re-hashed as it is read.
     """
-    from casbak.transfer import export_bundle, select_snapshots
+    from casbak.transfer import export_bundle, export_to_file, select_snapshots
 
     if not (snapshot_refs or target_id or everything):
         raise click.UsageError("name snapshots, or give --target ID or --all")
@@ -56,7 +56,7 @@ def export_command(
         if output == "-":
             result = export_bundle(repo, chosen, sys.stdout.buffer, progress=progress)
         else:
-            result = _export_to_file(repo, chosen, Path(output), force, progress)
+            result = export_to_file(repo, chosen, Path(output), force=force, progress=progress)
     to_stderr = output == "-"
     ctx.emit(
         result,
@@ -66,28 +66,6 @@ def export_command(
         ),
         err=to_stderr,
     )
-
-
-def _export_to_file(repo: Any, chosen: Any, path: Path, force: bool, progress: Any) -> Any:
-    import os
-
-    from casbak.errors import InputError
-    from casbak.tokens import random_hex
-    from casbak.transfer import export_bundle
-
-    if path.exists() and not force:
-        raise InputError(f"{path} exists; use --force to overwrite")
-    temp = path.with_name(f".{path.name}.{random_hex(4)}.tmp")
-    try:
-        with temp.open("wb") as handle:
-            result = export_bundle(repo, chosen, handle, progress=progress)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return result
 
 
 @cli.command("import")
