@@ -112,7 +112,7 @@ def take_snapshot(
         snapshot=SnapshotSummary.of(snapshot),
         path=f"{repo.backend.describe()}/{snapshot.key}",
         new_objects=new_objects,
-        reused_objects=len({doc.digest for doc in documents}) - new_objects,
+        reused_objects=len(unique) - new_objects,
         bytes_added=bytes_added,
         logical_bytes=sum(len(doc.canonical) for doc in documents),
     )

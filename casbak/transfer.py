@@ -105,7 +105,7 @@ def export_bundle(
         version=BUNDLE_VERSION,
         created=clock(),
         manifests=[
-            BundleManifest(s.id, s.key.removeprefix("manifests/"), len(repo.backend.get(s.key)))
+            BundleManifest(s.id, s.key.removeprefix("manifests/"), _stored_size(repo, s.key))
             for s in snapshots
         ],
         objects=len(digests),
@@ -144,6 +144,13 @@ def export_to_file(
         raise InputError(f"{path} exists; use --force to overwrite")
     with atomic_output(path) as handle:
         return export_bundle(repo, snapshots, handle, progress=progress)
+
+
+def _stored_size(repo: Repository, key: str) -> int:
+    info = repo.backend.stat(key)
+    if info is None:
+        raise ObjectMissing(key)
+    return info.size
 
 
 @contextmanager

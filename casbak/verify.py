@@ -9,6 +9,7 @@ there is damage.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -32,7 +33,7 @@ from casbak.repository import CONFIG_KEY, Repository, Snapshot
 Severity = Literal["damage", "warning", "info"]
 Progress = Callable[[int, int, int], None]
 """Called with objects done, objects in all, and bytes read so far."""
-_LOCK_NAME = r"(shared|exclusive)-[0-9a-f]{16}\.json"
+_LOCK_NAME = re.compile(r"(shared|exclusive)-[0-9a-f]{16}\.json")
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -229,9 +230,6 @@ def _orphans(present: dict[str, int], referenced: set[str]) -> list[Finding]:
 
 
 def _unknown_keys(repo: Repository) -> list[Finding]:
-    import re
-
-    lock_name = re.compile(_LOCK_NAME)
     found = []
     for info in repo.backend.list(""):
         key = info.key
@@ -239,7 +237,7 @@ def _unknown_keys(repo: Repository) -> list[Finding]:
             key == CONFIG_KEY
             or (key.startswith(OBJECT_PREFIX) and digest_from_key(key) is not None)
             or (key.startswith(MANIFEST_PREFIX) and snapshot_id_from_key(key) is not None)
-            or (key.startswith(LOCK_PREFIX) and lock_name.fullmatch(key[len(LOCK_PREFIX) :]))
+            or (key.startswith(LOCK_PREFIX) and _LOCK_NAME.fullmatch(key[len(LOCK_PREFIX) :]))
         )
         if not known:
             found.append(Finding("unknown-file", "warning", key, "not a casbak file"))
