@@ -119,7 +119,7 @@ class BackupService:
         return [
             self.backup_dir / snap.key
             for snap in self.repository.snapshots()
-            if target_id is None or snap.manifest.target_id == target_id
+            if target_id is None or snap.header.target_id == target_id
         ]
 
     def cleanup_old_backups(self) -> int:

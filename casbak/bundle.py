@@ -128,6 +128,7 @@ class CheckedObject(msgspec.Struct, frozen=True):
 
     digest: Digest
     stored: bytes
+    canonical: bytes
 
 
 def read_bundle(stream: IO[bytes]) -> Iterator[BundleHeader | CheckedManifest | CheckedObject]:
@@ -205,11 +206,11 @@ def _check_object(
         raise BundleError(f"{name}: object no manifest in the bundle references")
     stored = _member_bytes(tar, member, MAX_OBJECT_BYTES)
     try:
-        decompress_object(digest, stored, expected_sizes[digest])
+        canonical = decompress_object(digest, stored, expected_sizes[digest])
     except CasbakError as exc:
         raise BundleError(f"{name}: {exc}") from None
     seen.add(digest)
-    return CheckedObject(digest, stored)
+    return CheckedObject(digest, stored, canonical)
 
 
 def _decode_header(data: bytes) -> BundleHeader:
@@ -237,7 +238,7 @@ def _check_manifest(
     seen: set[str],
 ) -> CheckedManifest:
     name = member.name
-    snapshot_id = snapshot_id_from_key(name)
+    snapshot_id = snapshot_id_from_key(name, 1)
     if snapshot_id is None:
         raise BundleError(f"{name}: not a manifest name")
     if snapshot_id in seen:

@@ -105,3 +105,7 @@ class CorruptData(IntegrityError):
         super().__init__(f"{what}: {reason}")
         self.what = what
         self.reason = reason
+
+
+class ParentMissing(CorruptData):
+    """A format 2 delta manifest whose parent manifest is gone."""

@@ -16,7 +16,9 @@ from datetime import timedelta
 
 import msgspec
 
+from casbak.errors import IntegrityError
 from casbak.ids import Digest
+from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
 
 DEFAULT_GRACE = timedelta(hours=1)
@@ -55,6 +57,17 @@ def plan_gc(
     referenced: set[str] = set()
     for snap in staying:
         referenced.update(entry.object for entry in snap.manifest.entries.values())
+    if isinstance(repo.objects, PackStore):
+        unindexed = referenced - repo.objects.index().keys()
+        if unindexed:
+            # The bases of an object we cannot see are unknown: sweeping could
+            # take one that a kept object needs.
+            raise IntegrityError(
+                f"{len(unindexed)} objects that snapshots reference are not indexed "
+                f"(e.g. {sorted(unindexed)[0]}); run 'casbak verify' before collecting garbage"
+            )
+        # A delta object needs its base: every base of a kept object is kept.
+        referenced = set(repo.objects.live_closure(referenced))
     doomed: list[Digest] = []
     freed = young = young_bytes = 0
     for digest, info in repo.objects.list():
@@ -80,13 +93,21 @@ def plan_gc(
 
 
 def execute_gc(
-    repo: Repository, plan: GcPlan, keepalive: Callable[[], None] = lambda: None
+    repo: Repository,
+    plan: GcPlan,
+    keepalive: Callable[[], None] = lambda: None,
+    grace: timedelta = DEFAULT_GRACE,
 ) -> None:
-    """Carry out a plan: manifests first (made durable), then objects."""
-    for key in plan.remove_manifests:
-        repo.backend.delete(key)
-        keepalive()
-    repo.backend.sync()
+    """Carry out a plan: manifests first (made durable), then objects.
+
+    In format 2 objects leave by rewriting the packs that hold them; packs no
+    index names (a writer that crashed before indexing) go after the grace.
+    """
+    repo.delete_snapshots(plan.remove_manifests, keepalive)
+    if isinstance(repo.objects, PackStore):
+        repo.objects.sweep(plan.remove_objects, keepalive)
+        repo.objects.delete_unindexed(grace.total_seconds())
+        return
     for digest in plan.remove_objects:
         repo.objects.delete(digest)
         keepalive()

@@ -60,17 +60,17 @@ def cleanup(
         infos = [
             SnapshotInfo(
                 snap.id,
-                snap.manifest.timestamp,
-                snap.manifest.target_id,
-                snap.manifest.operation,
-                tuple(snap.manifest.tags),
+                snap.header.timestamp,
+                snap.header.target_id,
+                snap.header.operation,
+                tuple(snap.header.tags),
             )
             for snap in snapshots
         ]
         decision = apply_policy(infos, policy, clock())
         plan = plan_gc(repo, snapshots=snapshots, removing=set(decision.remove), grace=grace)
         if not dry_run:
-            execute_gc(repo, plan, lock.refresh)
+            execute_gc(repo, plan, lock.refresh, grace)
     return CleanupReport.of(plan, decision, dry_run)
 
 
@@ -85,5 +85,5 @@ def collect_garbage(
     with repo.locks.exclusive("gc", lock_timeout) as lock:
         plan = plan_gc(repo, snapshots=repo.snapshots(), grace=grace)
         if not dry_run:
-            execute_gc(repo, plan, lock.refresh)
+            execute_gc(repo, plan, lock.refresh, grace)
     return CleanupReport.of(plan, None, dry_run)

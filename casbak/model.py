@@ -14,7 +14,8 @@ from casbak.errors import CorruptData, FormatVersionError
 from casbak.names import slug, stamp
 
 FORMAT_NAME = "casbak"
-REPOSITORY_VERSION = 1
+REPOSITORY_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 MANIFEST_VERSION = 1
 
 HexDigest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
@@ -72,7 +73,7 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 def decode_manifest(data: bytes, what: str) -> Manifest:
     """Decode manifest bytes, refusing unknown versions and malformed content."""
-    _check_version(data, what, MANIFEST_VERSION, "manifest")
+    _check_version(data, what, (MANIFEST_VERSION,), "manifest")
     try:
         manifest = _MANIFEST_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -89,7 +90,7 @@ def encode_config(config: RepositoryConfig) -> bytes:
 
 def decode_config(data: bytes, what: str) -> RepositoryConfig:
     """Decode the repository config, refusing unknown formats and versions."""
-    _check_version(data, what, REPOSITORY_VERSION, "repository format")
+    _check_version(data, what, SUPPORTED_VERSIONS, "repository format")
     try:
         config = _CONFIG_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -99,17 +100,18 @@ def decode_config(data: bytes, what: str) -> RepositoryConfig:
     return config
 
 
-def _check_version(data: bytes, what: str, supported: int, kind: str) -> None:
+def _check_version(data: bytes, what: str, supported: tuple[int, ...], kind: str) -> None:
     try:
         version = _VERSION_DECODER.decode(data).version
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CorruptData(what, f"not JSON ({exc})") from exc
     if version is None or isinstance(version, bool) or not isinstance(version, int):
         raise CorruptData(what, f"has no valid {kind} version")
-    if version != supported:
+    if version not in supported:
+        readable = " and ".join(map(str, supported))
         raise FormatVersionError(
             f"{what}: {kind} version {version!r} is not supported "
-            f"(this casbak reads version {supported}); upgrade casbak"
+            f"(this casbak reads version {readable}); upgrade casbak"
         )
 
 

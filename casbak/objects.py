@@ -14,7 +14,7 @@ from typing import TypeVar
 import zstandard
 
 from casbak.backends.base import Backend, ObjectInfo
-from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData
+from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData, ObjectMissing
 from casbak.ids import Digest, hash_bytes, is_digest
 
 OBJECT_PREFIX = "objects/"
@@ -111,7 +111,7 @@ class ObjectStore:
             self._local.compressor = compressor
         return compressor.compress(canonical)
 
-    def add(self, digest: Digest, canonical: bytes) -> int:
+    def add(self, digest: Digest, canonical: bytes | None) -> int:
         """Store a document unless present; return the stored bytes added (0 on a dedup hit).
 
         A dedup hit on an object older than REFRESH_AFTER refreshes its mtime: a
@@ -121,12 +121,14 @@ class ObjectStore:
         info = self.backend.stat(object_key(digest))
         return self._add(digest, canonical, None if info is None else info.mtime)
 
-    def _add(self, digest: Digest, canonical: bytes, mtime: float | None) -> int:
+    def _add(self, digest: Digest, canonical: bytes | None, mtime: float | None) -> int:
         key = object_key(digest)
         if mtime is not None:
             if self.backend.now() - mtime > REFRESH_AFTER:
                 self.backend.touch(key)
             return 0
+        if canonical is None:  # vouched for by the cache, but gone: the caller re-reads
+            raise ObjectMissing(key)
         compressed = self._compress(canonical)
         try:
             self.backend.put(key, compressed)
@@ -135,7 +137,7 @@ class ObjectStore:
             return 0
         return len(compressed)
 
-    def add_many(self, items: Iterable[tuple[Digest, bytes]]) -> Iterator[int]:
+    def add_many(self, items: Iterable[tuple[Digest, bytes | None]]) -> Iterator[int]:
         """`add` for many documents, overlapped on backends that gain from it.
 
         For many documents one listing of the objects replaces a check per

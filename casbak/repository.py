@@ -6,7 +6,8 @@ Layout (see docs/FORMAT.md): ``config``, ``objects/<2 hex>/<digest>``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -17,10 +18,13 @@ from casbak.backends.local import LocalBackend
 from casbak.errors import (
     AlreadyExists,
     AmbiguousError,
+    CasbakError,
     ChecksumMismatch,
+    CorruptData,
     InputError,
     NotFoundError,
     ObjectMissing,
+    ParentMissing,
     RepositoryExists,
     RepositoryNotFound,
 )
@@ -29,7 +33,9 @@ from casbak.locks import LockManager
 from casbak.model import (
     FORMAT_NAME,
     REPOSITORY_VERSION,
+    SUPPORTED_VERSIONS,
     Manifest,
+    ManifestEntry,
     RepositoryConfig,
     decode_config,
     decode_manifest,
@@ -37,20 +43,68 @@ from casbak.model import (
     encode_manifest,
     utc_now,
 )
-from casbak.names import MANIFEST_PREFIX, manifest_key, snapshot_id_from_key
+from casbak.names import MANIFEST_PREFIX, manifest_key, slug, snapshot_id_from_key
 from casbak.objects import ObjectStore
+from casbak.packs import PackStore
+from casbak.storedmanifest import Header, StoredManifest, decode_stored, encode_stored, rebuild
 from casbak.tokens import random_hex
 
 CONFIG_KEY = "config"
 MIN_PREFIX = 4
+MAX_DELTA_DEPTH = 64
+"""A format 2 manifest this many deltas from a full one is stored full again."""
+DELTA_FROM = 32
+"""Snapshots of fewer tenants are stored full: a delta would save nothing."""
+_ENTRY_CACHE = 96
 
 
-class Snapshot(msgspec.Struct, frozen=True):
-    """A manifest with its id and storage key."""
+class Snapshot:
+    """A snapshot: id, storage key, metadata, and its manifest (rebuilt on demand)."""
 
-    id: Digest
-    key: str
-    manifest: Manifest
+    __slots__ = ("_loader", "_manifest", "header", "id", "key")
+
+    def __init__(
+        self,
+        snapshot_id: Digest,
+        key: str,
+        header: Header,
+        manifest: Manifest | None = None,
+        loader: Callable[[], Manifest] | None = None,
+    ) -> None:
+        self.id = snapshot_id
+        self.key = key
+        self.header = header
+        self._manifest = manifest
+        self._loader = loader
+
+    @property
+    def manifest(self) -> Manifest:
+        """Every entry; format 2 rebuilds it from deltas (verified) each time it is asked."""
+        if self._manifest is not None:
+            return self._manifest
+        assert self._loader is not None
+        return self._loader()
+
+    def __repr__(self) -> str:
+        return f"Snapshot({self.id[:12]}, {self.key!r})"
+
+
+def header_of(manifest: Manifest) -> Header:
+    """The metadata of a whole manifest (format 1 keeps no separate header)."""
+    return Header(
+        manifest.description,
+        manifest.operation,
+        list(manifest.tags),
+        manifest.target_id,
+        manifest.timestamp,
+        len(manifest.entries),
+        None,
+        0,
+    )
+
+
+def _idle() -> None:
+    pass
 
 
 class Repository:
@@ -59,8 +113,15 @@ class Repository:
     def __init__(self, backend: Backend, config: RepositoryConfig) -> None:
         self.backend = backend
         self.config = config
-        self.objects = ObjectStore(backend, config.compression_level)
+        self.version = config.version
+        self.objects: ObjectStore | PackStore = (
+            ObjectStore(backend, config.compression_level)
+            if config.version == 1
+            else PackStore(backend, config.compression_level)
+        )
         self.locks = LockManager(backend)
+        self._keys: dict[Digest, str] | None = None
+        self._entries: OrderedDict[Digest, dict[str, ManifestEntry]] = OrderedDict()
 
     @classmethod
     def init(
@@ -70,13 +131,16 @@ class Repository:
         retention_days: int = 30,
         compression_level: int = 10,
         clock: Callable[[], datetime] = utc_now,
+        version: int = REPOSITORY_VERSION,
     ) -> Repository:
         """Create a repository; raise RepositoryExists if one is there already."""
+        if version not in SUPPORTED_VERSIONS:
+            raise InputError(f"format version must be one of {SUPPORTED_VERSIONS}, not {version}")
         config = RepositoryConfig(
             created=clock(),
             format=FORMAT_NAME,
             repository_id=random_hex(32),
-            version=REPOSITORY_VERSION,
+            version=version,
             compression_level=compression_level,
             retention_days=retention_days,
         )
@@ -106,31 +170,147 @@ class Repository:
     def write_manifest_bytes(
         self, snapshot_id: Digest, data: bytes, manifest: Manifest
     ) -> Snapshot:
-        """Store manifest bytes checked elsewhere (an import) exactly as they are."""
-        key = manifest_key(manifest.timestamp, manifest.operation, manifest.target_id, snapshot_id)
+        """Store a manifest whose format 1 encoding ``data`` hashes to ``snapshot_id``.
+
+        Format 1 stores those bytes as they are; format 2 stores the manifest
+        whole or as a delta of the newest earlier snapshot of the same target.
+        """
+        key = manifest_key(
+            manifest.timestamp, manifest.operation, manifest.target_id, snapshot_id, self.version
+        )
+        if self.version != 1:
+            parent = self._delta_parent(manifest)
+            data = encode_stored(snapshot_id, manifest, parent)
+            header = Header(
+                manifest.description,
+                manifest.operation,
+                list(manifest.tags),
+                manifest.target_id,
+                manifest.timestamp,
+                len(manifest.entries),
+                parent[0] if parent else None,
+                parent[2] + 1 if parent else 0,
+            )
+        else:
+            header = header_of(manifest)
         try:
             self.backend.put(key, data)
         except AlreadyExists:
             pass  # the same content under the same name: that snapshot is already stored
         self.backend.sync()
-        return Snapshot(snapshot_id, key, manifest)
+        if self._keys is not None:
+            self._keys[snapshot_id] = key
+        return Snapshot(snapshot_id, key, header, manifest)
+
+    def latest_of_target(self, target_id: str, before: datetime | None = None) -> Snapshot | None:
+        """The newest readable snapshot of a target (found by name, then confirmed)."""
+        wanted = f"_{slug(target_id)}_"
+        candidates = sorted(
+            (key for key in self.manifest_keys().values() if wanted in key), reverse=True
+        )
+        for key in candidates[:4]:
+            found = snapshot_id_from_key(key)
+            assert found is not None
+            try:
+                snap = self.load(found, key)
+            except CasbakError:
+                continue  # a damaged candidate is no base for anything
+            header = snap.header
+            if header.target_id == target_id and (before is None or header.timestamp <= before):
+                return snap
+        return None
+
+    def _delta_parent(
+        self, manifest: Manifest
+    ) -> tuple[Digest, dict[str, ManifestEntry], int] | None:
+        if len(manifest.entries) < DELTA_FROM:
+            return None
+        snap = self.latest_of_target(manifest.target_id, manifest.timestamp)
+        if snap is None or snap.header.depth + 1 > MAX_DELTA_DEPTH:
+            return None
+        try:
+            entries = snap.manifest.entries
+        except CasbakError:
+            return None
+        changes = sum(
+            1 for tenant, entry in manifest.entries.items() if entries.get(tenant) != entry
+        )
+        if changes + len(entries.keys() - manifest.entries.keys()) > len(manifest.entries) // 2:
+            return None
+        return snap.id, entries, snap.header.depth
 
     def manifest_keys(self) -> dict[Digest, str]:
         """Every snapshot id with its manifest key (without reading manifests)."""
         found = {}
         for info in self.backend.list(MANIFEST_PREFIX):
-            snapshot_id = snapshot_id_from_key(info.key)
+            snapshot_id = snapshot_id_from_key(info.key, self.version)
             if snapshot_id is not None:
                 found[snapshot_id] = info.key
+        self._keys = found
         return found
 
     def load(self, snapshot_id: Digest, key: str) -> Snapshot:
-        """Read a manifest and check that it hashes to its id."""
+        """Read a manifest and check that it hashes to its id (format 2: its header only)."""
         data = self.backend.get(key)
-        actual = hash_bytes(data)
-        if actual != snapshot_id:
-            raise ChecksumMismatch(f"manifest {key}", snapshot_id, actual)
-        return Snapshot(snapshot_id, key, decode_manifest(data, f"manifest {key}"))
+        if self.version == 1:
+            actual = hash_bytes(data)
+            if actual != snapshot_id:
+                raise ChecksumMismatch(f"manifest {key}", snapshot_id, actual)
+            manifest = decode_manifest(data, f"manifest {key}")
+            return Snapshot(snapshot_id, key, header_of(manifest), manifest)
+        document = self._decode_stored(snapshot_id, key, data)
+        return Snapshot(
+            snapshot_id, key, document.header(), loader=lambda: self.rebuild(snapshot_id, key)
+        )
+
+    def _decode_stored(self, snapshot_id: Digest, key: str, data: bytes) -> StoredManifest:
+        document = decode_stored(data, f"manifest {key}")
+        if document.snapshot.hex() != snapshot_id:
+            raise ChecksumMismatch(f"manifest {key}", snapshot_id, document.snapshot.hex())
+        return document
+
+    def rebuild(self, snapshot_id: Digest, key: str) -> Manifest:
+        """A format 2 manifest with every entry, proven by hashing it to its id.
+
+        Walks parents back to a full manifest or a cached one, then applies
+        the deltas forward; every manifest on the way is checked, so a damaged
+        ancestor is reported as what it is.
+        """
+        chain: list[tuple[Digest, str, StoredManifest]] = []
+        current: tuple[Digest, str] | None = (snapshot_id, key)
+        base: dict[str, ManifestEntry] | None = None
+        while current is not None:
+            cached = self._entries.get(current[0])
+            if cached is not None:
+                base = cached
+                break
+            document = self._decode_stored(*current, self.backend.get(current[1]))
+            chain.append((*current, document))
+            if len(chain) > MAX_DELTA_DEPTH * 4:
+                raise CorruptData(f"manifest {key}", "parent chain is too long (a loop?)")
+            if not document.parent:
+                break
+            parent_id = Digest(document.parent.hex())
+            keys = self._keys if self._keys and parent_id in self._keys else self.manifest_keys()
+            if parent_id not in keys:
+                raise ParentMissing(f"manifest {current[1]}", f"its parent {parent_id} is missing")
+            current = (parent_id, keys[parent_id])
+        manifest: Manifest | None = None
+        for step_id, step_key, document in reversed(chain):
+            manifest = rebuild(document, base)
+            actual = hash_bytes(encode_manifest(manifest))
+            if actual != step_id:
+                raise ChecksumMismatch(f"manifest {step_key}", step_id, actual)
+            base = manifest.entries
+            self._entries[step_id] = base
+            while len(self._entries) > _ENTRY_CACHE:
+                self._entries.popitem(last=False)
+        if manifest is None:
+            assert base is not None
+            document = self._decode_stored(snapshot_id, key, self.backend.get(key))
+            manifest = rebuild(document, None)
+            manifest = msgspec.structs.replace(manifest, entries=base)
+        return manifest
 
     def snapshots(self) -> list[Snapshot]:
         """Every snapshot, newest first by the timestamp inside the manifest."""
@@ -144,7 +324,11 @@ class Repository:
         """
         keys = self.manifest_keys()
         name = Path(reference).name
-        by_name = snapshot_id_from_key(MANIFEST_PREFIX + name) if name.endswith(".json") else None
+        by_name = (
+            snapshot_id_from_key(MANIFEST_PREFIX + name)
+            if name.endswith((".json", ".snap"))
+            else None
+        )
         if by_name is not None and by_name in keys:
             return self.load(by_name, keys[by_name])
         if reference == "latest" or reference.startswith("latest:"):
@@ -152,7 +336,7 @@ class Repository:
             candidates = [
                 snap
                 for snap in self.snapshots()
-                if target is None or snap.manifest.target_id == target
+                if target is None or snap.header.target_id == target
             ]
             if not candidates:
                 what = f" of target {target!r}" if target else ""
@@ -173,13 +357,50 @@ class Repository:
 
     def delete_snapshot(self, snapshot: Snapshot) -> None:
         """Remove a manifest (its objects stay until gc)."""
-        self.backend.delete(snapshot.key)
+        self.delete_snapshots([snapshot.key])
+
+    def delete_snapshots(
+        self, keys: Collection[str], keepalive: Callable[[], None] = _idle
+    ) -> None:
+        """Remove manifests, first rebasing every kept delta whose parent goes.
+
+        A kept format 2 manifest whose parent is removed is rewritten (same
+        key, same id: same logical content) as a delta of its nearest kept
+        ancestor, or whole; only after those rewrites are durable do the
+        removals start, so every manifest stays readable at every moment.
+        """
+        if self.version != 1 and keys:
+            removing = set(keys)
+            by_id = self.manifest_keys()
+            headers = {sid: self.load(sid, key).header for sid, key in by_id.items()}
+            for sid, key in sorted(by_id.items(), key=lambda item: item[1]):
+                parent = headers[sid].parent
+                if key in removing or parent is None or by_id.get(parent) not in removing:
+                    continue
+                while parent is not None and by_id.get(parent) in removing:
+                    parent = headers[parent].parent if parent in headers else None
+                manifest = self.rebuild(sid, key)
+                base = None
+                if parent is not None and parent in by_id:
+                    base = (
+                        parent,
+                        self.rebuild(parent, by_id[parent]).entries,
+                        headers[parent].depth,
+                    )
+                self.backend.put(key, encode_stored(sid, manifest, base), overwrite=True)
+                keepalive()
+            self.backend.sync()
+        for key in keys:
+            self.backend.delete(key)
+            keepalive()
+        self.backend.sync()
+        self._keys = None
 
 
 def sort_newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
     """Order by manifest timestamp, newest first; ties by id so the order is stable."""
     ordered = sorted(snapshots, key=lambda snap: snap.id, reverse=True)
-    ordered.sort(key=lambda snap: snap.manifest.timestamp, reverse=True)
+    ordered.sort(key=lambda snap: snap.header.timestamp, reverse=True)
     return ordered
 
 

@@ -10,21 +10,30 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
 from casbak.canonical import decode_canonical, pretty
 from casbak.diff import Change, diff_values
-from casbak.errors import BackendError, InputError, NotFoundError
+from casbak.errors import BackendError, CasbakError, InputError, NotFoundError
+from casbak.ids import Digest
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
 from casbak.outfiles import atomic_output
+from casbak.packs import PackStore
+from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
-from casbak.sources import TenantDocument
+from casbak.sources import STDIN, TenantDocument, read_sources
 
 ALL_TENANTS = "all-tenants"
+
+
+class StaleCache(CasbakError):
+    """Documents vouched for by the raw-bytes cache are gone: read the sources in full."""
+
+
 MAX_LABEL = 256
 
 
@@ -42,15 +51,15 @@ class SnapshotSummary(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, snapshot: Snapshot) -> SnapshotSummary:
         """Summarize a loaded snapshot."""
-        manifest = snapshot.manifest
+        header = snapshot.header
         return cls(
             snapshot.id,
-            manifest.timestamp,
-            manifest.operation,
-            manifest.target_id,
-            manifest.description,
-            list(manifest.tags),
-            len(manifest.entries),
+            header.timestamp,
+            header.operation,
+            header.target_id,
+            header.description,
+            list(header.tags),
+            header.tenants,
         )
 
 
@@ -89,19 +98,28 @@ def take_snapshot(
         _check_label("tag", tag)
     new_objects = bytes_added = 0
     with repo.locks.shared(operation, lock_timeout) as lock:
+        if isinstance(repo.objects, PackStore):
+            repo.objects.refresh()  # what another process stored or removed since
         unique = {doc.digest: doc.canonical for doc in documents}
-        for added in repo.objects.add_many(unique.items()):
-            if added:
-                new_objects += 1
-                bytes_added += added
-            lock.refresh()
+        vouched = [digest for digest, canonical in unique.items() if canonical is None]
+        if vouched and not all(repo.objects.contains(digest) for digest in vouched):
+            raise StaleCache("a cached document is no longer stored")
+        if isinstance(repo.objects, PackStore):
+            stored = repo.objects.store(
+                unique, _earlier_versions(repo, target_id, documents), lock.refresh
+            )
+            new_objects, bytes_added = stored.new_objects, stored.bytes_added
+        else:
+            for added in repo.objects.add_many(unique.items()):
+                if added:
+                    new_objects += 1
+                    bytes_added += added
+                lock.refresh()
         repo.backend.sync()
         lock.confirm()
         manifest = Manifest(
             description=description,
-            entries={
-                doc.tenant_id: ManifestEntry(doc.digest, len(doc.canonical)) for doc in documents
-            },
+            entries={doc.tenant_id: ManifestEntry(doc.digest, doc.size) for doc in documents},
             operation=operation,
             tags=sorted(set(tags)),
             target_id=target_id,
@@ -114,8 +132,50 @@ def take_snapshot(
         new_objects=new_objects,
         reused_objects=len(unique) - new_objects,
         bytes_added=bytes_added,
-        logical_bytes=sum(len(doc.canonical) for doc in documents),
+        logical_bytes=sum(doc.size for doc in documents),
     )
+
+
+def snapshot_sources(
+    repo: Repository,
+    sources: Sequence[str],
+    stdin: BinaryIO | None = None,
+    *,
+    use_cache: bool = True,
+    **options: Any,
+) -> SnapshotResult:
+    """`take_snapshot` of files, folders or stdin, skipping the decoding of unchanged files.
+
+    The raw-bytes cache is not used for stdin (it cannot be read twice), and
+    a cache that vouches for a document no longer stored means a full re-read.
+    """
+    cache = None
+    if use_cache and STDIN not in sources:
+        cache = RawCache.for_repository(repo.config.repository_id)
+    try:
+        result = take_snapshot(repo, read_sources(sources, stdin, cache), **options)
+    except StaleCache:
+        cache = None
+        result = take_snapshot(repo, read_sources(sources, stdin), **options)
+    if cache is not None:
+        cache.save()
+    return result
+
+
+def _earlier_versions(
+    repo: Repository, target_id: str, documents: Sequence[TenantDocument]
+) -> dict[Digest, Digest]:
+    """Per document, the tenant's version in the target's newest snapshot (a delta base)."""
+    try:
+        previous = repo.latest_of_target(target_id)
+        entries = previous.manifest.entries if previous is not None else {}
+    except CasbakError:
+        return {}  # no base only costs space
+    return {
+        doc.digest: Digest(entries[doc.tenant_id].object)
+        for doc in documents
+        if doc.tenant_id in entries and entries[doc.tenant_id].object != doc.digest
+    }
 
 
 def _check_label(name: str, value: str) -> None:
@@ -134,9 +194,9 @@ def list_snapshots(
     return [
         SnapshotSummary.of(snap)
         for snap in repo.snapshots()
-        if (target_id is None or snap.manifest.target_id == target_id)
-        and (operation is None or snap.manifest.operation == operation)
-        and (tag is None or tag in snap.manifest.tags)
+        if (target_id is None or snap.header.target_id == target_id)
+        and (operation is None or snap.header.operation == operation)
+        and (tag is None or tag in snap.header.tags)
     ]
 
 
@@ -273,7 +333,14 @@ def repository_stats(repo: Repository) -> RepositoryStats:
             tenants.add(tenant_id)
             unique[entry.object] = entry.size
             logical += entry.size
-    stored_objects = sum(info.size for _, info in repo.objects.list())
+    if isinstance(repo.objects, PackStore):
+        stored_objects = sum(
+            info.size
+            for prefix in ("packs/", "index/", "dicts/")
+            for info in repo.backend.list(prefix)
+        )
+    else:
+        stored_objects = sum(info.size for _, info in repo.objects.list())
     stored_manifests = sum(info.size for info in repo.backend.list("manifests/"))
     unique_bytes = sum(unique.values())
     return RepositoryStats(

@@ -15,31 +15,55 @@ import msgspec
 from casbak.canonical import canonicalize, canonicalize_untrusted, decode_json
 from casbak.errors import InputError
 from casbak.ids import Digest, hash_bytes
+from casbak.rawcache import RawCache
 from casbak.tenantdocs import split_tenants, tenant_id_of
 
 STDIN = "-"
 
 
 class TenantDocument(msgspec.Struct, frozen=True):
-    """A tenant document ready to store: canonical bytes, digest, and where it came from."""
+    """A tenant document ready to store: canonical bytes, digest, and where it came from.
+
+    ``canonical`` is None when a raw-bytes cache vouched for the digest: the
+    document was stored before, and the snapshot checks it still is.
+    """
 
     tenant_id: str
-    canonical: bytes
+    canonical: bytes | None
     digest: Digest
     origin: str
+    size: int = -1
+
+    @classmethod
+    def of(cls, tenant_id: str, canonical: bytes, origin: str) -> TenantDocument:
+        """A document from its canonical bytes."""
+        return cls(tenant_id, canonical, hash_bytes(canonical), origin, len(canonical))
 
 
-def read_sources(sources: Sequence[str], stdin: BinaryIO | None = None) -> list[TenantDocument]:
-    """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents."""
+def read_sources(
+    sources: Sequence[str], stdin: BinaryIO | None = None, cache: RawCache | None = None
+) -> list[TenantDocument]:
+    """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents.
+
+    With a cache, a file whose raw bytes were read before is not decoded again.
+    """
     if not sources:
         raise InputError("no source given: name JSON files, folders, or - for stdin")
     documents: list[TenantDocument] = []
     for source in sources:
         for where, data in _read_source(source, stdin):
-            value = decode_json(data, where)
-            for tenant_id, document in split_tenants(value, where):
-                canonical = canonicalize(document)
-                documents.append(TenantDocument(tenant_id, canonical, hash_bytes(canonical), where))
+            if cache is not None:
+                key, known = cache.lookup(data)
+                if known is not None:
+                    documents += [TenantDocument(t, None, d, where, n) for t, d, n in known]
+                    continue
+            found = [
+                TenantDocument.of(tenant_id, canonicalize(document), where)
+                for tenant_id, document in split_tenants(decode_json(data, where), where)
+            ]
+            if cache is not None:
+                cache.remember(key, [(doc.tenant_id, doc.digest, doc.size) for doc in found])
+            documents += found
     return check_unique(documents)
 
 
@@ -54,9 +78,7 @@ def documents_from_values(values: Iterable[Mapping[str, Any]], where: str) -> li
         if tenant_id is None:
             raise InputError(f"{where}[{index}]: tenant has no string 'id'")
         canonical = canonicalize_untrusted(document, f"{where} tenant {tenant_id!r}")
-        documents.append(
-            TenantDocument(tenant_id, canonical, hash_bytes(canonical), f"{where}[{index}]")
-        )
+        documents.append(TenantDocument.of(tenant_id, canonical, f"{where}[{index}]"))
     return check_unique(documents)
 
 

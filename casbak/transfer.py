@@ -34,9 +34,11 @@ from casbak.bundle import (
 from casbak.errors import CasbakError, InputError, IntegrityError, ObjectMissing
 from casbak.ids import Digest
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
-from casbak.model import utc_now
-from casbak.objects import object_key, parallel_map
+from casbak.model import encode_manifest, utc_now
+from casbak.names import MANIFEST_PREFIX, manifest_key
+from casbak.objects import ObjectStore, object_key, parallel_map
 from casbak.outfiles import atomic_output
+from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
 
 Progress = Callable[[int, int, int], None]
@@ -61,6 +63,10 @@ class ImportResult(msgspec.Struct, frozen=True):
     bytes: int
 
 
+IMPORT_BATCH_BYTES = 32 * 1024 * 1024
+"""Objects an import gathers before writing them as one pack."""
+
+
 def select_snapshots(
     repo: Repository,
     refs: Iterable[str] = (),
@@ -74,15 +80,15 @@ def select_snapshots(
     chosen = [repo.resolve(ref) for ref in refs]
     if target_id is not None or everything:
         chosen += [
-            snap for snap in repo.snapshots() if everything or snap.manifest.target_id == target_id
+            snap for snap in repo.snapshots() if everything or snap.header.target_id == target_id
         ]
     if since is not None:
         cutoff = clock() - since
-        chosen = [snap for snap in chosen if snap.manifest.timestamp >= cutoff]
+        chosen = [snap for snap in chosen if snap.header.timestamp >= cutoff]
     unique = {snap.id: snap for snap in chosen}
     if not unique:
         raise InputError("nothing to export: no snapshot matches")
-    return sorted(unique.values(), key=lambda snap: (snap.manifest.timestamp, snap.id))
+    return sorted(unique.values(), key=lambda snap: (snap.header.timestamp, snap.id))
 
 
 def export_bundle(
@@ -94,27 +100,35 @@ def export_bundle(
     clock: Callable[[], datetime] = utc_now,
 ) -> ExportResult:
     """Write a bundle of the snapshots and every object they need, each read and checked."""
+    manifests = [(_bundle_name(snap), _bundle_manifest(repo, snap)) for snap in snapshots]
     digests = sorted({e.object for s in snapshots for e in s.manifest.entries.values()})
-    listed: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
-    missing = [digest for digest in digests if digest not in listed]
-    if missing:
-        raise ObjectMissing(object_key(missing[0]))
-    sizes = {digest: listed[digest] for digest in digests}
+    if isinstance(repo.objects, PackStore):
+        # Bundles carry standalone frames; their sizes go in the header, which
+        # comes first, so frames are made twice rather than all held at once.
+        for digest in digests:
+            repo.objects.frame(digest)
+        sizes = {digest: len(repo.objects.read_stored(digest)) for digest in digests}
+    else:
+        listed: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
+        missing = [digest for digest in digests if digest not in listed]
+        if missing:
+            raise ObjectMissing(object_key(missing[0]))
+        sizes = {digest: listed[digest] for digest in digests}
     header = BundleHeader(
         format=BUNDLE_FORMAT,
         version=BUNDLE_VERSION,
         created=clock(),
         manifests=[
-            BundleManifest(s.id, s.key.removeprefix("manifests/"), _stored_size(repo, s.key))
-            for s in snapshots
+            BundleManifest(snap.id, name, len(data))
+            for snap, (name, data) in zip(snapshots, manifests, strict=True)
         ],
         objects=len(digests),
         object_bytes=sum(sizes.values()),
     )
     writer = BundleWriter(stream, header)
     try:
-        for snap in snapshots:
-            writer.add_manifest(snap.key.removeprefix("manifests/"), repo.backend.get(snap.key))
+        for name, data in manifests:
+            writer.add_manifest(name, data)
         written = 0
         stored_objects = parallel_map(repo.objects.read_stored, digests, repo.objects.concurrency)
         for done, (digest, stored) in enumerate(zip(digests, stored_objects, strict=True), 1):
@@ -146,13 +160,6 @@ def export_to_file(
         return export_bundle(repo, snapshots, handle, progress=progress)
 
 
-def _stored_size(repo: Repository, key: str) -> int:
-    info = repo.backend.stat(key)
-    if info is None:
-        raise ObjectMissing(key)
-    return info.size
-
-
 @contextmanager
 def seekable(source: str | Path, stdin: IO[bytes] | None) -> Iterator[Callable[[], IO[bytes]]]:
     """Give a way to read a bundle more than once; stdin is spooled to a temporary file."""
@@ -182,6 +189,20 @@ def seekable(source: str | Path, stdin: IO[bytes] | None) -> Iterator[Callable[[
     finally:
         for handle in handles:
             handle.close()
+
+
+def _bundle_name(snap: Snapshot) -> str:
+    """Bundles name manifests as format 1 does, whatever the repository's format."""
+    header = snap.header
+    key = manifest_key(header.timestamp, header.operation, header.target_id, snap.id, 1)
+    return key.removeprefix(MANIFEST_PREFIX)
+
+
+def _bundle_manifest(repo: Repository, snap: Snapshot) -> bytes:
+    """The format 1 encoding, whose hash is the snapshot id."""
+    if repo.version == 1:
+        return repo.backend.get(snap.key)
+    return encode_manifest(snap.manifest)
 
 
 def check_bundle(
@@ -224,24 +245,25 @@ def import_bundle(
 ) -> ImportResult:
     """Check the whole bundle, then write its objects, then its manifests."""
     header, _ = check_bundle(open_stream, repo)
-    written = skipped = healed = written_bytes = done = 0
+    skipped = healed = done = 0
+    writer = _ObjectWriter(repo)
     with repo.locks.shared("import", lock_timeout) as lock:
+        writer.keepalive = lock.refresh
         for item in read_bundle(open_stream()):
             if not isinstance(item, CheckedObject):
                 continue
             state = _existing_state(repo, item.digest)
             if state == "intact":
-                repo.backend.touch(object_key(item.digest))
+                writer.reuse(item.digest)
                 skipped += 1
             else:
-                repo.objects.put_stored(item.digest, item.stored, replace=state == "damaged")
+                writer.write(item, damaged=state == "damaged")
                 healed += state == "damaged"
-                written += state == "absent"
-                written_bytes += len(item.stored)
             done += 1
             lock.refresh()
             if progress is not None:
-                progress(done, header.objects, written_bytes)
+                progress(done, header.objects, writer.written_bytes)
+        writer.flush()
         repo.backend.sync()
         lock.confirm()
         present = repo.manifest_keys()
@@ -255,14 +277,55 @@ def import_bundle(
     return ImportResult(
         manifests=imported,
         manifests_skipped=len(header.manifests) - imported,
-        objects=written,
+        objects=done - skipped - healed,
         objects_skipped=skipped,
         objects_healed=healed,
-        bytes=written_bytes,
+        bytes=writer.written_bytes,
     )
 
 
+class _ObjectWriter:
+    """Writes an import's objects: one file each (format 1) or batched into packs."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.packs = repo.objects if isinstance(repo.objects, PackStore) else None
+        self.batch: dict[Digest, bytes] = {}
+        self.batch_bytes = 0
+        self.damaged: set[str] = set()
+        self.written_bytes = 0
+        self.keepalive: Callable[[], None] = lambda: None
+
+    def reuse(self, digest: Digest) -> None:
+        if self.packs is not None:
+            self.packs.refresh_objects([digest])
+        else:
+            self.repo.backend.touch(object_key(digest))
+
+    def write(self, item: CheckedObject, *, damaged: bool) -> None:
+        if self.packs is None:
+            assert isinstance(self.repo.objects, ObjectStore)
+            self.repo.objects.put_stored(item.digest, item.stored, replace=damaged)
+            self.written_bytes += len(item.stored)
+            return
+        self.batch[item.digest] = item.canonical
+        self.batch_bytes += len(item.canonical)
+        if damaged:
+            self.damaged.add(item.digest)
+        if self.batch_bytes > IMPORT_BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.packs is not None and self.batch:
+            stored = self.packs.store(self.batch, keepalive=self.keepalive, replace=self.damaged)
+            self.written_bytes += stored.bytes_added
+            self.batch.clear()
+            self.batch_bytes = 0
+
+
 def _existing_state(repo: Repository, digest: Digest) -> str:
+    if not repo.objects.contains(digest):
+        return "absent"
     try:
         repo.objects.read(digest)
     except ObjectMissing:

@@ -60,9 +60,27 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The raw-bytes cache of every test (and its subprocesses) stays in a temp folder."""
+    folder = tmp_path_factory.mktemp("casbak-cache")
+    previous = os.environ.get("CASBAK_CACHE_DIR")
+    os.environ["CASBAK_CACHE_DIR"] = str(folder)
+    yield
+    if previous is None:
+        del os.environ["CASBAK_CACHE_DIR"]
+    else:
+        os.environ["CASBAK_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def memory_repo() -> Repository:
     return Repository.init(MemoryBackend())
+
+
+@pytest.fixture
+def memory_repo_v1() -> Repository:
+    return Repository.init(MemoryBackend(), version=1)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def test_create_tenant_backup_returns_manifest_path(tmp_path: Path) -> None:
     service = BackupService(tmp_path / "b", clock=clock)
     tenant = TenantConfig(id="acme-corp", name="Acme", domains=["acme.com"])
     path = service.create_tenant_backup(tenant, "tenant-update", "before rename")
-    assert path.suffix == ".json"
+    assert path.suffix == ".snap"  # format 2; format 1 repositories keep ".json"
     assert path.name.startswith("2025-11-17T10-30-00_tenant-update_acme-corp_")
     loaded = service.load_backup(path)
     assert loaded.metadata == BackupMetadata(

@@ -27,7 +27,7 @@ from tests.test_cli import ROUND1, ROUND2, run
 def source(tmp_path: Path) -> tuple[Path, list[str]]:
     """A repository with two rounds of the samples and a single-tenant snapshot."""
     path = tmp_path / "source"
-    run(path, "init")
+    run(path, "init", "--format-version", "1")
     ids = []
     for args in (
         [str(ROUND1), "-o", "sync-apply"],
@@ -40,7 +40,7 @@ def source(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def fresh(tmp_path: Path, name: str = "dest") -> Path:
     path = tmp_path / name
-    assert run(path, "init")[0] == 0
+    assert run(path, "init", "--format-version", "1")[0] == 0
     return path
 
 
@@ -401,7 +401,7 @@ def test_import_api_on_memory_repository(memory_repo: Repository) -> None:
     export_bundle(memory_repo, select_snapshots(memory_repo, ["latest"]), stream)
     from casbak.backends.memory import MemoryBackend
 
-    target = Repository.init(MemoryBackend())
+    target = Repository.init(MemoryBackend(), version=1)
     result = import_bundle(target, lambda: io.BytesIO(stream.getvalue()))
     assert result.manifests == 1 and result.objects == 2
     assert msgspec.json.decode(
@@ -422,7 +422,7 @@ def test_export_and_import_stream_in_flat_memory(tmp_path: Path) -> None:
     from benchmarks.measure import measure_rss
 
     rng = random.Random(1)
-    repo = Repository.init(LocalBackend(tmp_path / "src"), compression_level=1)
+    repo = Repository.init(LocalBackend(tmp_path / "src"), compression_level=1, version=1)
     for number in range(30):
         blob = base64.b64encode(rng.randbytes(3 << 20)).decode()
         take_snapshot(repo, documents_from_values([{"id": f"big-{number}", "blob": blob}], "t"))
@@ -433,7 +433,7 @@ def test_export_and_import_stream_in_flat_memory(tmp_path: Path) -> None:
     )
     assert exported.returncode == 0
     assert bundle.stat().st_size > MEMORY_BUDGET_KIB * 1024
-    run(tmp_path / "dst", "init")
+    run(tmp_path / "dst", "init", "--format-version", "1")
     imported = measure_rss([*casbak, "--repo", str(tmp_path / "dst"), "import", str(bundle)])
     assert imported.returncode == 0
     assert exported.peak_kib < MEMORY_BUDGET_KIB

@@ -207,11 +207,11 @@ def test_usage_errors_exit_2(repo: Path) -> None:
 
 def test_unsupported_version_exit_12(repo: Path) -> None:
     config = json.loads((repo / "config").read_text())
-    config["version"] = 2
+    config["version"] = 3
     (repo / "config").write_text(json.dumps(config))
     code, _, err = run(repo, "list")
     assert code == 12
-    assert "version 2 is not supported" in err
+    assert "version 3 is not supported" in err
 
 
 def test_every_command_has_help() -> None:
@@ -259,7 +259,9 @@ def test_real_subprocess(tmp_path: Path) -> None:
     assert missing.returncode == 10
 
 
-def test_gc_and_cleanup_commands(repo: Path, tmp_path: Path) -> None:
+def test_gc_and_cleanup_commands(tmp_path: Path) -> None:
+    repo = tmp_path / "v1"
+    assert run(repo, "init", "--format-version", "1")[0] == 0
     for source in (ROUND1, ROUND2):
         assert run(repo, "snapshot", str(source), "-o", "sync-apply")[0] == 0
     code, out, _ = run(repo, "--json", "cleanup", "--keep-last", "1", "--dry-run", "--grace", "0s")

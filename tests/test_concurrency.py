@@ -58,7 +58,7 @@ def _start_loop(repo: Path, rounds: int, command: list[str]) -> subprocess.Popen
         "import subprocess, sys\n"
         f"for _ in range({rounds}):\n"
         f"    p = subprocess.run({argv!r}, capture_output=True)\n"
-        "    if p.returncode != 0: sys.exit(p.stderr.decode())\n"
+        "    if p.returncode != 0: sys.exit(p.stderr.decode() + p.stdout.decode()[-3000:])\n"
     )
     return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
 
@@ -123,7 +123,7 @@ def test_snapshots_and_gc_race_without_losing_anything(tmp_path: Path) -> None:
 
 
 def _repository_with_garbage(path: Path) -> tuple[Repository, list[str]]:
-    repo = Repository.init(LocalBackend(path))
+    repo = Repository.init(LocalBackend(path), version=1)
     keep = []
     for round_number in range(30):
         docs = documents_from_values(

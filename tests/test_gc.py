@@ -38,7 +38,7 @@ def wall() -> Ticking:
 
 @pytest.fixture
 def repo(wall: Ticking) -> Repository:
-    return Repository.init(MemoryBackend(clock=wall))
+    return Repository.init(MemoryBackend(clock=wall), version=1)
 
 
 def backup(repo: Repository, clock: FakeClock, *tenants: dict[str, Any], **kw: Any) -> str:
@@ -61,7 +61,8 @@ def test_gc_removes_only_unreferenced(repo: Repository, clock: FakeClock) -> Non
 
 def test_dry_run_changes_nothing_and_reports_same(tmp_path: Path, clock: FakeClock) -> None:
     repo = Repository.init(
-        __import__("casbak.backends.local", fromlist=["x"]).LocalBackend(tmp_path / "r")
+        __import__("casbak.backends.local", fromlist=["x"]).LocalBackend(tmp_path / "r"),
+        version=1,
     )
     for version in range(5):
         clock.advance(days=10)

@@ -21,7 +21,7 @@ SECRET = "S3CR3T-client-secret-value-9f8e7d"
 
 
 def test_planted_symlink_folders_are_not_followed(tmp_path: Path) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo"))
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), version=1)
     docs = documents_from_values([{"id": "a", "v": 1}], "t")
     take_snapshot(repo, docs)
     digest = docs[0].digest
@@ -51,7 +51,7 @@ def test_planted_symlink_folders_are_not_followed(tmp_path: Path) -> None:
 def test_repository_files_0600_and_folders_0700_under_a_loose_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        run(tmp_path / "repo", "init")
+        run(tmp_path / "repo", "init", "--format-version", "1")
         run(tmp_path / "repo", "snapshot", str(EXAMPLES / "tenants" / "round-1"))
     finally:
         os.umask(old)
@@ -74,7 +74,7 @@ def test_repository_files_0600_and_folders_0700_under_a_loose_umask(tmp_path: Pa
     ],
 )
 def test_snapshot_references_never_reach_outside(tmp_path: Path, reference: str) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo"))
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), version=1)
     take_snapshot(repo, documents_from_values([{"id": "a"}], "t"))
     with pytest.raises((NotFoundError, InputError)):
         repo.resolve(reference)
@@ -101,14 +101,14 @@ def test_secrets_never_appear_in_errors(tmp_path: Path, document: str, expected:
     assert expected in str(caught.value)
     assert SECRET not in str(caught.value)
     repo = tmp_path / "repo"
-    run(repo, "init")
+    run(repo, "init", "--format-version", "1")
     code, out, err = run(repo, "snapshot", str(source))
     assert code == 1
     assert SECRET not in out + err
 
 
 def test_secrets_never_appear_in_verify_or_lock_messages(tmp_path: Path) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo"))
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), version=1)
     docs = documents_from_values([{"id": "t1", "clientSecret": SECRET}], "t")
     take_snapshot(repo, docs)
     target = tmp_path / "repo" / "objects" / docs[0].digest[:2] / docs[0].digest

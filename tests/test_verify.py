@@ -24,7 +24,7 @@ from tests.test_cli import run
 def damaged(tmp_path: Path) -> tuple[Path, Repository, list[str]]:
     """Three snapshots; tenant 'shared' is the same document in all of them."""
     path = tmp_path / "repo"
-    repo = Repository.init(LocalBackend(path))
+    repo = Repository.init(LocalBackend(path), version=1)
     clock = FakeClock()
     ids = []
     for version in range(3):

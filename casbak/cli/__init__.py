@@ -98,8 +98,16 @@ def _lock_timeout(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     show_default=True,
     help="zstd level for new objects.",
 )
+@click.option(
+    "--format-version",
+    type=click.IntRange(1, 2),
+    default=2,
+    show_default=True,
+    help="Repository format: 2 packs objects and stores manifests as deltas; "
+    "1 is one file per object, for older casbak releases.",
+)
 @pass_context
-def init(ctx: Context, retention_days: int, compression_level: int) -> None:
+def init(ctx: Context, retention_days: int, compression_level: int, format_version: int) -> None:
     """Create a repository (exit 1 if one is there already)."""
     from casbak.repository import Repository, backend_for
 
@@ -107,6 +115,7 @@ def init(ctx: Context, retention_days: int, compression_level: int) -> None:
         backend_for(ctx.repo_location),
         retention_days=retention_days,
         compression_level=compression_level,
+        version=format_version,
     )
     ctx.emit(
         {"repository": repo.backend.describe(), "repository_id": repo.config.repository_id},
@@ -147,6 +156,12 @@ def init(ctx: Context, retention_days: int, compression_level: int) -> None:
     "--tag", "tags", multiple=True, help="Label for filtering and retention (repeatable)."
 )
 @_lock_timeout("Seconds to wait for a lock held by gc.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Decode every file even if its bytes are unchanged since the last snapshot "
+    "(the cache is in $CASBAK_CACHE_DIR, else ~/.cache/casbak).",
+)
 @pass_context
 def snapshot(
     ctx: Context,
@@ -160,6 +175,7 @@ def snapshot(
     description: str,
     tags: tuple[str, ...],
     lock_timeout: float,
+    no_cache: bool,
 ) -> None:
     """Store a snapshot of tenants read from SOURCES.
 
@@ -170,8 +186,7 @@ def snapshot(
     With --from-descope the tenants come straight from Descope (all of them, or
     those named with --tenant); a pull that fails for any tenant stores nothing.
     """
-    from casbak.service import take_snapshot
-    from casbak.sources import read_sources
+    from casbak.service import snapshot_sources
 
     options: dict[str, Any] = {
         "operation": operation,
@@ -199,7 +214,9 @@ def snapshot(
             raise click.UsageError("--tenant, --with-settings and --with-sso need --from-descope")
         if not sources:
             raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
-        result = take_snapshot(ctx.open(), read_sources(sources, sys.stdin.buffer), **options)
+        result = snapshot_sources(
+            ctx.open(), sources, sys.stdin.buffer, use_cache=not no_cache, **options
+        )
     ctx.emit(
         result,
         lambda: (

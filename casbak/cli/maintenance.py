@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from casbak.cli import Context, _duration, _lock_timeout, _size, cli, pass_context
+from casbak.cli import (
+    Context,
+    _duration,
+    _lock_timeout,
+    _ProgressBar,
+    _size,
+    cli,
+    pass_context,
+)
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,3 +145,28 @@ def cleanup(
     )
     report = run_cleanup(repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
+
+
+@cli.command()
+@_lock_timeout("Seconds to wait for running snapshots to finish.")
+@pass_context
+def migrate(ctx: Context, lock_timeout: float) -> None:
+    """Convert a format 1 repository to format 2 in place; snapshot ids stay the same.
+
+    Every object is read and checked on the way. The config is switched to
+    version 2 only once everything is stored, so an interrupted run leaves a
+    working repository; run migrate again to finish it.
+    """
+    from casbak.migrate import migrate as run_migrate
+
+    repo = ctx.open()
+    with _ProgressBar(ctx, "migrating") as progress:
+        result = run_migrate(repo, lock_timeout=lock_timeout, progress=progress)
+    ctx.emit(
+        result,
+        lambda: (
+            f"format {result.from_version} -> {result.to_version}: {result.snapshots} "
+            f"snapshots, {result.objects} objects; stored {_size(result.bytes_before)} -> "
+            f"{_size(result.bytes_after)}"
+        ),
+    )

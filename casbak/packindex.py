@@ -1,0 +1,92 @@
+"""Format 2 pack index files: which object lives where, encoded and decoded.
+
+Pure: bytes in, records out. An index file is a zstd frame holding a msgpack
+map (see docs/FORMAT.md): the packs it covers, each with the dictionary its
+standalone objects were compressed with, and one fixed-width record per
+object, sorted by digest. The file is named by the blake3 of its stored bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+import msgspec
+import zstandard
+
+from casbak.errors import CorruptData, FormatVersionError
+from casbak.ids import Digest
+
+INDEX_VERSION = 2
+MAX_INDEX_BYTES = 256 * 1024 * 1024
+_RECORD = struct.Struct(">32sIIII32s")
+_NO_BASE = bytes(32)
+
+
+class PackRef(msgspec.Struct, array_like=True, frozen=True):
+    """A pack an index covers: its id and its dictionary's id (empty for none)."""
+
+    pack: bytes
+    dictionary: bytes
+
+
+class _IndexDocument(msgspec.Struct, forbid_unknown_fields=True):
+    version: int
+    packs: list[PackRef]
+    records: bytes
+
+
+class Location(msgspec.Struct, frozen=True, array_like=True):
+    """Where one object is stored and how to decompress it."""
+
+    pack: Digest
+    offset: int
+    length: int
+    size: int
+    base: Digest | None
+    dictionary: Digest | None
+
+
+def encode_index(locations: Iterable[tuple[Digest, Location]]) -> bytes:
+    """Encode locations as a compressed index document."""
+    packs: dict[tuple[str, str], int] = {}
+    rows = []
+    for digest, loc in sorted(locations, key=lambda pair: pair[0]):
+        number = packs.setdefault((loc.pack, loc.dictionary or ""), len(packs))
+        base = bytes.fromhex(loc.base) if loc.base else _NO_BASE
+        rows.append(
+            _RECORD.pack(bytes.fromhex(digest), number, loc.offset, loc.length, loc.size, base)
+        )
+    document = _IndexDocument(
+        INDEX_VERSION,
+        [PackRef(bytes.fromhex(pack), bytes.fromhex(dictionary)) for pack, dictionary in packs],
+        b"".join(rows),
+    )
+    return zstandard.ZstdCompressor(level=19).compress(msgspec.msgpack.encode(document))
+
+
+def decode_index(stored: bytes, what: str) -> dict[Digest, Location]:
+    """Decode an index document; every malformed shape is CorruptData."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_INDEX_BYTES)
+        document = msgspec.msgpack.decode(raw, type=_IndexDocument)
+    except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptData(what, f"not a valid pack index ({exc})") from exc
+    if document.version != INDEX_VERSION:
+        raise FormatVersionError(f"{what}: pack index version {document.version!r} is unknown")
+    if len(document.records) % _RECORD.size:
+        raise CorruptData(what, "records are cut short")
+    packs: list[tuple[Digest, Digest | None]] = []
+    for ref in document.packs:
+        if len(ref.pack) != 32 or len(ref.dictionary) not in (0, 32):
+            raise CorruptData(what, "malformed pack reference")
+        packs.append((Digest(ref.pack.hex()), Digest(ref.dictionary.hex()) or None))
+    found: dict[Digest, Location] = {}
+    for digest, number, offset, length, size, base in _RECORD.iter_unpack(document.records):
+        if number >= len(packs) or length == 0:
+            raise CorruptData(what, "record names no pack or is empty")
+        pack, dictionary = packs[number]
+        found[Digest(digest.hex())] = Location(
+            pack, offset, length, size, None if base == _NO_BASE else Digest(base.hex()), dictionary
+        )
+    return found

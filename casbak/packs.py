@@ -1,0 +1,511 @@
+"""The format 2 object store: documents grouped in packs, found through index files.
+
+A snapshot's new documents go into one pack file (one write, one fsync) as
+separate zstd frames, so any one can be read alone. A frame is compressed
+either with the repository's trained dictionary (small JSON documents of one
+shape compress far better with it) or, for a new version of a tenant already
+stored, against that earlier version as a raw-content dictionary, which turns
+a small edit into a few dozen bytes. Index files say where each object is.
+Every read decompresses with a size bound and re-hashes, like format 1.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+
+import msgspec
+import zstandard
+
+from casbak.backends.base import Backend, ObjectInfo
+from casbak.errors import (
+    AlreadyExists,
+    CasbakError,
+    ChecksumMismatch,
+    CorruptData,
+    IntegrityError,
+    ObjectMissing,
+)
+from casbak.ids import Digest, hash_bytes
+from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER
+from casbak.packindex import Location, decode_index, encode_index
+
+PACK_PREFIX = "packs/"
+INDEX_PREFIX = "index/"
+DICTIONARY_PREFIX = "dicts/"
+MAX_PACK_BYTES = 4 * 1024 * 1024
+MAX_CHAIN = 8
+"""Longest run of delta objects before a version is stored standalone again."""
+MERGE_INDEXES_OVER = 16
+"""A writer that finds more index files than this merges them into one."""
+TRAIN_FROM = 64
+DICTIONARY_BYTES = 16 * 1024
+_PACK_CACHE = 6
+_BASE_CACHE = 512
+
+
+def pack_key(pack_id: str) -> str:
+    """Storage key of a pack."""
+    return f"{PACK_PREFIX}{pack_id[:2]}/{pack_id}"
+
+
+def index_key(index_id: str) -> str:
+    """Storage key of an index file."""
+    return f"{INDEX_PREFIX}{index_id}"
+
+
+def dictionary_key(dictionary_id: str) -> str:
+    """Storage key of a compression dictionary."""
+    return f"{DICTIONARY_PREFIX}{dictionary_id}"
+
+
+class StoreResult(msgspec.Struct, frozen=True):
+    """What storing a batch of documents added."""
+
+    new_objects: int
+    bytes_added: int
+
+
+class PackStore:
+    """Content-addressed documents in packs; the format 2 counterpart of ObjectStore."""
+
+    def __init__(self, backend: Backend, compression_level: int) -> None:
+        self.backend = backend
+        self.concurrency = 1
+        self._level = compression_level
+        self._index: dict[Digest, Location] | None = None
+        self._index_files: list[str] = []
+        self.index_problems: list[tuple[str, CasbakError]] = []
+        self._packs: OrderedDict[str, bytes] = OrderedDict()
+        self._bases: OrderedDict[str, bytes] = OrderedDict()
+        self._dictionaries: dict[str, zstandard.ZstdCompressionDict] = {}
+        self._lock = threading.RLock()
+
+    # -- the index ---------------------------------------------------------
+
+    def index(self) -> dict[Digest, Location]:
+        """Every indexed object's location (loaded once, then kept up to date)."""
+        if self._index is None:
+            self._index, self._index_files = self._load_index()
+        return self._index
+
+    def _load_index(self) -> tuple[dict[Digest, Location], list[str]]:
+        # A merge or a gc may delete index files between the listing and the
+        # reads; their records are then in a newer file, so list again. A
+        # damaged file is skipped and remembered: its objects count as absent
+        # (a writer stores them again; verify reports the file).
+        for attempt in range(20):
+            found: dict[Digest, Location] = {}
+            problems: list[tuple[str, CasbakError]] = []
+            # Oldest first, so a newer record (a healed copy) wins.
+            listed = sorted(self.backend.list(INDEX_PREFIX), key=lambda i: (i.mtime, i.key))
+            keys = [info.key for info in listed]
+            try:
+                for key in keys:
+                    try:
+                        found.update(self.read_index(key))
+                    except ObjectMissing:
+                        raise
+                    except CasbakError as exc:
+                        problems.append((key, exc))
+            except ObjectMissing:
+                continue
+            # A folder listing taken while files are created and removed may
+            # miss both a merged file and the file it replaced; a second,
+            # identical listing proves the first was complete.
+            relisted = [info.key for info in self.backend.list(INDEX_PREFIX)]
+            if relisted != sorted(keys) and attempt < 19:
+                continue
+            self.index_problems = problems
+            return found, keys
+        raise ObjectMissing(INDEX_PREFIX)
+
+    def read_index(self, key: str) -> dict[Digest, Location]:
+        """Read one index file, checking it hashes to its name."""
+        stored = self.backend.get(key)
+        expected = key.removeprefix(INDEX_PREFIX)
+        actual = hash_bytes(stored)
+        if actual != expected:
+            raise ChecksumMismatch(f"index {key}", expected, actual)
+        return decode_index(stored, f"index {key}")
+
+    def refresh(self) -> None:
+        """Forget the loaded index and cached packs (another process may have changed them)."""
+        with self._lock:
+            self._index = None
+            self._packs.clear()
+
+    # -- reading -------------------------------------------------------------
+
+    def pack_bytes(self, pack_id: str) -> bytes:
+        """A pack's bytes, from a small cache."""
+        with self._lock:
+            data = self._packs.get(pack_id)
+            if data is not None:
+                self._packs.move_to_end(pack_id)
+                return data
+        data = self.backend.get(pack_key(pack_id))
+        with self._lock:
+            self._packs[pack_id] = data
+            while len(self._packs) > _PACK_CACHE:
+                self._packs.popitem(last=False)
+        return data
+
+    def dictionary(self, dictionary_id: str) -> zstandard.ZstdCompressionDict:
+        """A trained dictionary, checked against its name."""
+        found = self._dictionaries.get(dictionary_id)
+        if found is None:
+            data = self.backend.get(dictionary_key(dictionary_id))
+            actual = hash_bytes(data)
+            if actual != dictionary_id:
+                raise ChecksumMismatch(f"dictionary {dictionary_id}", dictionary_id, actual)
+            found = zstandard.ZstdCompressionDict(data)
+            self._dictionaries[dictionary_id] = found
+        return found
+
+    def frame(self, digest: str) -> tuple[Location, bytes]:
+        """An object's location and stored frame.
+
+        A gc may have moved the object to a new pack since the index was
+        loaded (readers take no lock): a vanished pack means load it again.
+        """
+        location = self.index().get(Digest(digest))
+        if location is None:
+            self.refresh()  # a writer may have indexed it since we loaded
+            location = self.index().get(Digest(digest))
+        if location is None:
+            raise ObjectMissing(f"object {digest}")
+        try:
+            data = self.pack_bytes(location.pack)
+        except ObjectMissing:
+            self.refresh()
+            moved = self.index().get(Digest(digest))
+            if moved is None or moved == location:
+                raise
+            location = moved
+            data = self.pack_bytes(location.pack)
+        frame = data[location.offset : location.offset + location.length]
+        if len(frame) != location.length:
+            raise CorruptData(f"object {digest}", f"pack {location.pack} is cut short")
+        return location, frame
+
+    def read(self, digest: str, depth: int = 0) -> bytes:
+        """The canonical bytes of an object, verified against its digest."""
+        with self._lock:
+            cached = self._bases.get(digest)
+        if cached is not None:
+            return cached
+        location, frame = self.frame(digest)
+        canonical = self.decode_frame(digest, location, frame, depth)
+        if location.base is None or depth == 0:
+            with self._lock:
+                self._bases[digest] = canonical
+                while len(self._bases) > _BASE_CACHE:
+                    self._bases.popitem(last=False)
+        return canonical
+
+    def decode_frame(self, digest: str, location: Location, frame: bytes, depth: int = 0) -> bytes:
+        """Decompress and re-hash a frame, refusing any size other than the indexed one."""
+        what = f"object {digest}"
+        if depth > MAX_CHAIN * 4:
+            raise CorruptData(what, "delta chain is too long (a loop?)")
+        if location.size > MAX_OBJECT_BYTES:
+            raise CorruptData(what, f"declares {location.size} bytes")
+        if location.base is not None:
+            base = self.read(location.base, depth + 1)
+            decompressor = zstandard.ZstdDecompressor(
+                dict_data=zstandard.ZstdCompressionDict(
+                    base, dict_type=zstandard.DICT_TYPE_RAWCONTENT
+                )
+            )
+        elif location.dictionary is not None:
+            decompressor = zstandard.ZstdDecompressor(
+                dict_data=self.dictionary(location.dictionary)
+            )
+        else:
+            decompressor = zstandard.ZstdDecompressor()
+        try:
+            declared = zstandard.get_frame_parameters(frame).content_size
+            if declared != location.size:
+                raise CorruptData(what, f"declares {declared} bytes, expected {location.size}")
+            canonical = decompressor.decompress(frame, max_output_size=max(location.size, 1))
+        except zstandard.ZstdError as exc:
+            raise CorruptData(what, f"cannot decompress ({exc})") from exc
+        actual = hash_bytes(canonical)
+        if actual != digest:
+            raise ChecksumMismatch(what, digest, actual)
+        return canonical
+
+    def read_stored(self, digest: str) -> bytes:
+        """An object as a standalone zstd frame (what bundles carry)."""
+        return zstandard.ZstdCompressor(level=3, write_checksum=False).compress(self.read(digest))
+
+    def contains(self, digest: str) -> bool:
+        """Tell whether an object is indexed, without reading it."""
+        return digest in self.index()
+
+    def list(self) -> Iterator[tuple[Digest, ObjectInfo]]:
+        """Every indexed object: size is its stored length, mtime its pack's."""
+        packs = {info.key: info.mtime for info in self.backend.list(PACK_PREFIX)}
+        for digest, location in sorted(self.index().items()):
+            key = pack_key(location.pack)
+            if key in packs:
+                yield digest, ObjectInfo(key, location.length, packs[key])
+
+    def chain_depth(self, digest: str) -> int:
+        """How many delta steps lead from this object to a standalone one."""
+        index, depth = self.index(), 0
+        location = index.get(Digest(digest))
+        while location is not None and location.base is not None and depth <= MAX_CHAIN * 4:
+            depth += 1
+            location = index.get(location.base)
+        return depth
+
+    # -- writing ---------------------------------------------------------------
+
+    def store(
+        self,
+        documents: Mapping[Digest, bytes | None],
+        bases: Mapping[Digest, Digest] | None = None,
+        keepalive: Callable[[], None] = lambda: None,
+        replace: Collection[str] = (),
+    ) -> StoreResult:
+        """Store the documents not yet stored, in new packs, then index them.
+
+        ``bases`` suggests, per new document, an earlier version to compress
+        against. Packs are durable before the index that names them, and both
+        before this returns, so a manifest written afterwards is safe.
+        """
+        index = self.index()
+        reused = {index[digest].pack for digest in documents if digest in index}
+        self._refresh_packs(reused)
+        new: dict[Digest, bytes] = {}
+        for digest, data in documents.items():
+            if digest not in index or digest in replace:
+                if data is None:  # vouched for by the cache, but gone: the caller re-reads
+                    raise ObjectMissing(f"object {digest}")
+                new[digest] = data
+        if not new:
+            return StoreResult(0, 0)
+        dictionary_id = self._dictionary_for(new.values())
+        frames: list[tuple[Digest, bytes, Digest | None, int]] = []
+        for digest, canonical in new.items():
+            base = None if digest in replace else (bases or {}).get(digest)
+            frames.append((digest, *self._compress(canonical, base, dictionary_id), len(canonical)))
+            keepalive()
+        added = self.write_packs(frames, dictionary_id)
+        return StoreResult(len(new), added)
+
+    def write_packs(
+        self,
+        frames: Iterable[tuple[Digest, bytes, Digest | None, int]],
+        dictionary_id: Digest | None,
+    ) -> int:
+        """Write frames (digest, frame, base, size) into packs and index them; bytes written."""
+        locations, written = self._write_pack_files(frames, dictionary_id)
+        written += self.write_index(locations)
+        self.index().update(locations)
+        self._merge_if_many()
+        return written
+
+    def _write_pack_files(
+        self,
+        frames: Iterable[tuple[Digest, bytes, Digest | None, int]],
+        dictionary_id: Digest | None,
+    ) -> tuple[dict[Digest, Location], int]:
+        locations: dict[Digest, Location] = {}
+        chunk: list[tuple[Digest, bytes, Digest | None, int]] = []
+        written = 0
+
+        def flush() -> None:
+            nonlocal written
+            data = b"".join(frame for _, frame, _, _ in chunk)
+            pack_id = hash_bytes(data)
+            offset = 0
+            for digest, frame, base, size in chunk:
+                locations[digest] = Location(
+                    pack_id, offset, len(frame), size, base, None if base else dictionary_id
+                )
+                offset += len(frame)
+            self._put_once(pack_key(pack_id), data)
+            written += len(data)
+            chunk.clear()
+
+        size = 0
+        for item in frames:
+            if chunk and size + len(item[1]) > MAX_PACK_BYTES:
+                flush()
+                size = 0
+            chunk.append(item)
+            size += len(item[1])
+        if chunk:
+            flush()
+        self.backend.sync()
+        return locations, written
+
+    def write_index(self, locations: Mapping[Digest, Location]) -> int:
+        """Write one index file and make it durable; its size."""
+        stored = encode_index(locations.items())
+        key = index_key(hash_bytes(stored))
+        self._put_once(key, stored)
+        self.backend.sync()
+        self._index_files.append(key)
+        return len(stored)
+
+    def _put_once(self, key: str, data: bytes) -> None:
+        try:
+            self.backend.put(key, data)
+        except AlreadyExists:
+            self.backend.touch(key)  # the same content, named by its hash
+
+    def _merge_if_many(self) -> None:
+        # Merging is safe next to other writers: an index file is removed only
+        # after a durable merged file holds every one of its records.
+        if len(self._index_files) <= MERGE_INDEXES_OVER:
+            return
+        merged: dict[Digest, Location] = {}
+        old = list(self._index_files)
+        for key in old:
+            try:
+                merged.update(self.read_index(key))
+            except ObjectMissing:
+                return  # someone else merged first
+        self._index_files = []
+        self.write_index(merged)
+        for key in set(old) - set(self._index_files):
+            try:
+                self.backend.delete(key)
+            except ObjectMissing:
+                pass
+        self.backend.sync()
+
+    def refresh_objects(self, digests: Iterable[str]) -> None:
+        """Refresh the packs holding these objects, as a dedup hit does."""
+        index = self.index()
+        self._refresh_packs({index[Digest(d)].pack for d in digests if d in index})
+
+    def _refresh_packs(self, pack_ids: Iterable[str]) -> None:
+        # As format 1 refreshes reused objects: a gc honouring the grace period
+        # then cannot remove what this snapshot is about to reference.
+        now = self.backend.now()
+        for pack_id in pack_ids:
+            info = self.backend.stat(pack_key(pack_id))
+            if info is not None and now - info.mtime > REFRESH_AFTER:
+                self.backend.touch(info.key)
+
+    def _dictionary_for(self, samples: Iterable[bytes]) -> Digest | None:
+        existing = [info.key for info in self.backend.list(DICTIONARY_PREFIX)]
+        if existing:
+            return Digest(existing[0].removeprefix(DICTIONARY_PREFIX))
+        documents: list[bytes | bytearray | memoryview] = [sample for sample in samples if sample]
+        if len(documents) < TRAIN_FROM:
+            return None
+        try:
+            trained = zstandard.train_dictionary(DICTIONARY_BYTES, documents[:4000]).as_bytes()
+        except zstandard.ZstdError:
+            return None  # too little variety to learn from; compress without
+        dictionary_id = hash_bytes(trained)
+        self._put_once(dictionary_key(dictionary_id), trained)
+        self.backend.sync()
+        return dictionary_id
+
+    def _compress(
+        self, canonical: bytes, base: Digest | None, dictionary_id: Digest | None
+    ) -> tuple[bytes, Digest | None]:
+        if base is not None and base in self.index() and self.chain_depth(base) < MAX_CHAIN:
+            try:
+                earlier = self.read(base)
+            except IntegrityError:
+                earlier = None
+            if earlier is not None:
+                raw = zstandard.ZstdCompressionDict(
+                    earlier, dict_type=zstandard.DICT_TYPE_RAWCONTENT
+                )
+                compressor = zstandard.ZstdCompressor(
+                    level=self._level, dict_data=raw, write_checksum=False
+                )
+                return compressor.compress(canonical), base
+        if dictionary_id is not None:
+            compressor = zstandard.ZstdCompressor(
+                level=self._level, dict_data=self.dictionary(dictionary_id), write_checksum=False
+            )
+        else:
+            compressor = zstandard.ZstdCompressor(level=self._level, write_checksum=False)
+        return compressor.compress(canonical), None
+
+    # -- removing ------------------------------------------------------------------
+
+    def live_closure(self, referenced: Iterable[str]) -> set[Digest]:
+        """The referenced objects plus every base they are compressed against."""
+        index = self.index()
+        live: set[Digest] = set()
+        for digest in referenced:
+            current: Digest | None = Digest(digest)
+            while current is not None and current not in live:
+                live.add(current)
+                location = index.get(current)
+                current = location.base if location is not None else None
+        return live
+
+    def sweep(self, doomed: Iterable[str], keepalive: Callable[[], None] = lambda: None) -> None:
+        """Remove objects: rewrite the packs that hold them without them.
+
+        New packs and a merged index become durable first; only then are the
+        old index files and packs removed, so a crash leaves every surviving
+        object indexed at least once (duplicates are harmless).
+        """
+        index = self.index()
+        gone = {Digest(digest) for digest in doomed if digest in index}
+        if not gone:
+            return
+        affected = {index[digest].pack for digest in gone}
+        moving = [
+            (digest, location)
+            for digest, location in sorted(index.items(), key=lambda item: item[1].offset)
+            if location.pack in affected and digest not in gone
+        ]
+        by_dictionary: dict[Digest | None, list[tuple[Digest, bytes, Digest | None, int]]] = {}
+        for digest, location in moving:
+            frame = self.frame(digest)[1]
+            self.decode_frame(digest, location, frame)  # never copy damage forward
+            by_dictionary.setdefault(location.dictionary, []).append(
+                (digest, frame, location.base, location.size)
+            )
+            keepalive()
+        old_files = list(self._index_files)
+        surviving = {
+            digest: location
+            for digest, location in index.items()
+            if location.pack not in affected and digest not in gone
+        }
+        for dictionary_id, frames in by_dictionary.items():
+            surviving.update(self._write_pack_files(frames, dictionary_id)[0])
+        self._index_files = []
+        self.write_index(surviving)
+        for key in set(old_files) - set(self._index_files):
+            try:
+                self.backend.delete(key)
+            except ObjectMissing:
+                pass
+        self.backend.sync()
+        for pack_id in sorted(affected):
+            try:
+                self.backend.delete(pack_key(pack_id))
+            except ObjectMissing:
+                pass
+            keepalive()
+        self.backend.sync()
+        self._index = surviving
+
+    def delete_unindexed(self, older_than: float) -> int:
+        """Remove packs no index names (left by a crash) older than ``older_than`` seconds."""
+        named = {pack_key(location.pack) for location in self.index().values()}
+        now, removed = self.backend.now(), 0
+        for info in self.backend.list(PACK_PREFIX):
+            if info.key not in named and now - info.mtime >= older_than:
+                self.backend.delete(info.key)
+                removed += 1
+        if removed:
+            self.backend.sync()
+        return removed

@@ -1,0 +1,115 @@
+"""A per-repository cache from an input file's raw bytes to the tenants it held.
+
+Most files of a frequent backup are byte-for-byte what they were last time.
+Hashing raw bytes is far cheaper than decoding, checking and canonicalizing
+JSON, so a file whose blake3 digest is known skips all of that, as git's
+index saves re-hashing unchanged files. The cache lives outside the
+repository (``$CASBAK_CACHE_DIR``, else ``$XDG_CACHE_HOME/casbak``, else
+``~/.cache/casbak``), one file per repository id, and only ever saves work: a
+missing, unreadable or damaged cache file is ignored, and a snapshot that
+finds a cached object no longer stored reads its sources again in full.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import blake3
+import msgspec
+
+from casbak.ids import Digest
+from casbak.tokens import random_hex
+
+CACHE_VERSION = 1
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class CachedTenant(msgspec.Struct, array_like=True, frozen=True):
+    """A tenant a file held: id, object digest (32 bytes), canonical size."""
+
+    tenant_id: str
+    digest: bytes
+    size: int
+
+
+class _CacheFile(msgspec.Struct):
+    version: int
+    files: dict[bytes, list[CachedTenant]]
+
+
+_DECODER = msgspec.msgpack.Decoder(_CacheFile)
+
+
+def cache_folder() -> Path:
+    """Where cache files go, from the environment."""
+    explicit = os.environ.get("CASBAK_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "casbak"
+
+
+class RawCache:
+    """Raw-bytes digest -> tenants, loaded from and saved to one file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._known: dict[bytes, list[CachedTenant]] = {}
+        self._seen: dict[bytes, list[CachedTenant]] = {}
+        if path is not None:
+            self._known = _load(path)
+
+    @classmethod
+    def for_repository(cls, repository_id: str) -> RawCache:
+        """The cache of one repository."""
+        return cls(cache_folder() / f"{repository_id}.raw")
+
+    def lookup(self, raw: bytes) -> tuple[bytes, list[tuple[str, Digest, int]] | None]:
+        """The raw bytes' digest and, when known, the tenants they held."""
+        key = blake3.blake3(raw).digest()
+        found = self._known.get(key)
+        if found is None:
+            return key, None
+        self._seen[key] = found
+        return key, [(item.tenant_id, Digest(item.digest.hex()), item.size) for item in found]
+
+    def remember(self, key: bytes, tenants: list[tuple[str, str, int]]) -> None:
+        """Record what a file held (after it was read in full)."""
+        self._seen[key] = [CachedTenant(t, bytes.fromhex(d), s) for t, d, s in tenants]
+
+    def save(self) -> None:
+        """Keep exactly the files of this run; a failure to write only loses the speed-up."""
+        if self.path is None:
+            return
+        data = _ENCODER.encode(_CacheFile(CACHE_VERSION, self._seen))
+        temp = self.path.with_name(f".{self.path.name}.{random_hex(4)}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data + blake3.blake3(data).digest())
+            finally:
+                os.close(fd)
+            os.replace(temp, self.path)
+        except OSError:
+            temp.unlink(missing_ok=True)
+
+
+def _load(path: Path) -> dict[bytes, list[CachedTenant]]:
+    try:
+        stored = path.read_bytes()
+    except OSError:
+        return {}
+    data, check = stored[:-32], stored[-32:]
+    if len(stored) < 32 or blake3.blake3(data).digest() != check:
+        return {}
+    try:
+        document = _DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return {}
+    if document.version != CACHE_VERSION or any(
+        len(item.digest) != 32 for items in document.files.values() for item in items
+    ):
+        return {}
+    return document.files

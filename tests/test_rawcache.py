@@ -1,0 +1,119 @@
+"""The raw-bytes cache: unchanged files skip decoding; it can only save work, never lose any."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import casbak.sources as sources_module
+from casbak.backends.local import LocalBackend
+from casbak.maintenance import collect_garbage
+from casbak.rawcache import RawCache, cache_folder
+from casbak.repository import Repository
+from casbak.service import restore_documents, snapshot_sources
+from tests.conftest import FakeClock
+
+
+def write_tenants(folder: Path, versions: dict[str, int]) -> None:
+    folder.mkdir(exist_ok=True)
+    for tenant_id, version in versions.items():
+        (folder / f"{tenant_id}.json").write_text(json.dumps({"id": tenant_id, "v": version}))
+
+
+def restored(repo: Repository, snapshot_id: str) -> dict[str, object]:
+    return {k: json.loads(v) for k, v in restore_documents(repo, snapshot_id)[1].items()}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Repository.init(LocalBackend(tmp_path / "repo"))
+
+
+def test_unchanged_files_are_not_decoded_again(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "export"
+    write_tenants(folder, {"a": 1, "b": 1, "c": 1})
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    decoded: list[str] = []
+    real = sources_module.decode_json
+    monkeypatch.setattr(
+        sources_module,
+        "decode_json",
+        lambda data, where: decoded.append(where) or real(data, where),
+    )
+    write_tenants(folder, {"b": 2})
+    second = snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert decoded == [str(folder / "b.json")]
+    assert restored(repo, second.snapshot.id) == {
+        "a": {"id": "a", "v": 1},
+        "b": {"id": "b", "v": 2},
+        "c": {"id": "c", "v": 1},
+    }
+    assert second.new_objects == 1 and second.logical_bytes > 0
+
+
+def test_a_cached_document_that_gc_removed_is_read_again(repo: Repository, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    write_tenants(folder, {"a": 1})
+    first = snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    repo.delete_snapshot(repo.resolve(first.snapshot.id))
+    collect_garbage(repo, grace=timedelta(0))
+    assert len(repo.objects.index()) == 0  # type: ignore[union-attr]
+    second = snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert second.new_objects == 1
+    assert restored(repo, second.snapshot.id) == {"a": {"id": "a", "v": 1}}
+
+
+def test_a_damaged_cache_file_is_ignored(repo: Repository, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    write_tenants(folder, {"a": 1, "b": 1})
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    path = cache_folder() / f"{repo.config.repository_id}.raw"
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert RawCache(path).lookup((folder / "a.json").read_bytes())[1] is None
+    path.write_bytes(b"x")
+    write_tenants(folder, {"a": 2})
+    result = snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert restored(repo, result.snapshot.id)["a"] == {"id": "a", "v": 2}
+
+
+def test_no_cache_and_stdin_decode_everything(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "export"
+    write_tenants(folder, {"a": 1})
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    calls: list[str] = []
+    real = sources_module.decode_json
+    monkeypatch.setattr(
+        sources_module, "decode_json", lambda data, where: calls.append(where) or real(data, where)
+    )
+    snapshot_sources(repo, [str(folder)], use_cache=False, clock=FakeClock())
+    assert calls == [str(folder / "a.json")]
+
+
+def test_an_unwritable_cache_folder_costs_only_speed(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    monkeypatch.setenv("CASBAK_CACHE_DIR", str(blocked / "sub"))
+    folder = tmp_path / "export"
+    write_tenants(folder, {"a": 1})
+    result = snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert result.new_objects == 1
+
+
+def test_cache_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CASBAK_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_folder() == tmp_path / "casbak"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_folder() == Path(os.path.expanduser("~")) / ".cache" / "casbak"
