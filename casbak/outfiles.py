@@ -17,8 +17,11 @@ from casbak.tokens import random_hex
 
 
 @contextmanager
-def atomic_output(path: Path) -> Iterator[IO[bytes]]:
+def atomic_output(path: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
     """Yield a binary handle whose content replaces ``path`` when the block ends cleanly.
+
+    With ``durable=False`` the file is not forced to disk (no fsync): still
+    atomic, for copies whose durable original is elsewhere (restored tenants).
 
     Raises:
         BackendError: naming the path when the file system refuses.
@@ -28,10 +31,23 @@ def atomic_output(path: Path) -> Iterator[IO[bytes]]:
         with temp.open("wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException as exc:
         temp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise BackendError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a folder's entries (the renames into it) durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise BackendError(f"cannot sync {folder}: {exc.strerror or exc}") from exc

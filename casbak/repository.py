@@ -122,6 +122,7 @@ class Repository:
         self.locks = LockManager(backend)
         self._keys: dict[Digest, str] | None = None
         self._entries: OrderedDict[Digest, dict[str, ManifestEntry]] = OrderedDict()
+        self._unproven: OrderedDict[Digest, dict[str, ManifestEntry]] = OrderedDict()
 
     @classmethod
     def init(
@@ -272,18 +273,41 @@ class Repository:
     def rebuild(self, snapshot_id: Digest, key: str) -> Manifest:
         """A format 2 manifest with every entry, proven by hashing it to its id.
 
-        Walks parents back to a full manifest or a cached one, then applies
-        the deltas forward; every manifest on the way is checked, so a damaged
-        ancestor is reported as what it is.
+        Walks parents back to a whole manifest or a cached one, then applies
+        the deltas forward. Only the manifest asked for is hashed here; an
+        ancestor is proven when it is asked for itself, and a damaged ancestor
+        shows anyway, as its rebuilt descendant fails its own hash.
         """
+        chain, base = self._chain(snapshot_id, key)
+        manifest: Manifest | None = None
+        for step_id, step_key, document in reversed(chain):
+            manifest = rebuild(document, base)
+            base = manifest.entries
+            if step_id != snapshot_id:
+                self._remember(self._unproven, step_id, base)
+                continue
+            actual = hash_bytes(encode_manifest(manifest))
+            if actual != step_id:
+                raise ChecksumMismatch(f"manifest {step_key}", step_id, actual)
+            self._remember(self._entries, step_id, base)
+        if manifest is None:
+            assert base is not None
+            document = self._decode_stored(snapshot_id, key, self.backend.get(key))
+            manifest = msgspec.structs.replace(rebuild(document, None), entries=base)
+        return manifest
+
+    def _chain(
+        self, snapshot_id: Digest, key: str
+    ) -> tuple[list[tuple[Digest, str, StoredManifest]], dict[str, ManifestEntry] | None]:
+        """Stored manifests from this one back to a whole or cached one, and that base."""
         chain: list[tuple[Digest, str, StoredManifest]] = []
         current: tuple[Digest, str] | None = (snapshot_id, key)
-        base: dict[str, ManifestEntry] | None = None
         while current is not None:
             cached = self._entries.get(current[0])
+            if cached is None and current[0] != snapshot_id:
+                cached = self._unproven.get(current[0])
             if cached is not None:
-                base = cached
-                break
+                return chain, cached
             document = self._decode_stored(*current, self.backend.get(current[1]))
             chain.append((*current, document))
             if len(chain) > MAX_DELTA_DEPTH * 4:
@@ -295,22 +319,17 @@ class Repository:
             if parent_id not in keys:
                 raise ParentMissing(f"manifest {current[1]}", f"its parent {parent_id} is missing")
             current = (parent_id, keys[parent_id])
-        manifest: Manifest | None = None
-        for step_id, step_key, document in reversed(chain):
-            manifest = rebuild(document, base)
-            actual = hash_bytes(encode_manifest(manifest))
-            if actual != step_id:
-                raise ChecksumMismatch(f"manifest {step_key}", step_id, actual)
-            base = manifest.entries
-            self._entries[step_id] = base
-            while len(self._entries) > _ENTRY_CACHE:
-                self._entries.popitem(last=False)
-        if manifest is None:
-            assert base is not None
-            document = self._decode_stored(snapshot_id, key, self.backend.get(key))
-            manifest = rebuild(document, None)
-            manifest = msgspec.structs.replace(manifest, entries=base)
-        return manifest
+        return chain, None
+
+    @staticmethod
+    def _remember(
+        cache: OrderedDict[Digest, dict[str, ManifestEntry]],
+        snapshot_id: Digest,
+        entries: dict[str, ManifestEntry],
+    ) -> None:
+        cache[snapshot_id] = entries
+        while len(cache) > _ENTRY_CACHE:
+            cache.popitem(last=False)
 
     def snapshots(self) -> list[Snapshot]:
         """Every snapshot, newest first by the timestamp inside the manifest."""

@@ -21,7 +21,7 @@ from casbak.ids import Digest
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
-from casbak.outfiles import atomic_output
+from casbak.outfiles import atomic_output, sync_folder
 from casbak.packs import PackStore
 from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
@@ -265,9 +265,12 @@ def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BackendError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    # Each file appears whole or not at all; they are not forced to disk one
+    # by one (a journal flush each): the repository holds the durable copy.
     for tenant_id, path in targets.items():
-        with atomic_output(path) as handle:
+        with atomic_output(path, durable=False) as handle:
             handle.write(pretty(documents[tenant_id]))
+    sync_folder(out_dir)
     return list(targets.values())
 
 

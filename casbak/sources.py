@@ -6,6 +6,7 @@ is touched, so bad input can never leave a partial snapshot behind.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -104,21 +105,37 @@ def _read_source(source: str, stdin: BinaryIO | None) -> list[tuple[str, bytes]]
         return [("<stdin>", stdin.read())]
     path = Path(source)
     if path.is_dir():
-        files = sorted(
-            entry for entry in path.iterdir() if entry.suffix == ".json" and entry.is_file()
-        )
-        files = [entry for entry in files if not entry.name.startswith(".")]
-        if not files:
+        try:
+            with os.scandir(path) as listing:
+                names = sorted(
+                    entry.name
+                    for entry in listing
+                    if entry.name.endswith(".json")
+                    and not entry.name.startswith(".")
+                    and entry.is_file()
+                )
+        except OSError as exc:
+            raise InputError(f"{path}: cannot list: {exc.strerror or exc}") from None
+        if not names:
             raise InputError(f"{path}: folder holds no *.json files")
-        return [(str(entry), _read_file(entry)) for entry in files]
-    return [(str(path), _read_file(path))]
+        folder = os.path.join(source, "")
+        return [(folder + name, _read_file(folder + name)) for name in names]
+    return [(str(path), _read_file(str(path)))]
 
 
-def _read_file(path: Path) -> bytes:
+def _read_file(path: str) -> bytes:
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise InputError(f"{path}: cannot read: {reason}") from None
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
