@@ -41,6 +41,8 @@ MERGE_INDEXES_OVER = 16
 """A writer that finds more index files than this merges them into one."""
 TRAIN_FROM = 64
 DICTIONARY_BYTES = 16 * 1024
+FRAME_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
+"""Pack frames leave out the 4-byte magic number (RFC 8878 section 3.1.1)."""
 _PACK_CACHE = 6
 _BASE_CACHE = 512
 
@@ -80,6 +82,7 @@ class PackStore:
         self._packs: OrderedDict[str, bytes] = OrderedDict()
         self._bases: OrderedDict[str, bytes] = OrderedDict()
         self._dictionaries: dict[str, zstandard.ZstdCompressionDict] = {}
+        self._compressors: dict[str, zstandard.ZstdCompressor] = {}
         self._lock = threading.RLock()
 
     # -- the index ---------------------------------------------------------
@@ -217,16 +220,17 @@ class PackStore:
             decompressor = zstandard.ZstdDecompressor(
                 dict_data=zstandard.ZstdCompressionDict(
                     base, dict_type=zstandard.DICT_TYPE_RAWCONTENT
-                )
+                ),
+                format=FRAME_FORMAT,
             )
         elif location.dictionary is not None:
             decompressor = zstandard.ZstdDecompressor(
-                dict_data=self.dictionary(location.dictionary)
+                dict_data=self.dictionary(location.dictionary), format=FRAME_FORMAT
             )
         else:
-            decompressor = zstandard.ZstdDecompressor()
+            decompressor = zstandard.ZstdDecompressor(format=FRAME_FORMAT)
         try:
-            declared = zstandard.get_frame_parameters(frame).content_size
+            declared = zstandard.get_frame_parameters(frame, format=FRAME_FORMAT).content_size
             if declared != location.size:
                 raise CorruptData(what, f"declares {declared} bytes, expected {location.size}")
             canonical = decompressor.decompress(frame, max_output_size=max(location.size, 1))
@@ -423,16 +427,31 @@ class PackStore:
                     earlier, dict_type=zstandard.DICT_TYPE_RAWCONTENT
                 )
                 compressor = zstandard.ZstdCompressor(
-                    level=self._level, dict_data=raw, write_checksum=False
+                    compression_params=self._params(), dict_data=raw
                 )
                 return compressor.compress(canonical), base
-        if dictionary_id is not None:
-            compressor = zstandard.ZstdCompressor(
-                level=self._level, dict_data=self.dictionary(dictionary_id), write_checksum=False
-            )
-        else:
-            compressor = zstandard.ZstdCompressor(level=self._level, write_checksum=False)
-        return compressor.compress(canonical), None
+        key = dictionary_id or ""
+        shared = self._compressors.get(key)
+        if shared is None:
+            if dictionary_id is not None:
+                shared = zstandard.ZstdCompressor(
+                    compression_params=self._params(), dict_data=self.dictionary(dictionary_id)
+                )
+            else:
+                shared = zstandard.ZstdCompressor(compression_params=self._params())
+            self._compressors[key] = shared
+        return shared.compress(canonical), None
+
+    def _params(self) -> zstandard.ZstdCompressionParameters:
+        # The index knows each frame's pack, dictionary and size: the magic
+        # number and dictionary id would only repeat that, 8 bytes a frame.
+        return zstandard.ZstdCompressionParameters.from_level(
+            self._level,
+            format=FRAME_FORMAT,
+            write_checksum=False,
+            write_dict_id=False,
+            write_content_size=True,
+        )
 
     # -- removing ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ finds a cached object no longer stored reads its sources again in full.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -93,7 +94,8 @@ class RawCache:
                 os.close(fd)
             os.replace(temp, self.path)
         except OSError:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
 
 
 def _load(path: Path) -> dict[bytes, list[CachedTenant]]:
