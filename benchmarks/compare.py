@@ -51,7 +51,7 @@ class Git(Tool):
                 entry.unlink()
         for entry in folder.iterdir():
             shutil.copy2(entry, work / entry.name)
-        script = "git add -A && git commit -q -m round"
+        script = "git add -A && git commit -q --allow-empty -m round"
         return self.run(["sh", "-c", script], cwd=work)
 
     def verify(self) -> Measured:

@@ -216,7 +216,10 @@ class PackStore:
         if location.size > MAX_OBJECT_BYTES:
             raise CorruptData(what, f"declares {location.size} bytes")
         if location.base is not None:
-            base = self.read(location.base, depth + 1)
+            try:
+                base = self.read(location.base, depth + 1)
+            except ObjectMissing:
+                raise CorruptData(what, f"its delta base {location.base} is missing") from None
             decompressor = zstandard.ZstdDecompressor(
                 dict_data=zstandard.ZstdCompressionDict(
                     base, dict_type=zstandard.DICT_TYPE_RAWCONTENT
