@@ -19,8 +19,12 @@ from casbak.ids import Digest
 
 INDEX_VERSION = 2
 MAX_INDEX_BYTES = 256 * 1024 * 1024
-_RECORD = struct.Struct(">32sIIII32s")
-_NO_BASE = bytes(32)
+BASE_PREFIX_BYTES = 8
+"""A delta's base is recorded by the first 8 bytes of its id; readers resolve it
+against the whole index, and the hash check of the decompressed object settles
+the (astronomically rare) case of two candidates."""
+_RECORD = struct.Struct(f">32sIIII{BASE_PREFIX_BYTES}s")
+_NO_BASE = bytes(BASE_PREFIX_BYTES)
 
 
 class PackRef(msgspec.Struct, array_like=True, frozen=True):
@@ -44,6 +48,7 @@ class Location(msgspec.Struct, frozen=True, array_like=True):
     length: int
     size: int
     base: Digest | None
+    """The base's id, or while unresolved (just decoded) its 16-hex-digit prefix."""
     dictionary: Digest | None
 
 
@@ -53,7 +58,7 @@ def encode_index(locations: Iterable[tuple[Digest, Location]]) -> bytes:
     rows = []
     for digest, loc in sorted(locations, key=lambda pair: pair[0]):
         number = packs.setdefault((loc.pack, loc.dictionary or ""), len(packs))
-        base = bytes.fromhex(loc.base) if loc.base else _NO_BASE
+        base = bytes.fromhex(loc.base)[:BASE_PREFIX_BYTES] if loc.base else _NO_BASE
         rows.append(
             _RECORD.pack(bytes.fromhex(digest), number, loc.offset, loc.length, loc.size, base)
         )

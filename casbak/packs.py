@@ -27,9 +27,9 @@ from casbak.errors import (
     IntegrityError,
     ObjectMissing,
 )
-from casbak.ids import Digest, hash_bytes
+from casbak.ids import DIGEST_LENGTH, Digest, hash_bytes
 from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER
-from casbak.packindex import Location, decode_index, encode_index
+from casbak.packindex import BASE_PREFIX_BYTES, Location, decode_index, encode_index
 
 PACK_PREFIX = "packs/"
 INDEX_PREFIX = "index/"
@@ -43,8 +43,9 @@ TRAIN_FROM = 64
 DICTIONARY_BYTES = 16 * 1024
 FRAME_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
 """Pack frames leave out the 4-byte magic number (RFC 8878 section 3.1.1)."""
-_PACK_CACHE = 6
-_BASE_CACHE = 512
+_PACK_CACHE = 32 * 1024 * 1024
+"""Bytes of packs kept in memory (bases often sit in an older pack)."""
+_BASE_CACHE = 1024
 
 
 def pack_key(pack_id: str) -> str:
@@ -121,7 +122,7 @@ class PackStore:
             if relisted != sorted(keys) and attempt < 19:
                 continue
             self.index_problems = problems
-            return found, keys
+            return _resolve_bases(found), keys
         raise ObjectMissing(INDEX_PREFIX)
 
     def read_index(self, key: str) -> dict[Digest, Location]:
@@ -151,7 +152,7 @@ class PackStore:
         data = self.backend.get(pack_key(pack_id))
         with self._lock:
             self._packs[pack_id] = data
-            while len(self._packs) > _PACK_CACHE:
+            while len(self._packs) > 1 and sum(map(len, self._packs.values())) > _PACK_CACHE:
                 self._packs.popitem(last=False)
         return data
 
@@ -201,11 +202,10 @@ class PackStore:
             return cached
         location, frame = self.frame(digest)
         canonical = self.decode_frame(digest, location, frame, depth)
-        if location.base is None or depth == 0:
-            with self._lock:
-                self._bases[digest] = canonical
-                while len(self._bases) > _BASE_CACHE:
-                    self._bases.popitem(last=False)
+        with self._lock:
+            self._bases[digest] = canonical
+            while len(self._bases) > _BASE_CACHE:
+                self._bases.popitem(last=False)
         return canonical
 
     def decode_frame(self, digest: str, location: Location, frame: bytes, depth: int = 0) -> bytes:
@@ -216,6 +216,8 @@ class PackStore:
         if location.size > MAX_OBJECT_BYTES:
             raise CorruptData(what, f"declares {location.size} bytes")
         if location.base is not None:
+            if len(location.base) != DIGEST_LENGTH:
+                return self._decode_ambiguous(digest, location, frame, depth)
             try:
                 base = self.read(location.base, depth + 1)
             except ObjectMissing:
@@ -243,6 +245,20 @@ class PackStore:
         if actual != digest:
             raise ChecksumMismatch(what, digest, actual)
         return canonical
+
+    def _decode_ambiguous(self, digest: str, location: Location, frame: bytes, depth: int) -> bytes:
+        """A delta whose base prefix names no object, or several: try each candidate."""
+        assert location.base is not None
+        candidates = [d for d in self.index() if d.startswith(location.base)]
+        for candidate in candidates:
+            try:
+                resolved = msgspec.structs.replace(location, base=candidate)
+                return self.decode_frame(digest, resolved, frame, depth)
+            except IntegrityError:
+                continue
+        raise CorruptData(
+            f"object {digest}", f"its delta base {location.base}... is missing or does not fit"
+        )
 
     def read_stored(self, digest: str) -> bytes:
         """An object as a standalone zstd frame (what bundles carry)."""
@@ -462,12 +478,19 @@ class PackStore:
         """The referenced objects plus every base they are compressed against."""
         index = self.index()
         live: set[Digest] = set()
-        for digest in referenced:
-            current: Digest | None = Digest(digest)
-            while current is not None and current not in live:
-                live.add(current)
-                location = index.get(current)
-                current = location.base if location is not None else None
+        pending = [Digest(digest) for digest in referenced]
+        while pending:
+            current = pending.pop()
+            if current in live:
+                continue
+            live.add(current)
+            location = index.get(current)
+            if location is None or location.base is None:
+                continue
+            if len(location.base) == DIGEST_LENGTH:
+                pending.append(location.base)
+            else:  # an unresolved prefix: keep every object it could mean
+                pending += [d for d in index if d.startswith(location.base)]
         return live
 
     def sweep(self, doomed: Iterable[str], keepalive: Callable[[], None] = lambda: None) -> None:
@@ -531,3 +554,24 @@ class PackStore:
         if removed:
             self.backend.sync()
         return removed
+
+
+def _resolve_bases(found: dict[Digest, Location]) -> dict[Digest, Location]:
+    """Replace each base prefix by the one indexed object id it starts with."""
+    prefixes: dict[str, list[Digest]] = {}
+    for location in found.values():
+        if location.base is not None and len(location.base) != DIGEST_LENGTH:
+            prefixes.setdefault(location.base, [])
+    if not prefixes:
+        return found
+    width = BASE_PREFIX_BYTES * 2
+    for digest in found:
+        matches = prefixes.get(digest[:width])
+        if matches is not None:
+            matches.append(digest)
+    for digest, location in found.items():
+        if location.base is not None and len(location.base) != DIGEST_LENGTH:
+            matches = prefixes[location.base]
+            if len(matches) == 1:
+                found[digest] = msgspec.structs.replace(location, base=matches[0])
+    return found

@@ -352,3 +352,28 @@ def test_index_and_manifest_decoders_refuse_garbage_cleanly(data: bytes) -> None
             decoder(data, "fuzz")
         except CasbakError:
             pass
+
+
+def test_a_base_prefix_with_two_candidates_is_settled_by_the_hash(repo: Repository) -> None:
+    clock = FakeClock()
+    documents = tenants(70, 9)
+    take(repo, documents, clock)
+    edit(documents, random.Random(1), 3)
+    take(repo, documents, clock)
+    packs = repo.objects
+    assert isinstance(packs, PackStore)
+    index = packs.index()
+    delta, location = next((d, loc) for d, loc in index.items() if loc.base)
+    assert location.base is not None
+    base = location.base
+    impostor = base[:16] + ("0" if base[16] != "0" else "1") * 48
+    index[impostor] = index[base]  # same bytes, so it cannot hash to the impostor's name
+    index[delta] = msgspec.structs.replace(location, base=base[:16])
+    packs._bases.clear()
+    canonical = packs.read(delta)
+    assert json.loads(canonical)["id"] in documents
+    assert {base, impostor} <= packs.live_closure([delta])
+    index[delta] = msgspec.structs.replace(location, base="ab" * 8)
+    packs._bases.clear()
+    with pytest.raises(CasbakError, match="delta base"):
+        packs.read(delta)
