@@ -70,8 +70,49 @@ def encode_index(locations: Iterable[tuple[Digest, Location]]) -> bytes:
     return zstandard.ZstdCompressor(level=19).compress(msgspec.msgpack.encode(document))
 
 
-def decode_index(stored: bytes, what: str) -> dict[Digest, Location]:
-    """Decode an index document; every malformed shape is CorruptData."""
+class IndexFile:
+    """One decoded index file: found record by record (bisection) or all at once."""
+
+    def __init__(self, packs: list[tuple[Digest, Digest | None]], records: bytes, what: str):
+        self.packs = packs
+        self.records = records
+        self.what = what
+        self.count = len(records) // _RECORD.size
+
+    def _location(self, number: int, offset: int, length: int, size: int, base: bytes) -> Location:
+        if number >= len(self.packs) or length == 0:
+            raise CorruptData(self.what, "record names no pack or is empty")
+        pack, dictionary = self.packs[number]
+        return Location(
+            pack, offset, length, size, None if base == _NO_BASE else Digest(base.hex()), dictionary
+        )
+
+    def locations(self) -> dict[Digest, Location]:
+        """Every record."""
+        return {
+            Digest(digest.hex()): self._location(*rest)
+            for digest, *rest in _RECORD.iter_unpack(self.records)
+        }
+
+    def find(self, digest: str) -> Location | None:
+        """One record, by bisection over the sorted records (no full decode)."""
+        key = bytes.fromhex(digest)
+        size, records = _RECORD.size, self.records
+        low, high = 0, self.count
+        while low < high:
+            middle = (low + high) // 2
+            if records[middle * size : middle * size + 32] < key:
+                low = middle + 1
+            else:
+                high = middle
+        if low < self.count and records[low * size : low * size + 32] == key:
+            _, *rest = _RECORD.unpack_from(records, low * size)
+            return self._location(*rest)
+        return None
+
+
+def parse_index(stored: bytes, what: str) -> IndexFile:
+    """Decompress and decode an index document's frame; records are decoded on demand."""
     try:
         raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_INDEX_BYTES)
         document = msgspec.msgpack.decode(raw, type=_IndexDocument)
@@ -86,12 +127,9 @@ def decode_index(stored: bytes, what: str) -> dict[Digest, Location]:
         if len(ref.pack) != 32 or len(ref.dictionary) not in (0, 32):
             raise CorruptData(what, "malformed pack reference")
         packs.append((Digest(ref.pack.hex()), Digest(ref.dictionary.hex()) or None))
-    found: dict[Digest, Location] = {}
-    for digest, number, offset, length, size, base in _RECORD.iter_unpack(document.records):
-        if number >= len(packs) or length == 0:
-            raise CorruptData(what, "record names no pack or is empty")
-        pack, dictionary = packs[number]
-        found[Digest(digest.hex())] = Location(
-            pack, offset, length, size, None if base == _NO_BASE else Digest(base.hex()), dictionary
-        )
-    return found
+    return IndexFile(packs, document.records, what)
+
+
+def decode_index(stored: bytes, what: str) -> dict[Digest, Location]:
+    """Decode an index document; every malformed shape is CorruptData."""
+    return parse_index(stored, what).locations()

@@ -29,7 +29,7 @@ from casbak.errors import (
 )
 from casbak.ids import DIGEST_LENGTH, Digest, hash_bytes
 from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER
-from casbak.packindex import BASE_PREFIX_BYTES, Location, decode_index, encode_index
+from casbak.packindex import BASE_PREFIX_BYTES, IndexFile, Location, encode_index, parse_index
 
 PACK_PREFIX = "packs/"
 INDEX_PREFIX = "index/"
@@ -40,6 +40,8 @@ MAX_CHAIN = 8
 MERGE_INDEXES_OVER = 16
 """A writer that finds more index files than this merges them into one."""
 TRAIN_FROM = 64
+FEW = 32
+"""Up to this many lookups bisect the index files; more decode the whole index once."""
 DICTIONARY_BYTES = 16 * 1024
 FRAME_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
 """Pack frames leave out the 4-byte magic number (RFC 8878 section 3.1.1)."""
@@ -78,6 +80,8 @@ class PackStore:
         self.concurrency = 1
         self._level = compression_level
         self._index: dict[Digest, Location] | None = None
+        self._parsed: list[tuple[str, IndexFile]] | None = None
+        self._overlay: dict[Digest, Location] = {}
         self._index_files: list[str] = []
         self.index_problems: list[tuple[str, CasbakError]] = []
         self._packs: OrderedDict[str, bytes] = OrderedDict()
@@ -89,18 +93,49 @@ class PackStore:
     # -- the index ---------------------------------------------------------
 
     def index(self) -> dict[Digest, Location]:
-        """Every indexed object's location (loaded once, then kept up to date)."""
+        """Every indexed object's location (decoded once, then kept up to date)."""
         if self._index is None:
-            self._index, self._index_files = self._load_index()
+            found: dict[Digest, Location] = {}
+            for key, parsed in self._files():
+                try:
+                    found.update(parsed.locations())
+                except CasbakError as exc:
+                    self.index_problems.append((key, exc))
+            found.update(self._overlay)
+            self._index = _resolve_bases(found)
         return self._index
 
-    def _load_index(self) -> tuple[dict[Digest, Location], list[str]]:
+    def locate(self, digest: str) -> Location | None:
+        """One object's location; before the whole index is needed, without decoding it."""
+        if self._index is not None:
+            return self._index.get(Digest(digest))
+        found = self._overlay.get(Digest(digest))
+        if found is not None:
+            return found
+        for _, parsed in reversed(self._files()):
+            try:
+                found = parsed.find(digest)
+            except CasbakError:
+                continue  # its problem is reported when the whole index is decoded
+            if found is not None:
+                if found.base is not None:
+                    return self.index().get(Digest(digest))  # resolves the base prefix
+                return found
+        return None
+
+    def _files(self) -> list[tuple[str, IndexFile]]:
+        if self._parsed is None:
+            self._parsed = self._load_files()
+            self._index_files = [key for key, _ in self._parsed]
+        return self._parsed
+
+    def _load_files(self) -> list[tuple[str, IndexFile]]:
         # A merge or a gc may delete index files between the listing and the
         # reads; their records are then in a newer file, so list again. A
         # damaged file is skipped and remembered: its objects count as absent
         # (a writer stores them again; verify reports the file).
         for attempt in range(20):
-            found: dict[Digest, Location] = {}
+            found: list[tuple[str, IndexFile]] = []
             problems: list[tuple[str, CasbakError]] = []
             # Oldest first, so a newer record (a healed copy) wins.
             listed = sorted(self.backend.list(INDEX_PREFIX), key=lambda i: (i.mtime, i.key))
@@ -108,7 +143,7 @@ class PackStore:
             try:
                 for key in keys:
                     try:
-                        found.update(self.read_index(key))
+                        found.append((key, self._parse_index(key)))
                     except ObjectMissing:
                         raise
                     except CasbakError as exc:
@@ -122,22 +157,27 @@ class PackStore:
             if relisted != sorted(keys) and attempt < 19:
                 continue
             self.index_problems = problems
-            return _resolve_bases(found), keys
+            return found
         raise ObjectMissing(INDEX_PREFIX)
 
-    def read_index(self, key: str) -> dict[Digest, Location]:
-        """Read one index file, checking it hashes to its name."""
+    def _parse_index(self, key: str) -> IndexFile:
         stored = self.backend.get(key)
         expected = key.removeprefix(INDEX_PREFIX)
         actual = hash_bytes(stored)
         if actual != expected:
             raise ChecksumMismatch(f"index {key}", expected, actual)
-        return decode_index(stored, f"index {key}")
+        return parse_index(stored, f"index {key}")
+
+    def read_index(self, key: str) -> dict[Digest, Location]:
+        """Read one index file, checking it hashes to its name."""
+        return self._parse_index(key).locations()
 
     def refresh(self) -> None:
         """Forget the loaded index and cached packs (another process may have changed them)."""
         with self._lock:
             self._index = None
+            self._parsed = None
+            self._overlay = {}
             self._packs.clear()
 
     # -- reading -------------------------------------------------------------
@@ -174,17 +214,17 @@ class PackStore:
         A gc may have moved the object to a new pack since the index was
         loaded (readers take no lock): a vanished pack means load it again.
         """
-        location = self.index().get(Digest(digest))
+        location = self.locate(digest)
         if location is None:
             self.refresh()  # a writer may have indexed it since we loaded
-            location = self.index().get(Digest(digest))
+            location = self.locate(digest)
         if location is None:
             raise ObjectMissing(f"object {digest}")
         try:
             data = self.pack_bytes(location.pack)
         except ObjectMissing:
             self.refresh()
-            moved = self.index().get(Digest(digest))
+            moved = self.locate(digest)
             if moved is None or moved == location:
                 raise
             location = moved
@@ -264,9 +304,18 @@ class PackStore:
         """An object as a standalone zstd frame (what bundles carry)."""
         return zstandard.ZstdCompressor(level=3, write_checksum=False).compress(self.read(digest))
 
+    def locate_many(self, digests: Iterable[Digest]) -> dict[Digest, Location]:
+        """The locations of those of ``digests`` that are stored."""
+        wanted = list(digests)
+        if self._index is None and len(wanted) <= FEW:
+            found = {digest: self.locate(digest) for digest in wanted}
+            return {digest: location for digest, location in found.items() if location}
+        index = self.index()
+        return {digest: index[digest] for digest in wanted if digest in index}
+
     def contains(self, digest: str) -> bool:
         """Tell whether an object is indexed, without reading it."""
-        return digest in self.index()
+        return self.locate(digest) is not None
 
     def list(self) -> Iterator[tuple[Digest, ObjectInfo]]:
         """Every indexed object: size is its stored length, mtime its pack's."""
@@ -300,12 +349,11 @@ class PackStore:
         against. Packs are durable before the index that names them, and both
         before this returns, so a manifest written afterwards is safe.
         """
-        index = self.index()
-        reused = {index[digest].pack for digest in documents if digest in index}
-        self._refresh_packs(reused)
+        located = self.locate_many(documents)
+        self._refresh_packs({location.pack for location in located.values()})
         new: dict[Digest, bytes] = {}
         for digest, data in documents.items():
-            if digest not in index or digest in replace:
+            if digest not in located or digest in replace:
                 if data is None:  # vouched for by the cache, but gone: the caller re-reads
                     raise ObjectMissing(f"object {digest}")
                 new[digest] = data
@@ -328,7 +376,7 @@ class PackStore:
         """Write frames (digest, frame, base, size) into packs and index them; bytes written."""
         locations, written = self._write_pack_files(frames, dictionary_id)
         written += self.write_index(locations)
-        self.index().update(locations)
+        (self._index if self._index is not None else self._overlay).update(locations)
         self._merge_if_many()
         return written
 

@@ -23,6 +23,8 @@ from casbak.ids import Digest
 from casbak.tokens import random_hex
 
 CACHE_VERSION = 1
+MAX_FILES = 100_000
+"""Entries a cache file keeps at most (about 70 bytes each)."""
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -80,10 +82,19 @@ class RawCache:
         self._seen[key] = [CachedTenant(t, bytes.fromhex(d), s) for t, d, s in tenants]
 
     def save(self) -> None:
-        """Keep exactly the files of this run; a failure to write only loses the speed-up."""
+        """Keep this run's files, then earlier ones up to MAX_FILES; failing only loses speed.
+
+        Earlier entries stay so that a one-tenant snapshot between two full
+        exports does not make the next export decode everything again.
+        """
         if self.path is None:
             return
-        data = _ENCODER.encode(_CacheFile(CACHE_VERSION, self._seen))
+        kept = dict(self._seen)
+        for key, tenants in self._known.items():
+            if len(kept) >= MAX_FILES:
+                break
+            kept.setdefault(key, tenants)
+        data = _ENCODER.encode(_CacheFile(CACHE_VERSION, kept))
         temp = self.path.with_name(f".{self.path.name}.{random_hex(4)}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -102,12 +102,13 @@ def take_snapshot(
             repo.objects.refresh()  # what another process stored or removed since
         unique = {doc.digest: doc.canonical for doc in documents}
         vouched = [digest for digest, canonical in unique.items() if canonical is None]
-        if vouched and not all(repo.objects.contains(digest) for digest in vouched):
+        if vouched and not _all_stored(repo, vouched):
             raise StaleCache("a cached document is no longer stored")
         if isinstance(repo.objects, PackStore):
-            stored = repo.objects.store(
-                unique, _earlier_versions(repo, target_id, documents), lock.refresh
-            )
+            packs = repo.objects
+            new = len(packs.locate_many(unique)) < len(unique)
+            bases = _earlier_versions(repo, target_id, documents) if new else {}
+            stored = packs.store(unique, bases, lock.refresh)
             new_objects, bytes_added = stored.new_objects, stored.bytes_added
         else:
             for added in repo.objects.add_many(unique.items()):
@@ -160,6 +161,12 @@ def snapshot_sources(
     if cache is not None:
         cache.save()
     return result
+
+
+def _all_stored(repo: Repository, digests: list[Digest]) -> bool:
+    if isinstance(repo.objects, PackStore):
+        return len(repo.objects.locate_many(digests)) == len(digests)
+    return all(repo.objects.contains(digest) for digest in digests)
 
 
 def _earlier_versions(

@@ -117,3 +117,23 @@ def test_cache_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert cache_folder() == tmp_path / "casbak"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_folder() == Path(os.path.expanduser("~")) / ".cache" / "casbak"
+
+
+def test_a_one_tenant_snapshot_keeps_the_cache_of_the_full_export(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "export"
+    write_tenants(folder, {"a": 1, "b": 1, "c": 1})
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    single = tmp_path / "single"
+    write_tenants(single, {"z": 1})
+    snapshot_sources(repo, [str(single / "z.json")], clock=FakeClock())
+    decoded: list[str] = []
+    real = sources_module.decode_json
+    monkeypatch.setattr(
+        sources_module,
+        "decode_json",
+        lambda data, where: decoded.append(where) or real(data, where),
+    )
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert decoded == []
