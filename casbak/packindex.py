@@ -19,6 +19,7 @@ from casbak.ids import Digest
 
 INDEX_VERSION = 2
 MAX_INDEX_BYTES = 256 * 1024 * 1024
+FAST_ABOVE = 512 * 1024
 BASE_PREFIX_BYTES = 8
 """A delta's base is recorded by the first 8 bytes of its id; readers resolve it
 against the whole index, and the hash check of the decompressed object settles
@@ -67,7 +68,11 @@ def encode_index(locations: Iterable[tuple[Digest, Location]]) -> bytes:
         [PackRef(bytes.fromhex(pack), bytes.fromhex(dictionary)) for pack, dictionary in packs],
         b"".join(rows),
     )
-    return zstandard.ZstdCompressor(level=19).compress(msgspec.msgpack.encode(document))
+    encoded = msgspec.msgpack.encode(document)
+    # Records are mostly random digests: past small files, a slower level
+    # buys almost nothing and merged indexes would cost seconds to write.
+    level = 19 if len(encoded) <= FAST_ABOVE else 3
+    return zstandard.ZstdCompressor(level=level).compress(encoded)
 
 
 class IndexFile:
@@ -93,6 +98,23 @@ class IndexFile:
             Digest(digest.hex()): self._location(*rest)
             for digest, *rest in _RECORD.iter_unpack(self.records)
         }
+
+    def starting_with(self, prefix: str) -> list[Digest]:
+        """Object ids that start with a hex prefix (bisection, then a short scan)."""
+        key = bytes.fromhex(prefix)
+        size, records = _RECORD.size, self.records
+        low, high = 0, self.count
+        while low < high:
+            middle = (low + high) // 2
+            if records[middle * size : middle * size + len(key)] < key:
+                low = middle + 1
+            else:
+                high = middle
+        found = []
+        while low < self.count and records[low * size : low * size + len(key)] == key:
+            found.append(Digest(records[low * size : low * size + 32].hex()))
+            low += 1
+        return found
 
     def find(self, digest: str) -> Location | None:
         """One record, by bisection over the sorted records (no full decode)."""

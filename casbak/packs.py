@@ -118,10 +118,24 @@ class PackStore:
             except CasbakError:
                 continue  # its problem is reported when the whole index is decoded
             if found is not None:
-                if found.base is not None:
-                    return self.index().get(Digest(digest))  # resolves the base prefix
+                if found.base is not None and len(found.base) != DIGEST_LENGTH:
+                    found = self._resolve_one(found)
                 return found
         return None
+
+    def _resolve_one(self, location: Location) -> Location:
+        """A base prefix resolved without decoding the whole index (left as is if ambiguous)."""
+        assert location.base is not None
+        prefix = location.base
+        matches = {d for d in self._overlay if d.startswith(prefix)}
+        for _, parsed in self._files():
+            try:
+                matches.update(parsed.starting_with(prefix))
+            except CasbakError:
+                continue
+        if len(matches) == 1:
+            return msgspec.structs.replace(location, base=matches.pop())
+        return location
 
     def _files(self) -> list[tuple[str, IndexFile]]:
         if self._parsed is None:
@@ -327,11 +341,11 @@ class PackStore:
 
     def chain_depth(self, digest: str) -> int:
         """How many delta steps lead from this object to a standalone one."""
-        index, depth = self.index(), 0
-        location = index.get(Digest(digest))
+        depth = 0
+        location = self.locate(digest)
         while location is not None and location.base is not None and depth <= MAX_CHAIN * 4:
             depth += 1
-            location = index.get(location.base)
+            location = self.locate(location.base)
         return depth
 
     # -- writing ---------------------------------------------------------------
@@ -360,12 +374,16 @@ class PackStore:
         if not new:
             return StoreResult(0, 0)
         dictionary_id = self._dictionary_for(new.values())
-        frames: list[tuple[Digest, bytes, Digest | None, int]] = []
-        for digest, canonical in new.items():
-            base = None if digest in replace else (bases or {}).get(digest)
-            frames.append((digest, *self._compress(canonical, base, dictionary_id), len(canonical)))
-            keepalive()
-        added = self.write_packs(frames, dictionary_id)
+
+        def frames() -> Iterator[tuple[Digest, bytes, Digest | None, int]]:
+            # Compressed as the packs are written, so at most one pack's worth
+            # of frames is held in memory however large the snapshot.
+            for digest, canonical in new.items():
+                base = None if digest in replace else (bases or {}).get(digest)
+                yield (digest, *self._compress(canonical, base, dictionary_id), len(canonical))
+                keepalive()
+
+        added = self.write_packs(frames(), dictionary_id)
         return StoreResult(len(new), added)
 
     def write_packs(
@@ -484,7 +502,11 @@ class PackStore:
     def _compress(
         self, canonical: bytes, base: Digest | None, dictionary_id: Digest | None
     ) -> tuple[bytes, Digest | None]:
-        if base is not None and base in self.index() and self.chain_depth(base) < MAX_CHAIN:
+        if (
+            base is not None
+            and self.locate(base) is not None
+            and self.chain_depth(base) < MAX_CHAIN
+        ):
             try:
                 earlier = self.read(base)
             except IntegrityError:

@@ -243,10 +243,10 @@ class Repository:
     def manifest_keys(self) -> dict[Digest, str]:
         """Every snapshot id with its manifest key (without reading manifests)."""
         found = {}
-        for info in self.backend.list(MANIFEST_PREFIX):
-            snapshot_id = snapshot_id_from_key(info.key, self.version)
+        for key in self.backend.list_names(MANIFEST_PREFIX):
+            snapshot_id = snapshot_id_from_key(key, self.version)
             if snapshot_id is not None:
-                found[snapshot_id] = info.key
+                found[snapshot_id] = key
         self._keys = found
         return found
 

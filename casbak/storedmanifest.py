@@ -20,6 +20,7 @@ from casbak.model import Manifest, ManifestEntry
 
 STORED_MANIFEST_VERSION = 2
 MAX_MANIFEST_BYTES = 512 * 1024 * 1024
+FAST_ABOVE = 512 * 1024
 _TIME = msgspec.json.Decoder(datetime)
 _TIME_ENCODER = msgspec.json.Encoder()
 
@@ -111,7 +112,11 @@ def encode_stored(
         ],
         removed=removed,
     )
-    return zstandard.ZstdCompressor(level=19).compress(msgspec.msgpack.encode(document))
+    encoded = msgspec.msgpack.encode(document)
+    # Level 19 on a large manifest needs a window, and memory, of many MiB
+    # for little gain over level 3 on what is mostly ids and digests.
+    level = 19 if len(encoded) <= FAST_ABOVE else 3
+    return zstandard.ZstdCompressor(level=level).compress(encoded)
 
 
 def decode_stored(stored: bytes, what: str) -> StoredManifest:

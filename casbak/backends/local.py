@@ -15,7 +15,7 @@ import stat as stat_module
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
 from casbak.errors import AlreadyExists, BackendError, ObjectMissing
@@ -178,7 +178,15 @@ class LocalBackend:
         found.sort(key=lambda info: info.key)
         yield from found
 
-    def _walk(self, folder: Path, prefix: str, emit: Callable[[ObjectInfo], None]) -> None:
+    def list_names(self, prefix: str) -> Iterator[str]:
+        validate_prefix(prefix)
+        found: list[str] = []
+        self._walk(self.root / prefix if prefix else self.root, prefix, found.append, stat=False)
+        yield from sorted(found)
+
+    def _walk(
+        self, folder: Path, prefix: str, emit: Callable[[Any], None], *, stat: bool = True
+    ) -> None:
         if folder.is_symlink():
             return
         try:
@@ -191,7 +199,9 @@ class LocalBackend:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                self._walk(Path(entry.path), f"{prefix}{entry.name}/", emit)
+                self._walk(Path(entry.path), f"{prefix}{entry.name}/", emit, stat=stat)
+            elif entry.is_file(follow_symlinks=False) and not stat:
+                emit(f"{prefix}{entry.name}")
             elif entry.is_file(follow_symlinks=False):
                 try:
                     info = entry.stat(follow_symlinks=False)

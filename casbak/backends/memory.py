@@ -34,6 +34,9 @@ class MemoryBackend:
         found = self._items.get(key)
         return None if found is None else ObjectInfo(key, len(found[0]), found[1])
 
+    def list_names(self, prefix: str) -> Iterator[str]:
+        return (info.key for info in self.list(prefix))
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
         for key in sorted(k for k in self._items if k.startswith(prefix)):

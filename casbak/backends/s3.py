@@ -127,6 +127,9 @@ class S3Backend:
         modified: datetime = response["LastModified"]
         return ObjectInfo(key, int(response["ContentLength"]), modified.timestamp())
 
+    def list_names(self, prefix: str) -> Iterator[str]:
+        return (info.key for info in self.list(prefix))
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
         base = f"{self.prefix}/" if self.prefix else ""

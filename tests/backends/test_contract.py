@@ -73,6 +73,8 @@ def test_list_prefix_sorted_and_recursive(backend: Backend) -> None:
         ["objects/cd/2", "objects/ab/1", "manifests/m", "config", "objects/ab/0"]
     )
     assert list(backend.list("missing/")) == []
+    for prefix in ("objects/", "", "missing/"):
+        assert list(backend.list_names(prefix)) == [i.key for i in backend.list(prefix)]
 
 
 def test_delete_removes(backend: Backend) -> None:
