@@ -179,21 +179,12 @@ class Repository:
         key = manifest_key(
             manifest.timestamp, manifest.operation, manifest.target_id, snapshot_id, self.version
         )
+        header = header_of(manifest)
         if self.version != 1:
             parent = self._delta_parent(manifest)
             data = encode_stored(snapshot_id, manifest, parent)
-            header = Header(
-                manifest.description,
-                manifest.operation,
-                list(manifest.tags),
-                manifest.target_id,
-                manifest.timestamp,
-                len(manifest.entries),
-                parent[0] if parent else None,
-                parent[2] + 1 if parent else 0,
-            )
-        else:
-            header = header_of(manifest)
+            if parent is not None:
+                header = msgspec.structs.replace(header, parent=parent[0], depth=parent[2] + 1)
         try:
             self.backend.put(key, data)
         except AlreadyExists:

@@ -28,6 +28,18 @@ def restored(repo: Repository, snapshot_id: str) -> dict[str, object]:
     return {k: json.loads(v) for k, v in restore_documents(repo, snapshot_id)[1].items()}
 
 
+def spy_on_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sources decoded from here on, in order."""
+    decoded: list[str] = []
+    real = sources_module.decode_json
+    monkeypatch.setattr(
+        sources_module,
+        "decode_json",
+        lambda data, where: decoded.append(where) or real(data, where),
+    )
+    return decoded
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
     return Repository.init(LocalBackend(tmp_path / "repo"))
@@ -39,13 +51,7 @@ def test_unchanged_files_are_not_decoded_again(
     folder = tmp_path / "export"
     write_tenants(folder, {"a": 1, "b": 1, "c": 1})
     snapshot_sources(repo, [str(folder)], clock=FakeClock())
-    decoded: list[str] = []
-    real = sources_module.decode_json
-    monkeypatch.setattr(
-        sources_module,
-        "decode_json",
-        lambda data, where: decoded.append(where) or real(data, where),
-    )
+    decoded = spy_on_decoding(monkeypatch)
     write_tenants(folder, {"b": 2})
     second = snapshot_sources(repo, [str(folder)], clock=FakeClock())
     assert decoded == [str(folder / "b.json")]
@@ -90,11 +96,7 @@ def test_no_cache_and_stdin_decode_everything(
     folder = tmp_path / "export"
     write_tenants(folder, {"a": 1})
     snapshot_sources(repo, [str(folder)], clock=FakeClock())
-    calls: list[str] = []
-    real = sources_module.decode_json
-    monkeypatch.setattr(
-        sources_module, "decode_json", lambda data, where: calls.append(where) or real(data, where)
-    )
+    calls = spy_on_decoding(monkeypatch)
     snapshot_sources(repo, [str(folder)], use_cache=False, clock=FakeClock())
     assert calls == [str(folder / "a.json")]
 
@@ -128,12 +130,6 @@ def test_a_one_tenant_snapshot_keeps_the_cache_of_the_full_export(
     single = tmp_path / "single"
     write_tenants(single, {"z": 1})
     snapshot_sources(repo, [str(single / "z.json")], clock=FakeClock())
-    decoded: list[str] = []
-    real = sources_module.decode_json
-    monkeypatch.setattr(
-        sources_module,
-        "decode_json",
-        lambda data, where: decoded.append(where) or real(data, where),
-    )
+    decoded = spy_on_decoding(monkeypatch)
     snapshot_sources(repo, [str(folder)], clock=FakeClock())
     assert decoded == []
