@@ -69,23 +69,34 @@ def parallel_map(
             yield future.result()
 
 
-def decompress_object(digest: str, stored: bytes, expected_size: int | None = None) -> bytes:
+def decompress_object(
+    digest: str,
+    stored: bytes,
+    expected_size: int | None = None,
+    *,
+    decompressor: zstandard.ZstdDecompressor | None = None,
+    frame_format: int = zstandard.FORMAT_ZSTD1,
+) -> bytes:
     """Decompress and re-hash stored object bytes, raising IntegrityError on any mismatch.
 
-    With ``expected_size`` (the size a manifest declares), a frame that declares
-    or produces any other size is refused before it can expand further.
+    With ``expected_size`` (the size a manifest or index declares), a frame that
+    declares or produces any other size is refused before it can expand
+    further. Format 2 passes its own decompressor (dictionary or delta base)
+    and frame format; the checks are the same.
     """
     what = f"object {digest}"
     limit = MAX_OBJECT_BYTES if expected_size is None else expected_size
     try:
-        params = zstandard.get_frame_parameters(stored)
+        params = zstandard.get_frame_parameters(stored, format=frame_format)
     except zstandard.ZstdError as exc:
         raise CorruptData(what, f"not a zstd frame ({exc})") from exc
     declared = params.content_size
     if declared > limit or (expected_size is not None and declared != expected_size):
         raise CorruptData(what, f"declares {declared} bytes, expected at most {limit}")
+    if decompressor is None:
+        decompressor = zstandard.ZstdDecompressor(format=frame_format)
     try:
-        canonical = zstandard.ZstdDecompressor().decompress(stored, max_output_size=max(limit, 1))
+        canonical = decompressor.decompress(stored, max_output_size=max(limit, 1))
     except zstandard.ZstdError as exc:
         raise CorruptData(what, f"cannot decompress ({exc})") from exc
     actual = hash_bytes(canonical)

@@ -28,7 +28,7 @@ from casbak.errors import (
     ObjectMissing,
 )
 from casbak.ids import DIGEST_LENGTH, Digest, hash_bytes
-from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER
+from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER, decompress_object
 from casbak.packindex import BASE_PREFIX_BYTES, IndexFile, Location, encode_index, parse_index
 
 PACK_PREFIX = "packs/"
@@ -288,17 +288,9 @@ class PackStore:
             )
         else:
             decompressor = zstandard.ZstdDecompressor(format=FRAME_FORMAT)
-        try:
-            declared = zstandard.get_frame_parameters(frame, format=FRAME_FORMAT).content_size
-            if declared != location.size:
-                raise CorruptData(what, f"declares {declared} bytes, expected {location.size}")
-            canonical = decompressor.decompress(frame, max_output_size=max(location.size, 1))
-        except zstandard.ZstdError as exc:
-            raise CorruptData(what, f"cannot decompress ({exc})") from exc
-        actual = hash_bytes(canonical)
-        if actual != digest:
-            raise ChecksumMismatch(what, digest, actual)
-        return canonical
+        return decompress_object(
+            digest, frame, location.size, decompressor=decompressor, frame_format=FRAME_FORMAT
+        )
 
     def _decode_ambiguous(self, digest: str, location: Location, frame: bytes, depth: int) -> bytes:
         """A delta whose base prefix names no object, or several: try each candidate."""
@@ -460,8 +452,18 @@ class PackStore:
                 merged.update(self.read_index(key))
             except ObjectMissing:
                 return  # someone else merged first
+        self._replace_index_files(merged, old)
+
+    def _replace_index_files(
+        self, locations: Mapping[Digest, Location], old: Collection[str]
+    ) -> None:
+        """Write one index of ``locations``, make it durable, then remove the ``old`` files.
+
+        The new file is never among those removed, even when its content (and
+        so its name) equals one of them.
+        """
         self._index_files = []
-        self.write_index(merged)
+        self.write_index(locations)
         for key in set(old) - set(self._index_files):
             try:
                 self.backend.delete(key)
@@ -596,14 +598,7 @@ class PackStore:
         }
         for dictionary_id, frames in by_dictionary.items():
             surviving.update(self._write_pack_files(frames, dictionary_id)[0])
-        self._index_files = []
-        self.write_index(surviving)
-        for key in set(old_files) - set(self._index_files):
-            try:
-                self.backend.delete(key)
-            except ObjectMissing:
-                pass
-        self.backend.sync()
+        self._replace_index_files(surviving, old_files)
         for pack_id in sorted(affected):
             try:
                 self.backend.delete(pack_key(pack_id))
