@@ -28,7 +28,6 @@ _DECODER = msgspec.json.Decoder()
 _BOM = b"\xef\xbb\xbf"
 _EMPTY_PAIR_RE = re.compile(rb"\[\]|\{\}")
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}:')
-_BYTE_POS_RE = re.compile(r"\(byte (\d+)\)")
 _SURROGATE_ESCAPE_RE = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     rb"|(?<![0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
@@ -80,15 +79,12 @@ def decode_json(data: bytes, where: str) -> Any:
         raise InputError(f"{where}: empty input, expected a JSON tenant document")
     try:
         value = _DECODER.decode(data)
-    except UnicodeDecodeError as exc:
-        offset = _first_invalid_utf8(data)
-        raise InputError(
-            f"{where}:{_line_col(data, offset)}: not valid UTF-8 (byte {offset})"
-        ) from exc
     except RecursionError as exc:
         raise InputError(f"{where}: nesting deeper than {MAX_DEPTH} levels") from exc
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise InputError(_describe_decode_error(data, where, str(exc))) from exc
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        # msgspec's messages change between releases; casbak finds and words
+        # the fault itself and uses msgspec only to learn that there is one.
+        raise InputError(_diagnose(data, where)) from exc
     structure = _structure(data)
     if _nesting_exceeds(structure.replace(b":", b""), MAX_DEPTH):
         raise InputError(f"{where}: nesting deeper than {MAX_DEPTH} levels")
@@ -101,31 +97,58 @@ def decode_json(data: bytes, where: str) -> Any:
     return value
 
 
-def _describe_decode_error(data: bytes, where: str, message: str) -> str:
+class _NotExactJson(Exception):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotExactJson(f"{name} is not a JSON number")
+
+
+def _refuse_out_of_range(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotExactJson("number out of range (would become Infinity, not exact JSON)")
+    return number
+
+
+def _diagnose(data: bytes, where: str) -> str:
+    """Say what is wrong with JSON that msgspec refused, and where, in casbak's words."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{where}:{_line_col(data, exc.start)}: not valid UTF-8 (byte {exc.start})"
     surrogate = _SURROGATE_ESCAPE_RE.search(data)
     if surrogate is not None:
         return (
             f"{where}:{_line_col(data, surrogate.start())}: lone surrogate escape "
             f"{surrogate.group().decode('ascii')} is not valid Unicode"
         )
-    if message == "Input data was truncated":
-        return f"{where}:{_line_col(data, len(data))}: malformed JSON: input ends too early"
-    if message.startswith("Number out of range"):
-        return f"{where}: number out of range (would become Infinity, not exact JSON)"
-    position = _BYTE_POS_RE.search(message)
-    text = _BYTE_POS_RE.sub("", message).replace("JSON is malformed: ", "").strip()
-    if position is None:
-        return f"{where}: malformed JSON: {text}"
-    offset = int(position.group(1))
-    return f"{where}:{_line_col(data, offset)}: malformed JSON: {text} (byte {offset})"
-
-
-def _first_invalid_utf8(data: bytes) -> int:
+    # The standard library's parser reports a position as a number, which
+    # casbak turns into its own message; its wording is never shown.
+    parser = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_refuse_out_of_range)
+    start = len(text) - len(text.lstrip())
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start
-    return 0
+        _, end = parser.raw_decode(text, start)
+    except _NotExactJson as exc:
+        return f"{where}: malformed JSON: {exc}"
+    except json.JSONDecodeError as exc:
+        offset = len(text[: exc.pos].encode("utf-8"))
+        if not text[exc.pos :].strip():
+            return f"{where}:{_line_col(data, len(data))}: malformed JSON: input ends too early"
+        found = text[exc.pos]
+        return (
+            f"{where}:{_line_col(data, offset)}: malformed JSON: unexpected {found!r} "
+            f"(byte {offset})"
+        )
+    if text[end:].strip():
+        offset = len(text[:end].encode("utf-8"))
+        offset += len(data[offset:]) - len(data[offset:].lstrip())
+        return (
+            f"{where}:{_line_col(data, offset)}: malformed JSON: "
+            f"trailing characters after the document (byte {offset})"
+        )
+    return f"{where}: malformed JSON"
 
 
 def _line_col(data: bytes, offset: int) -> str:
