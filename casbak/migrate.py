@@ -1,12 +1,14 @@
-"""migrate: turn a format 1 repository into format 2 in place, ids unchanged.
+"""migrate: bring a repository of an older format to the current one, ids unchanged.
 
-Under the exclusive lock: every object is read (and so verified) and stored
-into packs, each new version compressed against its tenant's previous one;
-every manifest is stored in format 2 under the same snapshot id. Only when
-all of that is durable is the config rewritten to version 2, the single
-commit point; the format 1 files are removed after it. A crash before the
-commit leaves a format 1 repository (plus files a rerun reuses); a crash
-after it leaves a format 2 repository whose leftovers a rerun removes.
+Under the exclusive lock. From format 1: every object is read (and so
+verified) and stored into packs, each new version compressed against its
+tenant's previous one; the format 1 manifests stay as they are (format 3 reads
+a version 1 manifest file as a whole manifest). From format 2: every ``.snap``
+manifest is rewritten as a format 3 ``.json`` file with the same content.
+Only when all of that is durable is the config rewritten, the single commit
+point; the old files are removed after it. A crash before the commit leaves
+the old repository (plus files a rerun reuses); a crash after it leaves a
+current one whose leftovers a rerun removes.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import msgspec
 from casbak.errors import ObjectMissing
 from casbak.ids import Digest
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
-from casbak.model import encode_config, encode_manifest
+from casbak.model import REPOSITORY_VERSION, encode_config
 from casbak.names import MANIFEST_PREFIX, snapshot_id_from_key
 from casbak.objects import OBJECT_PREFIX, ObjectStore
 from casbak.packs import PackStore
 from casbak.repository import CONFIG_KEY, Repository
+from casbak.storedmanifest import decode_stored_v2, encode_stored_document
 
 Progress = Callable[[int, int, int], None]
 
@@ -52,27 +55,45 @@ def migrate(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> MigrateResult:
-    """Migrate ``repo`` to format 2; on a format 2 repository, finish an interrupted run."""
+    """Migrate ``repo`` to the current format; on a current one, finish an interrupted run."""
     with repo.locks.exclusive("migrate", lock_timeout) as lock:
         before = _stored_bytes(repo)
-        if repo.version == 1:
-            snapshots, objects = _copy_to_format_2(repo, lock.refresh, progress)
-            config = msgspec.structs.replace(repo.config, version=2)
+        from_version = repo.version
+        snapshots, objects = len(repo.manifest_keys()), 0
+        if from_version == 1:
+            snapshots, objects = _copy_objects_to_packs(repo, lock.refresh, progress)
+        elif from_version == 2:
+            snapshots = _rewrite_format_2_manifests(repo, lock.refresh)
+        if from_version != REPOSITORY_VERSION:
+            config = msgspec.structs.replace(repo.config, version=REPOSITORY_VERSION)
             repo.backend.put(CONFIG_KEY, encode_config(config), overwrite=True)
             repo.backend.sync()
-        else:
-            snapshots, objects = len(repo.manifest_keys()), 0
-        _remove_format_1_files(repo, lock.refresh)
+        _remove_old_files(repo, lock.refresh)
         after = _stored_bytes(repo)
-    return MigrateResult(1, 2, snapshots, objects, before, after)
+    return MigrateResult(from_version, REPOSITORY_VERSION, snapshots, objects, before, after)
 
 
-def _copy_to_format_2(
+def _rewrite_format_2_manifests(repo: Repository, keepalive: Callable[[], None]) -> int:
+    """Each ``.snap`` file again as a ``.json`` file: same fields, same parent, same id."""
+    count = 0
+    for key in repo.backend.list_names(MANIFEST_PREFIX):
+        if snapshot_id_from_key(key, 2) is None:
+            continue
+        document = decode_stored_v2(repo.backend.get(key), f"manifest {key}")
+        new_key = key.removesuffix(".snap") + ".json"
+        repo.backend.put(new_key, encode_stored_document(document), overwrite=True)
+        count += 1
+        keepalive()
+    repo.backend.sync()
+    return count
+
+
+def _copy_objects_to_packs(
     repo: Repository, keepalive: Callable[[], None], progress: Progress | None
 ) -> tuple[int, int]:
     old_objects = repo.objects
     assert isinstance(old_objects, ObjectStore)
-    new = Repository(repo.backend, msgspec.structs.replace(repo.config, version=2))
+    new = Repository(repo.backend, msgspec.structs.replace(repo.config, version=REPOSITORY_VERSION))
     packs = new.objects
     assert isinstance(packs, PackStore)
     snapshots = sorted(repo.snapshots(), key=lambda snap: (snap.header.timestamp, snap.id))
@@ -107,19 +128,12 @@ def _copy_to_format_2(
             batch[digest] = old_objects.read(digest)  # unreferenced: kept, gc decides
             done.add(digest)
     flush()
-    for snap in snapshots:
-        new.write_manifest_bytes(snap.id, encode_manifest(snap.manifest), snap.manifest)
-        keepalive()
     return len(snapshots), len(done)
 
 
-def _remove_format_1_files(repo: Repository, keepalive: Callable[[], None]) -> None:
+def _remove_old_files(repo: Repository, keepalive: Callable[[], None]) -> None:
     leftovers = [info.key for info in repo.backend.list(OBJECT_PREFIX)]
-    leftovers += [
-        info.key
-        for info in repo.backend.list(MANIFEST_PREFIX)
-        if snapshot_id_from_key(info.key, 1) is not None
-    ]
+    leftovers += [key for key in repo.backend.list_names(MANIFEST_PREFIX) if key.endswith(".snap")]
     for key in leftovers:
         try:
             repo.backend.delete(key)

@@ -14,8 +14,9 @@ from casbak.errors import CorruptData, FormatVersionError
 from casbak.names import slug, stamp
 
 FORMAT_NAME = "casbak"
-REPOSITORY_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+REPOSITORY_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
+"""Versions a config may name; only REPOSITORY_VERSION is used, older ones are migrated."""
 MANIFEST_VERSION = 1
 
 HexDigest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]

@@ -18,8 +18,8 @@ _SAFE_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 _MANIFEST_NAME = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d_[A-Za-z0-9-]+_[A-Za-z0-9-]+_(?P<id>[0-9a-f]{64})(?P<suffix>\.json|\.snap)"
 )
-MANIFEST_SUFFIXES = {1: ".json", 2: ".snap"}
-"""Format 1 manifests are JSON; format 2 stores them compressed (docs/FORMAT.md)."""
+MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json"}
+"""Formats 1 and 3 store manifests as JSON; format 2 stored them compressed (docs/FORMAT.md)."""
 SLUG_LENGTH = 48
 
 

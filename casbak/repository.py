@@ -21,6 +21,7 @@ from casbak.errors import (
     CasbakError,
     ChecksumMismatch,
     CorruptData,
+    FormatVersionError,
     InputError,
     NotFoundError,
     ObjectMissing,
@@ -46,7 +47,14 @@ from casbak.model import (
 from casbak.names import MANIFEST_PREFIX, manifest_key, slug, snapshot_id_from_key
 from casbak.objects import ObjectStore
 from casbak.packs import PackStore
-from casbak.storedmanifest import Header, StoredManifest, decode_stored, encode_stored, rebuild
+from casbak.storedmanifest import (
+    Header,
+    StoredManifest,
+    decode_stored,
+    decode_stored_v2,
+    encode_stored,
+    rebuild,
+)
 from casbak.tokens import random_hex
 
 CONFIG_KEY = "config"
@@ -153,15 +161,25 @@ class Repository:
         return cls(backend, config)
 
     @classmethod
-    def open(cls, backend: Backend) -> Repository:
-        """Open an existing repository; raise RepositoryNotFound when there is none."""
+    def open(cls, backend: Backend, *, for_migration: bool = False) -> Repository:
+        """Open an existing repository; raise RepositoryNotFound when there is none.
+
+        A repository of an older format is refused with a pointer to
+        ``casbak migrate``, which alone opens it (``for_migration``).
+        """
         try:
             data = backend.get(CONFIG_KEY)
         except ObjectMissing:
             raise RepositoryNotFound(
                 f"no casbak repository at {backend.describe()} (create one with 'casbak init')"
             ) from None
-        return cls(backend, decode_config(data, f"{backend.describe()}/{CONFIG_KEY}"))
+        config = decode_config(data, f"{backend.describe()}/{CONFIG_KEY}")
+        if config.version != REPOSITORY_VERSION and not for_migration:
+            raise FormatVersionError(
+                f"{backend.describe()} is a format {config.version} repository; run "
+                f"'casbak migrate' to convert it to format {REPOSITORY_VERSION} (ids stay the same)"
+            )
+        return cls(backend, config)
 
     def write_manifest(self, manifest: Manifest) -> Snapshot:
         """Store a manifest durably; its objects must already be durable."""
@@ -256,7 +274,8 @@ class Repository:
         )
 
     def _decode_stored(self, snapshot_id: Digest, key: str, data: bytes) -> StoredManifest:
-        document = decode_stored(data, f"manifest {key}")
+        decode = decode_stored_v2 if self.version == 2 else decode_stored
+        document = decode(data, f"manifest {key}")
         if document.snapshot.hex() != snapshot_id:
             raise ChecksumMismatch(f"manifest {key}", snapshot_id, document.snapshot.hex())
         return document

@@ -1,24 +1,31 @@
-"""Format 2 manifests as stored: full checkpoints and deltas against a parent.
+"""Manifests as stored: full checkpoints and deltas against a parent.
 
-Pure. A snapshot's id stays the blake3 of its format-1 manifest encoding (the
-logical manifest: metadata plus every entry), so ids never change between
-formats, bundles carry that encoding, and a reader proves a rebuilt delta by
-hashing it. What is stored is smaller: a zstd frame holding a msgpack map
-with the metadata, the parent's id and the entries that differ from it.
+Pure. A snapshot's id stays the blake3 of its logical manifest encoding
+(metadata plus every entry, `model.encode_manifest`), so ids never change
+between formats, bundles carry that encoding, and a reader proves a rebuilt
+delta by hashing it. What is stored (format 3) is a small JSON document people
+and scripts can read: the metadata and the parent's id in the clear, and the
+entries that differ from the parent as one base64 field holding a zstd frame
+of msgpack (hex digests in JSON would make the repository a tenth larger).
+Format 2 stored the same fields as one zstd frame of msgpack; only
+``casbak migrate`` reads it (`decode_stored_v2`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 
 import msgspec
 import zstandard
 
 from casbak.errors import CorruptData, FormatVersionError
-from casbak.ids import Digest
-from casbak.model import Manifest, ManifestEntry
+from casbak.ids import Digest, hash_bytes
+from casbak.model import MANIFEST_VERSION, Manifest, ManifestEntry, decode_manifest
 
-STORED_MANIFEST_VERSION = 2
+STORED_MANIFEST_VERSION = 3
+FORMAT_2_MANIFEST_VERSION = 2
 MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 FAST_ABOVE = 512 * 1024
 _TIME = msgspec.json.Decoder(datetime)
@@ -76,6 +83,35 @@ class StoredManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
 
+class _Changes(msgspec.Struct, array_like=True, frozen=True):
+    entries: list[StoredEntry]
+    removed: list[str]
+
+
+class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The JSON document of a format 3 manifest file (fields in sorted order)."""
+
+    changes: str
+    depth: int
+    description: str
+    operation: str
+    parent: str | None
+    snapshot: str
+    tags: list[str]
+    target_id: str
+    tenants: int
+    timestamp: str
+    version: int
+
+
+class _Version(msgspec.Struct):
+    version: object = None
+
+
+_WIRE_DECODER = msgspec.json.Decoder(_Wire)
+_VERSION_DECODER = msgspec.json.Decoder(_Version)
+
+
 def encode_stored(
     snapshot_id: Digest,
     manifest: Manifest,
@@ -112,22 +148,113 @@ def encode_stored(
         ],
         removed=removed,
     )
-    encoded = msgspec.msgpack.encode(document)
+    return encode_stored_document(document)
+
+
+def encode_stored_document(document: StoredManifest) -> bytes:
+    """The format 3 file of a stored manifest (whatever format it was read from)."""
+    packed = msgspec.msgpack.encode(_Changes(document.entries, document.removed))
     # Level 19 on a large manifest needs a window, and memory, of many MiB
     # for little gain over level 3 on what is mostly ids and digests.
-    level = 19 if len(encoded) <= FAST_ABOVE else 3
-    return zstandard.ZstdCompressor(level=level).compress(encoded)
+    level = 19 if len(packed) <= FAST_ABOVE else 3
+    wire = _Wire(
+        changes=base64.b64encode(zstandard.ZstdCompressor(level=level).compress(packed)).decode(),
+        depth=document.depth,
+        description=document.description,
+        operation=document.operation,
+        parent=document.parent.hex() if document.parent else None,
+        snapshot=document.snapshot.hex(),
+        tags=list(document.tags),
+        target_id=document.target_id,
+        tenants=document.tenants,
+        timestamp=document.timestamp,
+        version=STORED_MANIFEST_VERSION,
+    )
+    return msgspec.json.encode(wire) + b"\n"
 
 
 def decode_stored(stored: bytes, what: str) -> StoredManifest:
-    """Decode a stored manifest, refusing unknown versions and malformed content."""
+    """Decode a manifest file of the current format.
+
+    A file whose ``version`` is 1 is a whole manifest in its logical encoding,
+    as format 1 wrote it (``casbak migrate`` keeps those files): its id is the
+    hash of its bytes.
+    """
+    try:
+        version = _VERSION_DECODER.decode(stored).version
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptData(what, "not a valid manifest (not a JSON object)") from exc
+    if version == MANIFEST_VERSION and not isinstance(version, bool):
+        return _from_logical(stored, what)
+    if version != STORED_MANIFEST_VERSION or isinstance(version, bool):
+        raise FormatVersionError(f"{what}: manifest version {version!r} is unknown")
+    try:
+        wire = _WIRE_DECODER.decode(stored)
+        packed = zstandard.ZstdDecompressor().decompress(
+            base64.b64decode(wire.changes, validate=True), max_output_size=MAX_MANIFEST_BYTES
+        )
+        changes = msgspec.msgpack.decode(packed, type=_Changes)
+        snapshot = bytes.fromhex(wire.snapshot)
+        parent = bytes.fromhex(wire.parent) if wire.parent is not None else b""
+    except (
+        zstandard.ZstdError,
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        binascii.Error,
+        ValueError,
+    ) as exc:
+        raise CorruptData(what, "not a valid manifest (malformed field)") from exc
+    document = StoredManifest(
+        STORED_MANIFEST_VERSION,
+        snapshot,
+        wire.description,
+        wire.operation,
+        wire.tags,
+        wire.target_id,
+        wire.timestamp,
+        wire.tenants,
+        parent,
+        wire.depth,
+        changes.entries,
+        changes.removed,
+    )
+    return _checked(document, what)
+
+
+def decode_stored_v2(stored: bytes, what: str) -> StoredManifest:
+    """Decode a format 2 ``.snap`` file (one zstd frame of msgpack); for migrate."""
     try:
         raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_MANIFEST_BYTES)
         document = msgspec.msgpack.decode(raw, type=StoredManifest)
     except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CorruptData(what, f"not a valid manifest ({exc})") from exc
-    if document.version != STORED_MANIFEST_VERSION:
+        raise CorruptData(what, "not a valid format 2 manifest") from exc
+    if document.version != FORMAT_2_MANIFEST_VERSION:
         raise FormatVersionError(f"{what}: manifest version {document.version!r} is unknown")
+    return _checked(document, what)
+
+
+def _from_logical(stored: bytes, what: str) -> StoredManifest:
+    manifest = decode_manifest(stored, what)
+    return StoredManifest(
+        MANIFEST_VERSION,
+        bytes.fromhex(hash_bytes(stored)),
+        manifest.description,
+        manifest.operation,
+        list(manifest.tags),
+        manifest.target_id,
+        _TIME_ENCODER.encode(manifest.timestamp).decode()[1:-1],
+        len(manifest.entries),
+        b"",
+        0,
+        [
+            StoredEntry(tenant, bytes.fromhex(entry.object), entry.size)
+            for tenant, entry in sorted(manifest.entries.items())
+        ],
+        [],
+    )
+
+
+def _checked(document: StoredManifest, what: str) -> StoredManifest:
     if (
         len(document.snapshot) != 32
         or len(document.parent) not in (0, 32)
@@ -137,7 +264,7 @@ def decode_stored(stored: bytes, what: str) -> StoredManifest:
     try:
         document.header()
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CorruptData(what, f"bad timestamp ({exc})") from exc
+        raise CorruptData(what, "bad timestamp") from exc
     return document
 
 

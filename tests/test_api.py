@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,11 @@ def test_create_tenant_backup_returns_manifest_path(tmp_path: Path) -> None:
     service = BackupService(tmp_path / "b", clock=clock)
     tenant = TenantConfig(id="acme-corp", name="Acme", domains=["acme.com"])
     path = service.create_tenant_backup(tenant, "tenant-update", "before rename")
-    assert path.suffix == ".snap"  # format 2; format 1 repositories keep ".json"
+    assert path.suffix == ".json"
     assert path.name.startswith("2025-11-17T10-30-00_tenant-update_acme-corp_")
+    stored = json.loads(path.read_bytes())
+    assert (stored["operation"], stored["target_id"]) == ("tenant-update", "acme-corp")
+    assert stored["description"] == "before rename"
     loaded = service.load_backup(path)
     assert loaded.metadata == BackupMetadata(
         loaded.metadata.timestamp, "tenant-update", "acme-corp", "before rename"

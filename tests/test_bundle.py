@@ -27,7 +27,7 @@ from tests.test_cli import ROUND1, ROUND2, run
 def source(tmp_path: Path) -> tuple[Path, list[str]]:
     """A repository with two rounds of the samples and a single-tenant snapshot."""
     path = tmp_path / "source"
-    run(path, "init", "--format-version", "1")
+    run(path, "init")
     ids = []
     for args in (
         [str(ROUND1), "-o", "sync-apply"],
@@ -40,7 +40,7 @@ def source(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def fresh(tmp_path: Path, name: str = "dest") -> Path:
     path = tmp_path / name
-    assert run(path, "init", "--format-version", "1")[0] == 0
+    assert run(path, "init")[0] == 0
     return path
 
 
@@ -62,13 +62,15 @@ def test_round_trip_into_an_empty_repository(
     dest = fresh(tmp_path)
     code, out, _ = run(dest, "--json", "import", str(bundle))
     assert code == 0
-    assert json.loads(out) == {
+    imported = json.loads(out)
+    # Stored bytes: the destination packs the bundle's standalone frames its own way.
+    assert imported.pop("bytes") > 0
+    assert imported == {
         "manifests": 3,
         "manifests_skipped": 0,
         "objects": 10,
         "objects_skipped": 0,
         "objects_healed": 0,
-        "bytes": exported["bytes"],
     }
     assert all_restored(dest) == all_restored(path)
     assert run(dest, "verify")[0] == 0
@@ -433,7 +435,7 @@ def test_export_and_import_stream_in_flat_memory(tmp_path: Path) -> None:
     )
     assert exported.returncode == 0
     assert bundle.stat().st_size > MEMORY_BUDGET_KIB * 1024
-    run(tmp_path / "dst", "init", "--format-version", "1")
+    run(tmp_path / "dst", "init")
     imported = measure_rss([*casbak, "--repo", str(tmp_path / "dst"), "import", str(bundle)])
     assert imported.returncode == 0
     assert exported.peak_kib < MEMORY_BUDGET_KIB

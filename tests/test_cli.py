@@ -261,7 +261,7 @@ def test_real_subprocess(tmp_path: Path) -> None:
 
 def test_gc_and_cleanup_commands(tmp_path: Path) -> None:
     repo = tmp_path / "v1"
-    assert run(repo, "init", "--format-version", "1")[0] == 0
+    assert run(repo, "init")[0] == 0
     for source in (ROUND1, ROUND2):
         assert run(repo, "snapshot", str(source), "-o", "sync-apply")[0] == 0
     code, out, _ = run(repo, "--json", "cleanup", "--keep-last", "1", "--dry-run", "--grace", "0s")

@@ -17,10 +17,9 @@ from tests.s3server import faulty_proxy
 from tests.test_cli import ROUND1, ROUND2, run
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_every_command_on_s3(s3_env: str, tmp_path: Path, version: int) -> None:
+def test_every_command_on_s3(s3_env: str, tmp_path: Path) -> None:
     repo = s3_env
-    assert run(repo, "init", "--format-version", str(version))[0] == 0
+    assert run(repo, "init")[0] == 0
     assert run(repo, "init")[0] == 1
     first = json.loads(run(repo, "--json", "snapshot", str(ROUND1), "-o", "sync-apply")[1])
     code, out, _ = run(repo, "snapshot", str(ROUND2), "-o", "sync-apply")
@@ -38,8 +37,8 @@ def test_every_command_on_s3(s3_env: str, tmp_path: Path, version: int) -> None:
     assert run(repo, "export", "--all", "-o", str(bundle))[0] == 0
     code, out, _ = run(repo, "--json", "cleanup", "--keep-last", "1", "--grace", "0s")
     assert code == 0
-    # Format 2 keeps an old version that a kept version is compressed against.
-    kept_as_base = 0 if version == 1 else 3
+    # An old version that a kept version is compressed against stays.
+    kept_as_base = 3
     assert json.loads(out)["objects_removed"] == 3 - kept_as_base
     code, out, _ = run(repo, "--json", "gc", "--grace", "0s")
     assert json.loads(out)["objects_removed"] == 0
@@ -54,9 +53,9 @@ def test_every_command_on_s3(s3_env: str, tmp_path: Path, version: int) -> None:
     assert run(other, "verify", "--quick")[0] == 0
 
 
-@pytest.mark.parametrize(("version", "prefix"), [(1, "objects/"), (2, "packs/")])
-def test_damage_on_s3_is_found(s3_env: str, version: int, prefix: str) -> None:
-    run(s3_env, "init", "--format-version", str(version))
+def test_damage_on_s3_is_found(s3_env: str) -> None:
+    prefix = "packs/"
+    run(s3_env, "init")
     run(s3_env, "snapshot", str(ROUND1))
     backend = S3Backend(s3_env)
     key = next(info.key for info in backend.list(prefix))

@@ -51,7 +51,7 @@ def test_planted_symlink_folders_are_not_followed(tmp_path: Path) -> None:
 def test_repository_files_0600_and_folders_0700_under_a_loose_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        run(tmp_path / "repo", "init", "--format-version", "1")
+        run(tmp_path / "repo", "init")
         run(tmp_path / "repo", "snapshot", str(EXAMPLES / "tenants" / "round-1"))
     finally:
         os.umask(old)
@@ -101,7 +101,7 @@ def test_secrets_never_appear_in_errors(tmp_path: Path, document: str, expected:
     assert expected in str(caught.value)
     assert SECRET not in str(caught.value)
     repo = tmp_path / "repo"
-    run(repo, "init", "--format-version", "1")
+    run(repo, "init")
     code, out, err = run(repo, "snapshot", str(source))
     assert code == 1
     assert SECRET not in out + err

@@ -29,10 +29,10 @@ class Context:
         self.json_output = json_output
         self.quiet = quiet
 
-    def open(self) -> Any:
+    def open(self, *, for_migration: bool = False) -> Any:
         from casbak.repository import Repository, backend_for
 
-        return Repository.open(backend_for(self.repo_location))
+        return Repository.open(backend_for(self.repo_location), for_migration=for_migration)
 
     def emit(self, result: Any, human: Callable[[], str], *, err: bool = False) -> None:
         """Print ``result`` as one JSON document, or the human text unless quiet.
@@ -98,16 +98,8 @@ def _lock_timeout(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     show_default=True,
     help="zstd level for new objects.",
 )
-@click.option(
-    "--format-version",
-    type=click.IntRange(1, 2),
-    default=2,
-    show_default=True,
-    help="Repository format: 2 packs objects and stores manifests as deltas; "
-    "1 is one file per object, for older casbak releases.",
-)
 @pass_context
-def init(ctx: Context, retention_days: int, compression_level: int, format_version: int) -> None:
+def init(ctx: Context, retention_days: int, compression_level: int) -> None:
     """Create a repository (exit 1 if one is there already)."""
     from casbak.repository import Repository, backend_for
 
@@ -115,7 +107,6 @@ def init(ctx: Context, retention_days: int, compression_level: int, format_versi
         backend_for(ctx.repo_location),
         retention_days=retention_days,
         compression_level=compression_level,
-        version=format_version,
     )
     ctx.emit(
         {"repository": repo.backend.describe(), "repository_id": repo.config.repository_id},

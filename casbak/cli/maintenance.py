@@ -151,15 +151,17 @@ def cleanup(
 @_lock_timeout("Seconds to wait for running snapshots to finish.")
 @pass_context
 def migrate(ctx: Context, lock_timeout: float) -> None:
-    """Convert a format 1 repository to format 2 in place; snapshot ids stay the same.
+    """Convert a format 1 or 2 repository to the current format in place; ids stay the same.
 
-    Every object is read and checked on the way. The config is switched to
-    version 2 only once everything is stored, so an interrupted run leaves a
-    working repository; run migrate again to finish it.
+    Every other command refuses an older repository (exit 12) and points
+    here. Format 1 objects are read and checked on the way into packs; format
+    2 manifests are rewritten as JSON. The config is switched only once
+    everything is stored, so an interrupted run leaves a working repository;
+    run migrate again to finish it.
     """
     from casbak.migrate import migrate as run_migrate
 
-    repo = ctx.open()
+    repo = ctx.open(for_migration=True)
     with _ProgressBar(ctx, "migrating") as progress:
         result = run_migrate(repo, lock_timeout=lock_timeout, progress=progress)
     ctx.emit(
