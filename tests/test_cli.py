@@ -207,11 +207,11 @@ def test_usage_errors_exit_2(repo: Path) -> None:
 
 def test_unsupported_version_exit_12(repo: Path) -> None:
     config = json.loads((repo / "config").read_text())
-    config["version"] = 3
+    config["version"] = 99
     (repo / "config").write_text(json.dumps(config))
     code, _, err = run(repo, "list")
     assert code == 12
-    assert "version 3 is not supported" in err
+    assert "version 99 is not supported" in err
 
 
 def test_every_command_has_help() -> None:

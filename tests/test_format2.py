@@ -23,6 +23,7 @@ from casbak.backends.memory import MemoryBackend
 from casbak.errors import CasbakError
 from casbak.maintenance import cleanup, collect_garbage
 from casbak.migrate import migrate
+from casbak.names import MANIFEST_PREFIX
 from casbak.packindex import decode_index
 from casbak.packs import INDEX_PREFIX, MERGE_INDEXES_OVER, PACK_PREFIX, PackStore
 from casbak.repository import Repository
@@ -167,10 +168,9 @@ def test_verify_finds_a_damaged_index_file(repo: Repository, tmp_path: Path) -> 
 def test_a_tampered_delta_manifest_is_caught(repo: Repository, tmp_path: Path) -> None:
     history(repo, rounds=3)
     newest = max(repo.snapshots(), key=lambda snap: snap.header.timestamp)
-    stored = decode_stored(repo.backend.get(newest.key), "m")
-    forged = msgspec.structs.replace(stored, description="forged")
-    data = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(forged))
-    repo.backend.put(newest.key, data, overwrite=True)
+    stored = json.loads(repo.backend.get(newest.key))
+    stored["description"] = "forged"
+    repo.backend.put(newest.key, json.dumps(stored).encode(), overwrite=True)
     code, out, _ = run(tmp_path / "repo", "--json", "verify")
     assert code == 3
     assert json.loads(out)["findings"][0]["kind"] == "tampered-manifest"
@@ -254,33 +254,73 @@ def test_index_files_are_merged_when_many(repo: Repository) -> None:
     assert verify_repository(fresh).ok
 
 
-def test_migrate_keeps_ids_and_content(tmp_path: Path) -> None:
+def as_format_2(path: Path) -> None:
+    """Turn a current repository into the format 2 layout an older casbak wrote."""
+    backend = LocalBackend(path)
+    for key in list(backend.list_names(MANIFEST_PREFIX)):
+        document = msgspec.structs.replace(decode_stored(backend.get(key), key), version=2)
+        packed = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(document))
+        backend.put(key.removesuffix(".json") + ".snap", packed)
+        backend.delete(key)
+    config = json.loads(backend.get("config"))
+    backend.put("config", json.dumps({**config, "version": 2}).encode(), overwrite=True)
+
+
+def old_repository(path: Path, version: int, **history_options: int) -> dict[str, Any]:
+    if version == 1:
+        return history(Repository.init(LocalBackend(path), version=1), **history_options)
+    expected = history(Repository.init(LocalBackend(path)), **history_options)
+    as_format_2(path)
+    return expected
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_formats_are_refused_with_a_pointer_to_migrate(tmp_path: Path, version: int) -> None:
+    old_repository(tmp_path / "old", version, rounds=2)
+    before = tree_state(tmp_path / "old")
+    for command in (["list"], ["snapshot", "-"], ["verify"], ["gc"]):
+        code, _, err = run(tmp_path / "old", *command)
+        assert code == 12
+        assert f"format {version} repository; run 'casbak migrate'" in err
+    assert tree_state(tmp_path / "old") == before
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_migrate_keeps_ids_and_content(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old"
-    old = Repository.init(LocalBackend(path), version=1)
-    expected = history(old)
+    expected = old_repository(path, version)
     code, out, _ = run(path, "--json", "migrate")
     assert code == 0, out
     result = json.loads(out)
-    assert result["snapshots"] == 5 and result["bytes_after"] < result["bytes_before"]
+    assert (result["from_version"], result["to_version"]) == (version, 3)
+    assert result["snapshots"] == 5
+    if version == 1:
+        assert result["bytes_after"] < result["bytes_before"]
     repo = Repository.open(LocalBackend(path))
-    assert repo.version == 2
+    assert repo.version == 3
     assert {snap.id for snap in repo.snapshots()} == set(expected)
     assert_restores(repo, expected)
     assert list(repo.backend.list("objects/")) == []
+    assert not [key for key in repo.backend.list_names(MANIFEST_PREFIX) if key.endswith(".snap")]
     report = verify_repository(repo)
     assert report.ok and not report.findings
     before = tree_state(path)
     assert run(path, "migrate")[0] == 0
     assert tree_state(path).keys() == before.keys()
+    later = FakeClock()
+    later.advance(hours=100)
+    take(Repository.open(LocalBackend(path)), {"new": {"id": "new"}}, later)
+    assert verify_repository(Repository.open(LocalBackend(path))).ok
 
 
+@pytest.mark.parametrize("version", [1, 2])
 def test_migrate_interrupted_at_every_write_point_is_safe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
     # The crashed "process" is this one; its lock must look like a dead process's.
     monkeypatch.setattr(locks_module, "_process_alive", lambda pid: False)
     template = tmp_path / "template"
-    expected = history(Repository.init(LocalBackend(template), version=1), rounds=3, count=70)
+    expected = old_repository(template, version, rounds=3, count=70)
     point = 0
     while True:
         point += 1
@@ -289,38 +329,37 @@ def test_migrate_interrupted_at_every_write_point_is_safe(
         finished = True
         with injected(fail_at=point):
             try:
-                migrate(Repository.open(LocalBackend(path)), lock_timeout=0)
+                migrate(Repository.open(LocalBackend(path), for_migration=True), lock_timeout=0)
             except (Crash, CasbakError):
                 finished = False
-        repo = Repository.open(LocalBackend(path))
-        report = verify_repository(repo)
-        assert not [f for f in report.findings if f.severity == "damage"], (point, report)
+        repo = Repository.open(LocalBackend(path), for_migration=True)
+        if version == 1 or repo.version == 3:
+            report = verify_repository(repo)
+            assert not [f for f in report.findings if f.severity == "damage"], (point, report)
         assert_restores(repo, expected)
-        migrate(Repository.open(LocalBackend(path)), lock_timeout=0)
+        migrate(Repository.open(LocalBackend(path), for_migration=True), lock_timeout=0)
         repo = Repository.open(LocalBackend(path))
-        assert repo.version == 2
+        assert repo.version == 3
         assert verify_repository(repo).ok
         assert_restores(repo, expected)
         shutil.rmtree(path)
         if finished:
             break
-    assert point > 20
+    assert point > (20 if version == 1 else 3)
 
 
-def test_bundles_move_between_formats(tmp_path: Path) -> None:
-    source = Repository.init(LocalBackend(tmp_path / "src"))
-    expected = history(source, rounds=3)
+def test_bundles_from_format_1_repositories_import(tmp_path: Path) -> None:
+    old = Repository.init(LocalBackend(tmp_path / "src"), version=1)
+    expected = history(old, rounds=3)
     bundle = io.BytesIO()
-    export_bundle(source, select_snapshots(source, everything=True), bundle)
-    for version in (1, 2):
-        target = Repository.init(LocalBackend(tmp_path / f"dst{version}"), version=version)
-        import_bundle(target, lambda: io.BytesIO(bundle.getvalue()))
-        assert {snap.id for snap in target.snapshots()} == set(expected)
-        assert_restores(target, expected)
-        assert verify_repository(target).ok
+    export_bundle(old, select_snapshots(old, everything=True), bundle)
+    target = Repository.init(LocalBackend(tmp_path / "dst"))
+    import_bundle(target, lambda: io.BytesIO(bundle.getvalue()))
+    assert {snap.id for snap in target.snapshots()} == set(expected)
+    assert_restores(target, expected)
+    assert verify_repository(target).ok
     back = io.BytesIO()
-    one = Repository.open(LocalBackend(tmp_path / "dst1"))
-    export_bundle(one, select_snapshots(one, everything=True), back)
+    export_bundle(target, select_snapshots(target, everything=True), back)
     fresh = Repository.init(MemoryBackend())
     import_bundle(fresh, lambda: io.BytesIO(back.getvalue()))
     assert_restores(fresh, expected)
