@@ -89,19 +89,19 @@ class _Changes(msgspec.Struct, array_like=True, frozen=True):
 
 
 class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The JSON document of a format 3 manifest file (fields in sorted order)."""
+    """The JSON document of a format 3 manifest file; the metadata comes first for people."""
 
-    changes: str
-    depth: int
-    description: str
-    operation: str
-    parent: str | None
-    snapshot: str
-    tags: list[str]
-    target_id: str
-    tenants: int
-    timestamp: str
     version: int
+    snapshot: str
+    timestamp: str
+    operation: str
+    target_id: str
+    description: str
+    tags: list[str]
+    tenants: int
+    parent: str | None
+    depth: int
+    changes: str
 
 
 class _Version(msgspec.Struct):
