@@ -19,7 +19,7 @@ from typing import IO
 
 import msgspec
 
-from casbak.errors import CasbakError, InputError
+from casbak.errors import BundleError, CasbakError
 from casbak.ids import Digest, hash_bytes
 from casbak.model import Manifest, decode_manifest
 from casbak.names import snapshot_id_from_key
@@ -32,10 +32,6 @@ MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 _MANIFEST_MEMBER = re.compile(r"manifests/[A-Za-z0-9_.-]+\.json")
 _OBJECT_MEMBER = re.compile(r"objects/[0-9a-f]{2}/[0-9a-f]{64}")
-
-
-class BundleError(InputError):
-    """A bundle that is damaged, truncated, hostile or of an unknown version."""
 
 
 class BundleManifest(msgspec.Struct, frozen=True):

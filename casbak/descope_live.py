@@ -20,7 +20,7 @@ import msgspec
 
 from casbak.canonical import decode_canonical
 from casbak.diff import Change, diff_values
-from casbak.errors import CasbakError, UsageError
+from casbak.errors import DescopeError, UsageError
 from casbak.model import utc_now
 from casbak.repository import Repository
 from casbak.service import SnapshotResult, restore_documents, take_snapshot
@@ -30,10 +30,6 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 5
 PARALLEL_CALLS = 8
 MAX_RETRY_AFTER = 60.0
-
-
-class DescopeError(CasbakError):
-    """The Descope API refused or failed a call."""
 
 
 class TenantApi(Protocol):

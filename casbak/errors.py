@@ -109,3 +109,15 @@ class CorruptData(IntegrityError):
 
 class ParentMissing(CorruptData):
     """A format 2 delta manifest whose parent manifest is gone."""
+
+
+class BundleError(InputError):
+    """A bundle that is damaged, truncated, hostile or of an unknown version."""
+
+
+class DescopeError(CasbakError):
+    """The Descope API refused or failed a call."""
+
+
+class StaleCache(CasbakError):
+    """Documents vouched for by the raw-bytes cache are gone: read the sources in full."""

@@ -16,7 +16,7 @@ import msgspec
 
 from casbak.canonical import decode_canonical, pretty
 from casbak.diff import Change, diff_values
-from casbak.errors import BackendError, CasbakError, InputError, NotFoundError
+from casbak.errors import BackendError, CasbakError, InputError, NotFoundError, StaleCache
 from casbak.ids import Digest
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import Manifest, ManifestEntry, utc_now
@@ -28,10 +28,6 @@ from casbak.repository import Repository, Snapshot
 from casbak.sources import STDIN, TenantDocument, read_sources
 
 ALL_TENANTS = "all-tenants"
-
-
-class StaleCache(CasbakError):
-    """Documents vouched for by the raw-bytes cache are gone: read the sources in full."""
 
 
 MAX_LABEL = 256

@@ -23,7 +23,6 @@ import msgspec
 from casbak.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
-    BundleError,
     BundleHeader,
     BundleManifest,
     BundleWriter,
@@ -31,7 +30,7 @@ from casbak.bundle import (
     CheckedObject,
     read_bundle,
 )
-from casbak.errors import CasbakError, InputError, IntegrityError, ObjectMissing
+from casbak.errors import BundleError, CasbakError, InputError, IntegrityError, ObjectMissing
 from casbak.ids import Digest
 from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import encode_manifest, utc_now

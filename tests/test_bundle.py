@@ -12,7 +12,8 @@ import pytest
 import zstandard
 
 from casbak.backends.local import LocalBackend
-from casbak.bundle import HEADER_NAME, BundleError, read_bundle
+from casbak.bundle import HEADER_NAME, read_bundle
+from casbak.errors import BundleError
 from casbak.ids import hash_bytes
 from casbak.objects import object_key
 from casbak.repository import Repository

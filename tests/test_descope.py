@@ -12,7 +12,8 @@ import pytest
 from benchmarks.workload import Workload
 from casbak import BackupService
 from casbak.backends.local import LocalBackend
-from casbak.descope_live import DescopeError, SdkTenantApi
+from casbak.descope_live import SdkTenantApi
+from casbak.errors import DescopeError
 from casbak.repository import Repository
 from casbak.service import restore_documents
 from tests.conftest import DESCOPE as SAMPLES

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from casbak.bundle import BundleError, read_bundle
+from casbak.bundle import read_bundle
 from casbak.canonical import decode_json
-from casbak.errors import CorruptData, FormatVersionError, InputError
+from casbak.errors import BundleError, CorruptData, FormatVersionError, InputError
 from casbak.model import decode_config, decode_manifest
 from casbak.repository import Repository
 from casbak.service import take_snapshot

@@ -64,7 +64,7 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
 
 
 def _verify_bundle(ctx: Context, bundle: str) -> None:
-    from casbak.bundle import BundleError
+    from casbak.errors import BundleError
     from casbak.transfer import check_bundle, seekable
     from casbak.verify import Finding, VerifyReport
 
