@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 
 from casbak.canonical import decode_canonical
+from casbak.defaults import DEFAULT_LOCK_TIMEOUT, DEFAULT_RETENTION_DAYS, default_repository
 from casbak.errors import RepositoryNotFound
-from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import BackupMetadata, TenantConfig, utc_now
 from casbak.repository import Repository, local_backend
 from casbak.service import (
@@ -25,11 +25,6 @@ from casbak.service import (
     take_snapshot,
 )
 from casbak.sources import documents_from_values
-
-
-def default_backup_dir() -> Path:
-    """Where backups go when no folder is given."""
-    return Path.home() / ".descope-mgmt" / "backups"
 
 
 class LoadedBackup(msgspec.Struct, frozen=True):
@@ -58,12 +53,12 @@ class BackupService:
     def __init__(
         self,
         backup_dir: Path | None = None,
-        retention_days: int = 30,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
         *,
         clock: Callable[[], datetime] = utc_now,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
-        self.backup_dir = Path(backup_dir) if backup_dir is not None else default_backup_dir()
+        self.backup_dir = Path(backup_dir) if backup_dir is not None else default_repository()
         self.retention_days = retention_days
         self.clock = clock
         self.lock_timeout = lock_timeout

@@ -25,7 +25,6 @@ from casbak.errors import ObjectMissing, RepositoryLocked
 from casbak.tokens import random_hex
 
 LOCK_PREFIX = "locks/"
-DEFAULT_LOCK_TIMEOUT = 60.0
 """Seconds an operation waits for a conflicting lock before RepositoryLocked."""
 STALE_AFTER = 300.0
 REFRESH_EVERY = 60.0

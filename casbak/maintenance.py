@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.gc import DEFAULT_GRACE, GcPlan, execute_gc, plan_gc
-from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import utc_now
 from casbak.repository import Repository
 from casbak.retention import Decision, Kept, RetentionPolicy, SnapshotInfo, apply_policy

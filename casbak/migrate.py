@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import msgspec
 
+from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import ObjectMissing
 from casbak.ids import Digest
-from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import REPOSITORY_VERSION, encode_config
 from casbak.names import MANIFEST_PREFIX, snapshot_id_from_key
 from casbak.objects import OBJECT_PREFIX, ObjectStore

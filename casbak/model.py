@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 from casbak.errors import CorruptData, FormatVersionError
 from casbak.names import slug, stamp
 
@@ -57,8 +58,8 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: str
     repository_id: HexDigest
     version: int
-    compression_level: Annotated[int, msgspec.Meta(ge=1, le=22)] = 10
-    retention_days: Annotated[int, msgspec.Meta(ge=0)] = 30
+    compression_level: Annotated[int, msgspec.Meta(ge=1, le=22)] = DEFAULT_COMPRESSION_LEVEL
+    retention_days: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_RETENTION_DAYS
 
 
 _MANIFEST_ENCODER = msgspec.json.Encoder(order="deterministic")

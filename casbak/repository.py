@@ -15,6 +15,7 @@ import msgspec
 
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
+from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 from casbak.errors import (
     AlreadyExists,
     AmbiguousError,
@@ -137,8 +138,8 @@ class Repository:
         cls,
         backend: Backend,
         *,
-        retention_days: int = 30,
-        compression_level: int = 10,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        compression_level: int = DEFAULT_COMPRESSION_LEVEL,
         clock: Callable[[], datetime] = utc_now,
         version: int = REPOSITORY_VERSION,
     ) -> Repository:

@@ -15,10 +15,10 @@ from typing import Any, BinaryIO
 import msgspec
 
 from casbak.canonical import decode_canonical, pretty
+from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.diff import Change, diff_values
 from casbak.errors import BackendError, CasbakError, InputError, NotFoundError, StaleCache
 from casbak.ids import Digest
-from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
 from casbak.outfiles import atomic_output, sync_folder

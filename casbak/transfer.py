@@ -30,9 +30,9 @@ from casbak.bundle import (
     CheckedObject,
     read_bundle,
 )
+from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import BundleError, CasbakError, InputError, IntegrityError, ObjectMissing
 from casbak.ids import Digest
-from casbak.locks import DEFAULT_LOCK_TIMEOUT
 from casbak.model import encode_manifest, utc_now
 from casbak.names import MANIFEST_PREFIX, manifest_key
 from casbak.objects import ObjectStore, object_key, parallel_map

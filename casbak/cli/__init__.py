@@ -16,6 +16,13 @@ from typing import Any, NoReturn
 import click
 
 from casbak import __version__
+from casbak.defaults import (
+    DEFAULT_COMPRESSION_LEVEL,
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_REPOSITORY_DISPLAY,
+    DEFAULT_RETENTION_DAYS,
+    default_repository,
+)
 from casbak.errors import CasbakError
 
 REPO_ENV = "CASBAK_REPO"
@@ -47,16 +54,12 @@ class Context:
             click.echo(human(), err=err)
 
 
-def _default_repo() -> str:
-    return str(Path.home() / ".descope-mgmt" / "backups")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--repo",
     envvar=REPO_ENV,
-    default=_default_repo,
-    show_default="~/.descope-mgmt/backups",
+    default=lambda: str(default_repository()),
+    show_default=DEFAULT_REPOSITORY_DISPLAY,
     help=f"Repository folder (also ${REPO_ENV}).",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON document for scripts.")
@@ -80,21 +83,23 @@ pass_context = click.make_pass_decorator(Context)
 
 
 def _lock_timeout(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option("--lock-timeout", type=float, default=60.0, show_default=True, help=text)
+    return click.option(
+        "--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, show_default=True, help=text
+    )
 
 
 @cli.command()
 @click.option(
     "--retention-days",
     type=click.IntRange(min=0),
-    default=30,
+    default=DEFAULT_RETENTION_DAYS,
     show_default=True,
     help="Default age limit for 'cleanup'.",
 )
 @click.option(
     "--compression-level",
     type=click.IntRange(1, 22),
-    default=10,
+    default=DEFAULT_COMPRESSION_LEVEL,
     show_default=True,
     help="zstd level for new objects.",
 )
