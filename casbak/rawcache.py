@@ -12,7 +12,6 @@ finds a cached object no longer stored reads its sources again in full.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import blake3
 import msgspec
 
 from casbak.ids import Digest
-from casbak.tokens import random_hex
+from casbak.outfiles import atomic_file
 
 CACHE_VERSION = 1
 MAX_FILES = 100_000
@@ -95,18 +94,12 @@ class RawCache:
                 break
             kept.setdefault(key, tenants)
         data = _ENCODER.encode(_CacheFile(CACHE_VERSION, kept))
-        temp = self.path.with_name(f".{self.path.name}.{random_hex(4)}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data + blake3.blake3(data).digest())
-            finally:
-                os.close(fd)
-            os.replace(temp, self.path)
+            with atomic_file(self.path, durable=False) as handle:
+                handle.write(data + blake3.blake3(data).digest())
         except OSError:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
+            pass  # a cache that cannot be written only costs speed next time
 
 
 def _load(path: Path) -> dict[bytes, list[CachedTenant]]:

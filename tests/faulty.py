@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import casbak.backends.local as local_module
+import casbak.outfiles as outfiles_module
 
 MUTATING = {
     "write",
@@ -74,11 +75,14 @@ def injected(fail_at: int | None = None, error: int | None = None) -> Iterator[I
     """Count write points, crashing (error=None) or failing with ``error`` at ``fail_at``."""
     proxy = InjectingOs(fail_at, error)
     saved = local_module.os
+    # Both modules that touch the disk for a repository see the same proxy.
     local_module.os = proxy  # type: ignore[assignment]
+    outfiles_module.os = proxy  # type: ignore[assignment]
     try:
         yield proxy
     finally:
         local_module.os = saved
+        outfiles_module.os = saved
 
 
 ERRORS = {"ENOSPC": errno.ENOSPC, "EACCES": errno.EACCES, "EROFS": errno.EROFS, "EIO": errno.EIO}

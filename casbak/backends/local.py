@@ -19,14 +19,11 @@ from typing import Any, NoReturn
 
 from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
 from casbak.errors import AlreadyExists, BackendError, ObjectMissing
-from casbak.tokens import random_hex
+from casbak.outfiles import TEMP_PREFIX, atomic_file
 
-FILE_MODE = 0o600
 DIR_MODE = 0o700
-TEMP_PREFIX = ".tmp-"
 TEMP_IN_FLIGHT = 600.0
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 class LocalBackend:
@@ -103,43 +100,15 @@ class LocalBackend:
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
         path = self._path(key)
         self._ensure_folder(path.parent)
-        temp = path.parent / f"{TEMP_PREFIX}{random_hex(8)}"
         try:
-            fd = os.open(temp, _CREATE_FLAGS, FILE_MODE)
-            try:
-                os.fchmod(fd, FILE_MODE)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if overwrite:
-                os.replace(temp, path)
-            else:
-                self._link_new(temp, path, key)
-        except BaseException as exc:
-            _remove_quietly(temp)
-            if isinstance(exc, OSError):
-                _raise_os_error(exc, "write", path)
-            raise
-        self._dirty.add(path.parent)
-
-    def _link_new(self, temp: Path, path: Path, key: str) -> None:
-        # A hard link fails atomically when the name exists, which rename cannot
-        # promise; that is what makes create-only puts (locks) safe.
-        try:
-            os.link(temp, path)
+            # Create-only puts (locks, manifests) must never replace a file.
+            with atomic_file(path, replace=overwrite) as handle:
+                handle.write(data)
         except FileExistsError:
             raise AlreadyExists(key) from None
         except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            if os.path.lexists(path):
-                raise AlreadyExists(key) from None
-            os.rename(temp, path)
-            return
-        os.unlink(temp)
+            _raise_os_error(exc, "write", path)
+        self._dirty.add(path.parent)
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -261,13 +230,6 @@ def _lstat(path: Path) -> os.stat_result | None:
         return os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _raise_os_error(exc: OSError, action: str, path: Path) -> NoReturn:
