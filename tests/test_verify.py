@@ -278,9 +278,10 @@ def test_progress_bar_on_a_terminal(
 
     path, _, _ = damaged
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    from casbak.cli import Context, _ProgressBar
+    from casbak.cli.context import Context
+    from casbak.cli.output import ProgressBar
 
-    bar = _ProgressBar(Context(str(path), False, False), "verifying")
+    bar = ProgressBar(Context(str(path), False, False), "verifying")
     with bar as update:
         assert update is not None
         update(1, 2, 10)

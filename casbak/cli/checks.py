@@ -7,10 +7,11 @@ from typing import Any
 
 import click
 
-from casbak.cli import Context, _ProgressBar, _size, cli, pass_context
+from casbak.cli.context import Context, pass_context
+from casbak.cli.output import ProgressBar, human_size
 
 
-@cli.command()
+@click.command()
 @click.option("--quick", is_flag=True, help="Check structure and presence only; read no objects.")
 @click.option(
     "--snapshot",
@@ -49,7 +50,7 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     if problem is not None:
         report = config_failure_report(problem)
     else:
-        with _ProgressBar(ctx, "verifying") as progress:
+        with ProgressBar(ctx, "verifying") as progress:
             report = verify_repository(
                 Repository.open(backend),
                 quick=quick,
@@ -96,6 +97,6 @@ def _render_verify(report: Any) -> str:
     verdict = "no damage" if report.ok else f"{report.damage} damaged"
     lines.append(
         f"checked {report.snapshots_checked} snapshots, {report.objects_checked} objects "
-        f"({_size(report.bytes_checked)} read, {report.mode}): {verdict}"
+        f"({human_size(report.bytes_checked)} read, {report.mode}): {verdict}"
     )
     return "\n".join(lines)

@@ -7,24 +7,22 @@ from typing import Any
 
 import click
 
-from casbak.cli import (
+from casbak.cli.context import (
     Context,
-    _duration,
-    _lock_timeout,
-    _ProgressBar,
-    _size,
-    cli,
+    duration_callback,
+    lock_timeout_option,
     pass_context,
 )
+from casbak.cli.output import ProgressBar, human_size
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = _lock_timeout("Seconds to wait for running snapshots to finish.")(command)
+    command = lock_timeout_option("Seconds to wait for running snapshots to finish.")(command)
     command = click.option(
         "--grace",
         default="1h",
         show_default=True,
-        callback=_duration,
+        callback=duration_callback,
         help="Spare unreferenced objects younger than this (30m, 1h, 2d).",
     )(command)
     return click.option(
@@ -41,7 +39,7 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
         lines += [f"remove {snapshot_id[:12]}" for snapshot_id in report.removed]
     lines.append(
         f"{verb} {report.snapshots_removed} snapshots ({report.snapshots_kept} kept), "
-        f"{report.objects_removed} objects, {_size(report.bytes_freed)}"
+        f"{report.objects_removed} objects, {human_size(report.bytes_freed)}"
         + (
             f"; spared {report.objects_spared_young} unreferenced objects younger than the grace"
             " period"
@@ -52,7 +50,7 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
     return "\n".join(lines)
 
 
-@cli.command()
+@click.command()
 @_maintenance_options
 @pass_context
 def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
@@ -67,10 +65,10 @@ def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=False))
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--keep-within",
-    callback=_duration,
+    callback=duration_callback,
     help="Keep snapshots younger than this (default: the repository's retention days).",
 )
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, help="Keep the newest N.")
@@ -147,8 +145,8 @@ def cleanup(
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
 
 
-@cli.command()
-@_lock_timeout("Seconds to wait for running snapshots to finish.")
+@click.command()
+@lock_timeout_option("Seconds to wait for running snapshots to finish.")
 @pass_context
 def migrate(ctx: Context, lock_timeout: float) -> None:
     """Convert a format 1 or 2 repository to the current format in place; ids stay the same.
@@ -162,13 +160,13 @@ def migrate(ctx: Context, lock_timeout: float) -> None:
     from casbak.migrate import migrate as run_migrate
 
     repo = ctx.open(for_migration=True)
-    with _ProgressBar(ctx, "migrating") as progress:
+    with ProgressBar(ctx, "migrating") as progress:
         result = run_migrate(repo, lock_timeout=lock_timeout, progress=progress)
     ctx.emit(
         result,
         lambda: (
             f"format {result.from_version} -> {result.to_version}: {result.snapshots} "
-            f"snapshots, {result.objects} objects; stored {_size(result.bytes_before)} -> "
-            f"{_size(result.bytes_after)}"
+            f"snapshots, {result.objects} objects; stored {human_size(result.bytes_before)} -> "
+            f"{human_size(result.bytes_after)}"
         ),
     )

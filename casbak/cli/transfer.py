@@ -8,22 +8,22 @@ from typing import Any
 
 import click
 
-from casbak.cli import (
+from casbak.cli.context import (
     Context,
-    _duration,
-    _lock_timeout,
-    _ProgressBar,
-    _size,
-    cli,
+    duration_callback,
+    lock_timeout_option,
     pass_context,
 )
+from casbak.cli.output import ProgressBar, human_size
 
 
-@cli.command("export")
+@click.command("export")
 @click.argument("snapshot_refs", nargs=-1, metavar="[SNAPSHOT]...")
 @click.option("--target", "-t", "target_id", help="Every snapshot of this target.")
 @click.option("--all", "everything", is_flag=True, help="Every snapshot.")
-@click.option("--since", callback=_duration, help="Only snapshots younger than this (7d, 12h).")
+@click.option(
+    "--since", callback=duration_callback, help="Only snapshots younger than this (7d, 12h)."
+)
 @click.option(
     "--output", "-o", "output", required=True, help="Bundle file to write, or - for stdout."
 )
@@ -52,7 +52,7 @@ def export_command(
     chosen = select_snapshots(
         repo, snapshot_refs, target_id=target_id, everything=everything, since=since
     )
-    with _ProgressBar(ctx, "exporting") as progress:
+    with ProgressBar(ctx, "exporting") as progress:
         if output == "-":
             result = export_bundle(repo, chosen, sys.stdout.buffer, progress=progress)
         else:
@@ -62,15 +62,15 @@ def export_command(
         result,
         lambda: (
             f"exported {result.manifests} snapshots, {result.objects} objects "
-            f"({_size(result.bytes)})"
+            f"({human_size(result.bytes)})"
         ),
         err=to_stderr,
     )
 
 
-@cli.command("import")
+@click.command("import")
 @click.argument("bundle")
-@_lock_timeout("Seconds to wait for a lock held by gc.")
+@lock_timeout_option("Seconds to wait for a lock held by gc.")
 @pass_context
 def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
     """Bring a bundle's snapshots into the repository (BUNDLE may be -).
@@ -85,14 +85,14 @@ def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
     repo = ctx.open()
     with (
         seekable(bundle, sys.stdin.buffer) as open_stream,
-        _ProgressBar(ctx, "importing") as progress,
+        ProgressBar(ctx, "importing") as progress,
     ):
         result = import_bundle(repo, open_stream, progress=progress, lock_timeout=lock_timeout)
     ctx.emit(
         result,
         lambda: (
             f"imported {result.manifests} snapshots ({result.manifests_skipped} already "
-            f"present), {result.objects} objects ({_size(result.bytes)}), "
+            f"present), {result.objects} objects ({human_size(result.bytes)}), "
             f"{result.objects_skipped} already present, {result.objects_healed} repaired"
         ),
     )

@@ -1,0 +1,59 @@
+"""What every command shares: the global options, the repository, and how results are emitted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from casbak.defaults import DEFAULT_LOCK_TIMEOUT
+from casbak.errors import CasbakError
+
+
+class Context:
+    """Options shared by every command."""
+
+    def __init__(self, repo: str, json_output: bool, quiet: bool) -> None:
+        self.repo_location = repo
+        self.json_output = json_output
+        self.quiet = quiet
+
+    def open(self, *, for_migration: bool = False) -> Any:
+        from casbak.repository import Repository, backend_for
+
+        return Repository.open(backend_for(self.repo_location), for_migration=for_migration)
+
+    def emit(self, result: Any, human: Callable[[], str], *, err: bool = False) -> None:
+        """Print ``result`` as one JSON document, or the human text unless quiet.
+
+        ``err`` sends it to stderr, for commands whose stdout carries data.
+        """
+        if self.json_output:
+            import msgspec
+
+            click.echo(msgspec.json.encode(result).decode(), err=err)
+        elif not self.quiet:
+            click.echo(human(), err=err)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def lock_timeout_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--lock-timeout`` option, with the command's own help text."""
+    return click.option(
+        "--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, show_default=True, help=text
+    )
+
+
+def duration_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    """Turn a duration option (``90d``, ``12h``) into a timedelta, or a usage error."""
+    if value is None:
+        return None
+    from casbak.retention import parse_duration
+
+    try:
+        return parse_duration(value)
+    except CasbakError as exc:
+        raise click.BadParameter(str(exc)) from None

@@ -1,0 +1,65 @@
+"""How the CLI renders for people: sizes, tables, progress bars, error lines."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from casbak.cli.context import Context
+
+
+class ProgressBar:
+    """A progress bar on stderr, only when stderr is a terminal and output is for people."""
+
+    def __init__(self, ctx: Context, label: str) -> None:
+        self._enabled = sys.stderr.isatty() and not ctx.quiet and not ctx.json_output
+        self._label = label
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[int, int, int], None] | None:
+        return self._update if self._enabled else None
+
+    def _update(self, done: int, total: int, read: int) -> None:
+        if self._bar is None:
+            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.label = f"{self._label} ({human_size(read)})"
+        self._bar.update(done - self._bar.pos)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def human_size(count: int) -> str:
+    """A byte count as people read it (``12.3 KiB``)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def report_error(error_type: str, message: str, code: int, json_errors: bool) -> None:
+    """One error on stderr: a line for people, or a JSON document under ``--json``."""
+    if json_errors:
+        import msgspec
+
+        document = {"error": error_type, "message": message, "code": code}
+        click.echo(msgspec.json.encode(document).decode(), err=True)
+    else:
+        click.echo(f"casbak: error: {message}", err=True)
