@@ -11,7 +11,6 @@ and hash checked against the header and the manifests before it is used.
 
 from __future__ import annotations
 
-import re
 import tarfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,17 +20,15 @@ import msgspec
 
 from casbak.errors import BundleError, CasbakError
 from casbak.ids import Digest, hash_bytes
+from casbak.layout import MANIFEST_PREFIX, object_id_from_key, snapshot_id_from_key
 from casbak.model import Manifest, decode_manifest
-from casbak.names import snapshot_id_from_key
-from casbak.objects import MAX_OBJECT_BYTES, decompress_object, digest_from_key
+from casbak.objects import MAX_OBJECT_BYTES, decompress_object
 
 BUNDLE_FORMAT = "casbak-bundle"
 BUNDLE_VERSION = 1
 HEADER_NAME = "casbak-bundle.json"
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
-_MANIFEST_MEMBER = re.compile(r"manifests/[A-Za-z0-9_.-]+\.json")
-_OBJECT_MEMBER = re.compile(r"objects/[0-9a-f]{2}/[0-9a-f]{64}")
 
 
 class BundleManifest(msgspec.Struct, frozen=True):
@@ -161,7 +158,7 @@ def _read_members(
     object_bytes = 0
     for member in members:
         name = member.name
-        if _MANIFEST_MEMBER.fullmatch(name):
+        if name.startswith(MANIFEST_PREFIX) and name.endswith(".json"):
             if seen_objects:
                 raise BundleError(f"{name}: manifest after objects (not a casbak bundle order)")
             checked = _check_manifest(tar, member, listed, seen_manifests)
@@ -169,7 +166,7 @@ def _read_members(
                 if expected_sizes.setdefault(entry.object, entry.size) != entry.size:
                     raise BundleError(f"{name}: object {entry.object} declared with two sizes")
             yield checked
-        elif _OBJECT_MEMBER.fullmatch(name):
+        elif object_id_from_key(name, any_shard=True) is not None:
             checked_object = _check_object(tar, member, expected_sizes, seen_objects)
             object_bytes += len(checked_object.stored)
             yield checked_object
@@ -193,7 +190,7 @@ def _check_object(
     seen: set[str],
 ) -> CheckedObject:
     name = member.name
-    digest = digest_from_key(name)
+    digest = object_id_from_key(name)
     if digest is None:
         raise BundleError(f"{name}: object in the wrong folder")
     if digest in seen:

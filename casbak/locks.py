@@ -22,9 +22,9 @@ import msgspec
 
 from casbak.backends.base import Backend
 from casbak.errors import ObjectMissing, RepositoryLocked
+from casbak.layout import LOCK_PREFIX, lock_key
 from casbak.tokens import random_hex
 
-LOCK_PREFIX = "locks/"
 """Seconds an operation waits for a conflicting lock before RepositoryLocked."""
 STALE_AFTER = 300.0
 REFRESH_EVERY = 60.0
@@ -125,7 +125,7 @@ class LockManager:
         # was seen: two racing parties can then never both go ahead, because
         # whoever looks last sees the other's record. Records have unique keys,
         # so removing a stale one can never remove a live successor.
-        key = f"{LOCK_PREFIX}{kind}-{random_hex(8)}.json"
+        key = lock_key(kind, random_hex(8))
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:

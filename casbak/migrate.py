@@ -20,11 +20,19 @@ import msgspec
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import ObjectMissing
 from casbak.ids import Digest
+from casbak.layout import (
+    CONFIG_KEY,
+    DICTIONARY_PREFIX,
+    INDEX_PREFIX,
+    MANIFEST_PREFIX,
+    OBJECT_PREFIX,
+    PACK_PREFIX,
+    snapshot_id_from_key,
+)
 from casbak.model import REPOSITORY_VERSION, encode_config
-from casbak.names import MANIFEST_PREFIX, snapshot_id_from_key
-from casbak.objects import OBJECT_PREFIX, ObjectStore
+from casbak.objects import ObjectStore
 from casbak.packs import PackStore
-from casbak.repository import CONFIG_KEY, Repository
+from casbak.repository import Repository
 from casbak.storedmanifest import decode_stored_v2, encode_stored_document
 
 Progress = Callable[[int, int, int], None]
@@ -44,7 +52,7 @@ class MigrateResult(msgspec.Struct, frozen=True):
 def _stored_bytes(repo: Repository) -> int:
     return sum(
         info.size
-        for prefix in ("objects/", "packs/", "index/", "dicts/", MANIFEST_PREFIX)
+        for prefix in (OBJECT_PREFIX, PACK_PREFIX, INDEX_PREFIX, DICTIONARY_PREFIX, MANIFEST_PREFIX)
         for info in repo.backend.list(prefix)
     )
 

@@ -15,9 +15,9 @@ import zstandard
 
 from casbak.backends.base import Backend, ObjectInfo
 from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData, ObjectMissing
-from casbak.ids import Digest, hash_bytes, is_digest
+from casbak.ids import Digest, hash_bytes
+from casbak.layout import OBJECT_PREFIX, object_id_from_key, object_key
 
-OBJECT_PREFIX = "objects/"
 T = TypeVar("T")
 R = TypeVar("R")
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
@@ -26,24 +26,6 @@ REFRESH_AFTER = 15 * 60.0
 LIST_INSTEAD_OF_STAT = 64
 """Past this many documents, one listing of the objects beats an existence check for each."""
 """Largest canonical document accepted or decompressed; a guard against zstd bombs."""
-
-
-def object_key(digest: str) -> str:
-    """Storage key of an object."""
-    return f"{OBJECT_PREFIX}{digest[:2]}/{digest}"
-
-
-def digest_from_key(key: str) -> Digest | None:
-    """The digest an object key names, or None for a key that is not a well-formed object."""
-    parts = key.split("/")
-    if (
-        len(parts) == 3
-        and parts[0] == "objects"
-        and is_digest(parts[2])
-        and parts[1] == parts[2][:2]
-    ):
-        return Digest(parts[2])
-    return None
 
 
 def parallel_map(
@@ -185,7 +167,7 @@ class ObjectStore:
     def list(self) -> Iterator[tuple[Digest, ObjectInfo]]:
         """Yield every well-formed object with its size and mtime, sorted by digest."""
         for info in self.backend.list(OBJECT_PREFIX):
-            digest = digest_from_key(info.key)
+            digest = object_id_from_key(info.key)
             if digest is not None:
                 yield digest, info
 

@@ -28,12 +28,17 @@ from casbak.errors import (
     ObjectMissing,
 )
 from casbak.ids import DIGEST_LENGTH, Digest, hash_bytes
+from casbak.layout import (
+    DICTIONARY_PREFIX,
+    INDEX_PREFIX,
+    PACK_PREFIX,
+    dictionary_key,
+    index_key,
+    pack_key,
+)
 from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER, decompress_object
 from casbak.packindex import BASE_PREFIX_BYTES, IndexFile, Location, encode_index, parse_index
 
-PACK_PREFIX = "packs/"
-INDEX_PREFIX = "index/"
-DICTIONARY_PREFIX = "dicts/"
 MAX_PACK_BYTES = 4 * 1024 * 1024
 MAX_CHAIN = 8
 """Longest run of delta objects before a version is stored standalone again."""
@@ -48,21 +53,6 @@ FRAME_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
 _PACK_CACHE = 32 * 1024 * 1024
 """Bytes of packs kept in memory (bases often sit in an older pack)."""
 _BASE_CACHE = 1024
-
-
-def pack_key(pack_id: str) -> str:
-    """Storage key of a pack."""
-    return f"{PACK_PREFIX}{pack_id[:2]}/{pack_id}"
-
-
-def index_key(index_id: str) -> str:
-    """Storage key of an index file."""
-    return f"{INDEX_PREFIX}{index_id}"
-
-
-def dictionary_key(dictionary_id: str) -> str:
-    """Storage key of a compression dictionary."""
-    return f"{DICTIONARY_PREFIX}{dictionary_id}"
 
 
 class StoreResult(msgspec.Struct, frozen=True):

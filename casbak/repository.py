@@ -31,6 +31,7 @@ from casbak.errors import (
     RepositoryNotFound,
 )
 from casbak.ids import Digest, hash_bytes
+from casbak.layout import CONFIG_KEY, MANIFEST_PREFIX, manifest_key, snapshot_id_from_key
 from casbak.locks import LockManager
 from casbak.model import (
     FORMAT_NAME,
@@ -45,7 +46,7 @@ from casbak.model import (
     encode_manifest,
     utc_now,
 )
-from casbak.names import MANIFEST_PREFIX, manifest_key, slug, snapshot_id_from_key
+from casbak.names import slug
 from casbak.objects import ObjectStore
 from casbak.packs import PackStore
 from casbak.storedmanifest import (
@@ -58,7 +59,6 @@ from casbak.storedmanifest import (
 )
 from casbak.tokens import random_hex
 
-CONFIG_KEY = "config"
 MIN_PREFIX = 4
 MAX_DELTA_DEPTH = 64
 """A format 2 manifest this many deltas from a full one is stored full again."""

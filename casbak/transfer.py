@@ -33,9 +33,9 @@ from casbak.bundle import (
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import BundleError, CasbakError, InputError, IntegrityError, ObjectMissing
 from casbak.ids import Digest
+from casbak.layout import manifest_name, object_key
 from casbak.model import encode_manifest, utc_now
-from casbak.names import MANIFEST_PREFIX, manifest_key
-from casbak.objects import ObjectStore, object_key, parallel_map
+from casbak.objects import ObjectStore, parallel_map
 from casbak.outfiles import atomic_output
 from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
@@ -193,8 +193,7 @@ def seekable(source: str | Path, stdin: IO[bytes] | None) -> Iterator[Callable[[
 def _bundle_name(snap: Snapshot) -> str:
     """Bundles name manifests as format 1 does, whatever the repository's format."""
     header = snap.header
-    key = manifest_key(header.timestamp, header.operation, header.target_id, snap.id, 1)
-    return key.removeprefix(MANIFEST_PREFIX)
+    return manifest_name(header.timestamp, header.operation, header.target_id, snap.id, 1)
 
 
 def _bundle_manifest(repo: Repository, snap: Snapshot) -> bytes:

@@ -9,7 +9,6 @@ there is damage.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -26,19 +25,17 @@ from casbak.errors import (
     ParentMissing,
 )
 from casbak.ids import Digest, hash_bytes
-from casbak.locks import LOCK_PREFIX, LockManager
+from casbak.layout import CONFIG_KEY, PACK_PREFIX, belongs_to_layout, object_key
+from casbak.locks import LockManager
 from casbak.model import decode_config, decode_manifest
-from casbak.names import MANIFEST_PREFIX, snapshot_id_from_key
-from casbak.objects import OBJECT_PREFIX, digest_from_key, parallel_map
-from casbak.packs import PACK_PREFIX, PackStore
-from casbak.repository import CONFIG_KEY, Repository, Snapshot
+from casbak.objects import parallel_map
+from casbak.packs import PackStore
+from casbak.repository import Repository, Snapshot
 from casbak.storedmanifest import decode_stored
 
 Severity = Literal["damage", "warning", "info"]
 Progress = Callable[[int, int, int], None]
 """Called with objects done, objects in all, and bytes read so far."""
-_LOCK_NAME = re.compile(r"(shared|exclusive)-[0-9a-f]{16}\.json")
-_PACKED_FILE = re.compile(r"packs/([0-9a-f]{2})/\1[0-9a-f]{62}|(index|dicts)/[0-9a-f]{64}")
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -165,7 +162,7 @@ def config_failure_report(finding: Finding) -> VerifyReport:
 
 
 def _object_location(digest: str) -> str:
-    return f"{OBJECT_PREFIX}{digest[:2]}/{digest}"
+    return object_key(digest)
 
 
 def _load_snapshots(
@@ -321,26 +318,11 @@ def _orphans(present: dict[str, int], referenced: set[str], packed: bool) -> lis
 
 
 def _unknown_keys(repo: Repository) -> list[Finding]:
-    found = []
-    for info in repo.backend.list(""):
-        key = info.key
-        known = (
-            key == CONFIG_KEY
-            or (
-                repo.version == 1
-                and key.startswith(OBJECT_PREFIX)
-                and digest_from_key(key) is not None
-            )
-            or (
-                key.startswith(MANIFEST_PREFIX)
-                and snapshot_id_from_key(key, repo.version) is not None
-            )
-            or (repo.version != 1 and _PACKED_FILE.fullmatch(key) is not None)
-            or (key.startswith(LOCK_PREFIX) and _LOCK_NAME.fullmatch(key[len(LOCK_PREFIX) :]))
-        )
-        if not known:
-            found.append(Finding("unknown-file", "warning", key, "not a casbak file"))
-    return found
+    return [
+        Finding("unknown-file", "warning", info.key, "not a casbak file")
+        for info in repo.backend.list("")
+        if not belongs_to_layout(info.key, repo.version)
+    ]
 
 
 def _lock_findings(repo: Repository) -> list[Finding]:

@@ -21,9 +21,9 @@ import casbak.repository as repository_module
 from casbak.backends.local import LocalBackend
 from casbak.backends.memory import MemoryBackend
 from casbak.errors import CasbakError
+from casbak.layout import MANIFEST_PREFIX
 from casbak.maintenance import cleanup, collect_garbage
 from casbak.migrate import migrate
-from casbak.names import MANIFEST_PREFIX
 from casbak.packindex import decode_index
 from casbak.packs import INDEX_PREFIX, MERGE_INDEXES_OVER, PACK_PREFIX, PackStore
 from casbak.repository import Repository

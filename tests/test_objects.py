@@ -6,13 +6,9 @@ import zstandard
 from casbak.backends.memory import MemoryBackend
 from casbak.errors import ChecksumMismatch, CorruptData, ObjectMissing
 from casbak.ids import hash_bytes
-from casbak.objects import (
-    MAX_OBJECT_BYTES,
-    ObjectStore,
-    decompress_object,
-    digest_from_key,
-    object_key,
-)
+from casbak.layout import object_id_from_key as digest_from_key
+from casbak.layout import object_key
+from casbak.objects import MAX_OBJECT_BYTES, ObjectStore, decompress_object
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ from casbak.errors import (
     RepositoryNotFound,
 )
 from casbak.ids import hash_bytes
+from casbak.layout import CONFIG_KEY, manifest_key, snapshot_id_from_key
 from casbak.model import Manifest, ManifestEntry, encode_manifest
-from casbak.names import manifest_key, slug, snapshot_id_from_key, tenant_filename
-from casbak.repository import CONFIG_KEY, Repository, local_backend
+from casbak.names import slug, tenant_filename
+from casbak.repository import Repository, local_backend
 from casbak.service import take_snapshot
 from casbak.sources import documents_from_values
 from tests.conftest import FakeClock
