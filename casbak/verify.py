@@ -58,7 +58,8 @@ class VerifyReport(msgspec.Struct, frozen=True):
     ok: bool
     mode: str
     snapshots_checked: int
-    objects_checked: int
+    objects_stored: int
+    """Distinct objects the checked snapshots reference and the repository holds."""
     bytes_checked: int
     damage: int
     findings: list[Finding]
@@ -138,7 +139,7 @@ def verify_repository(
         ok=damage == 0,
         mode="quick" if quick else "full",
         snapshots_checked=len(snapshots),
-        objects_checked=objects_checked,
+        objects_stored=objects_checked,
         bytes_checked=bytes_checked,
         damage=damage,
         findings=findings,
