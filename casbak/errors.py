@@ -109,3 +109,7 @@ class CorruptData(IntegrityError):
 
 class ParentMissing(CorruptData):
     """A format 2 delta manifest whose parent manifest is gone."""
+
+
+class BaseMissing(CorruptData):
+    """A format 2 delta object whose base object is gone."""

@@ -27,6 +27,7 @@ class CleanupReport(msgspec.Struct, frozen=True):
     objects_removed: int
     bytes_freed: int
     objects_spared_young: int
+    objects_reencoded: int
     kept: list[Kept]
     removed: list[str]
 
@@ -40,6 +41,7 @@ class CleanupReport(msgspec.Struct, frozen=True):
             objects_removed=plan.objects_removed,
             bytes_freed=plan.bytes_freed,
             objects_spared_young=plan.objects_spared_young,
+            objects_reencoded=plan.objects_reencoded,
             kept=decision.keep if decision else [],
             removed=decision.remove if decision else [],
         )

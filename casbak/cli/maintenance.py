@@ -43,6 +43,12 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
         f"{verb} {report.snapshots_removed} snapshots ({report.snapshots_kept} kept), "
         f"{report.objects_removed} objects, {_size(report.bytes_freed)}"
         + (
+            f"; {'would re-encode' if report.dry_run else 're-encoded'} "
+            f"{report.objects_reencoded} objects"
+            if report.objects_reencoded
+            else ""
+        )
+        + (
             f"; spared {report.objects_spared_young} unreferenced objects younger than the grace"
             " period"
             if report.objects_spared_young
@@ -58,8 +64,9 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
 def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
     """Remove objects that no snapshot references.
 
-    Takes the exclusive lock, so it waits for running snapshots; objects
-    younger than --grace are spared.
+    Kept objects compressed against a removed one are re-encoded, so nothing
+    of a removed object stays. Takes the exclusive lock, so it waits for
+    running snapshots; objects younger than --grace are spared.
     """
     from casbak.maintenance import collect_garbage
 
