@@ -31,7 +31,11 @@ DEFAULT_GRACE = timedelta(hours=1)
 
 
 class GcPlan(msgspec.Struct, frozen=True):
-    """What a collection will do; all counts are known before anything changes."""
+    """What a collection will do; all counts are known before anything changes.
+
+    ``execute_gc`` returns the same structure with the figures as they turned
+    out, so a dry run and the real run can be compared field by field.
+    """
 
     snapshots_removed: int
     snapshots_kept: int
@@ -40,11 +44,16 @@ class GcPlan(msgspec.Struct, frozen=True):
     bytes_freed: int
     objects_spared_young: int
     bytes_spared_young: int
+    manifests_rebased: int = 0
+    packs_rewritten: int = 0
     objects_reencoded: int = 0
+    orphan_packs_removed: int = 0
     remove_manifests: list[str] = msgspec.field(default_factory=list)
     remove_objects: list[str] = msgspec.field(default_factory=list)
     reencode: dict[str, str | None] = msgspec.field(default_factory=dict)
     """Kept objects whose base goes, each with its new base (None: standalone)."""
+    remove_packs: list[str] = msgspec.field(default_factory=list)
+    """Keys of packs no index names (left by a crashed writer), older than the grace."""
 
 
 def plan_gc(
@@ -90,11 +99,12 @@ def plan_gc(
         bytes_freed=sum(doomed.values()),
         objects_spared_young=young,
         bytes_spared_young=young_bytes,
+        manifests_rebased=sum(1 for snap in staying if snap.header.parent in removing),
         remove_manifests=[snap.key for snap in snapshots if snap.id in removing],
         remove_objects=list(doomed),
     )
     if isinstance(repo.objects, PackStore):
-        plan = _plan_packs(repo.objects, plan, kept)
+        plan = _plan_packs(repo.objects, plan, kept, grace.total_seconds(), current)
     return plan
 
 
@@ -109,11 +119,23 @@ def _check_indexed(packs: PackStore, referenced: set[str]) -> None:
         )
 
 
-def _plan_packs(packs: PackStore, plan: GcPlan, kept: set[Digest]) -> GcPlan:
-    """Add what format 2 also does: re-encode the kept objects whose base goes."""
+def _plan_packs(
+    packs: PackStore, plan: GcPlan, kept: set[Digest], grace: float, now: float
+) -> GcPlan:
+    """Add what format 2 also does: re-encode, rewrite packs, remove orphan packs."""
+    index = packs.index()
     doomed = {Digest(digest) for digest in plan.remove_objects}
-    reencode = rebase_targets(packs.index(), kept, doomed)
-    return msgspec.structs.replace(plan, objects_reencoded=len(reencode), reencode=dict(reencode))
+    reencode = rebase_targets(index, kept, doomed)
+    orphans = packs.unindexed_packs(grace, now)
+    return msgspec.structs.replace(
+        plan,
+        bytes_freed=plan.bytes_freed + sum(info.size for info in orphans),
+        packs_rewritten=len({index[digest].pack for digest in (*doomed, *reencode)}),
+        objects_reencoded=len(reencode),
+        orphan_packs_removed=len(orphans),
+        reencode=dict(reencode),
+        remove_packs=[info.key for info in orphans],
+    )
 
 
 def rebase_targets(
@@ -184,19 +206,28 @@ def execute_gc(
     plan: GcPlan,
     keepalive: Callable[[], None] = lambda: None,
     grace: timedelta = DEFAULT_GRACE,
-) -> None:
-    """Carry out a plan: manifests first (made durable), then objects.
+) -> GcPlan:
+    """Carry out a plan: manifests first (made durable), then objects; what was done.
 
     In format 2 objects leave by rewriting the packs that hold them, and kept
     objects whose base leaves are re-encoded on the way; packs no index names
     (a writer that crashed before indexing) go after the grace.
     """
-    repo.delete_snapshots(plan.remove_manifests, keepalive)
+    rebased = repo.delete_snapshots(plan.remove_manifests, keepalive)
     if isinstance(repo.objects, PackStore):
-        repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode)
-        repo.objects.delete_unindexed(grace.total_seconds())
-        return
+        swept = repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode)
+        orphans = repo.objects.delete_unindexed(grace.total_seconds(), plan.remove_packs)
+        return msgspec.structs.replace(
+            plan,
+            manifests_rebased=rebased,
+            objects_removed=swept.objects_removed,
+            bytes_freed=swept.bytes_freed + sum(info.size for info in orphans),
+            packs_rewritten=swept.packs_rewritten,
+            objects_reencoded=swept.objects_reencoded,
+            orphan_packs_removed=len(orphans),
+        )
     for digest in plan.remove_objects:
         repo.objects.delete(digest)
         keepalive()
     repo.backend.sync()
+    return msgspec.structs.replace(plan, manifests_rebased=rebased)

@@ -656,14 +656,31 @@ class PackStore:
         delta = self._compress(canonical, base, dictionary_id)
         return delta if len(delta[0]) < len(standalone[0]) else standalone
 
-    def delete_unindexed(self, older_than: float) -> int:
-        """Remove packs no index names (left by a crash) older than ``older_than`` seconds."""
+    def unindexed_packs(
+        self, older_than: float, now: float | None = None
+    ) -> tuple[ObjectInfo, ...]:
+        """Packs no index names (left by a crash) older than ``older_than`` seconds."""
         named = {pack_key(location.pack) for location in self.index().values()}
-        now, removed = self.backend.now(), 0
-        for info in self.backend.list(PACK_PREFIX):
-            if info.key not in named and now - info.mtime >= older_than:
-                self.backend.delete(info.key)
-                removed += 1
+        current = self.backend.now() if now is None else now
+        return tuple(
+            info
+            for info in self.backend.list(PACK_PREFIX)
+            if info.key not in named and current - info.mtime >= older_than
+        )
+
+    def delete_unindexed(
+        self, older_than: float, only: Collection[str] | None = None
+    ) -> tuple[ObjectInfo, ...]:
+        """Remove packs no index names older than ``older_than`` seconds (of ``only``, if given).
+
+        Both are judged again here, so a pack indexed or refreshed since it was
+        planned for removal stays.
+        """
+        removed = tuple(
+            info for info in self.unindexed_packs(older_than) if only is None or info.key in only
+        )
+        for info in removed:
+            self.backend.delete(info.key)
         if removed:
             self.backend.sync()
         return removed

@@ -28,7 +28,7 @@ def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Spare unreferenced objects younger than this (30m, 1h, 2d).",
     )(command)
     return click.option(
-        "--dry-run", "-n", is_flag=True, help="Change nothing; report what would be removed."
+        "--dry-run", "-n", is_flag=True, help="Change nothing; report what would be done."
     )(command)
 
 
@@ -39,15 +39,11 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
         for kept in report.kept:
             lines.append(f"keep   {kept.id[:12]}  {'; '.join(kept.reasons)}")
         lines += [f"remove {snapshot_id[:12]}" for snapshot_id in report.removed]
+    orphans = f", {report.orphan_packs_removed} orphan packs" if report.orphan_packs_removed else ""
     lines.append(
         f"{verb} {report.snapshots_removed} snapshots ({report.snapshots_kept} kept), "
-        f"{report.objects_removed} objects, {_size(report.bytes_freed)}"
-        + (
-            f"; {'would re-encode' if report.dry_run else 're-encoded'} "
-            f"{report.objects_reencoded} objects"
-            if report.objects_reencoded
-            else ""
-        )
+        f"{report.objects_removed} objects{orphans}, {_size(report.bytes_freed)}"
+        + _render_rewrites(report)
         + (
             f"; spared {report.objects_spared_young} unreferenced objects younger than the grace"
             " period"
@@ -56,6 +52,20 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def _render_rewrites(report: Any) -> str:
+    done = [
+        (report.manifests_rebased, "rebase", "rebased", "manifests"),
+        (report.packs_rewritten, "rewrite", "rewrote", "packs"),
+        (report.objects_reencoded, "re-encode", "re-encoded", "objects"),
+    ]
+    parts = [
+        f"{'would ' + verb if report.dry_run else past} {count} {what}"
+        for count, verb, past, what in done
+        if count
+    ]
+    return "; " + ", ".join(parts) if parts else ""
 
 
 @cli.command()
