@@ -111,6 +111,10 @@ class ParentMissing(CorruptData):
     """A format 2 delta manifest whose parent manifest is gone."""
 
 
+class BaseMissing(CorruptData):
+    """A format 2 delta object whose base object is gone."""
+
+
 class BundleError(InputError):
     """A bundle that is damaged, truncated, hostile or of an unknown version."""
 

@@ -7,25 +7,35 @@ references, so a crash at any point leaves every remaining snapshot whole.
 Objects younger than the grace period are spared: a snapshot that reuses an
 object refreshes its mtime, so even a writer whose lock was wrongly judged
 stale cannot lose an object it is about to reference.
+
+In format 2 a kept object may be a delta against an object that goes. Keeping
+that base would keep the removed version's bytes (a secret someone took out of
+a tenant, say) for as long as the kept version lives, so the kept object is
+re-encoded instead: against its nearest kept ancestor, or standalone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 
 import msgspec
 
 from casbak.errors import IntegrityError
-from casbak.ids import Digest
-from casbak.packs import PackStore
+from casbak.ids import DIGEST_LENGTH, Digest
+from casbak.packindex import Location
+from casbak.packs import MAX_CHAIN, PackStore
 from casbak.repository import Repository, Snapshot
 
 DEFAULT_GRACE = timedelta(hours=1)
 
 
 class GcPlan(msgspec.Struct, frozen=True):
-    """What a collection will do; all counts are known before anything changes."""
+    """What a collection will do; all counts are known before anything changes.
+
+    ``execute_gc`` returns the same structure with the figures as they turned
+    out, so a dry run and the real run can be compared field by field.
+    """
 
     snapshots_removed: int
     snapshots_kept: int
@@ -34,8 +44,16 @@ class GcPlan(msgspec.Struct, frozen=True):
     bytes_freed: int
     objects_spared_young: int
     bytes_spared_young: int
+    manifests_rebased: int = 0
+    packs_rewritten: int = 0
+    objects_reencoded: int = 0
+    orphan_packs_removed: int = 0
     remove_manifests: list[str] = msgspec.field(default_factory=list)
     remove_objects: list[str] = msgspec.field(default_factory=list)
+    reencode: dict[str, str | None] = msgspec.field(default_factory=dict)
+    """Kept objects whose base goes, each with its new base (None: standalone)."""
+    remove_packs: list[str] = msgspec.field(default_factory=list)
+    """Keys of packs no index names (left by a crashed writer), older than the grace."""
 
 
 def plan_gc(
@@ -58,38 +76,129 @@ def plan_gc(
     for snap in staying:
         referenced.update(entry.object for entry in snap.manifest.entries.values())
     if isinstance(repo.objects, PackStore):
-        unindexed = referenced - repo.objects.index().keys()
-        if unindexed:
-            # The bases of an object we cannot see are unknown: sweeping could
-            # take one that a kept object needs.
-            raise IntegrityError(
-                f"{len(unindexed)} objects that snapshots reference are not indexed "
-                f"(e.g. {sorted(unindexed)[0]}); run 'casbak verify' before collecting garbage"
-            )
-        # A delta object needs its base: every base of a kept object is kept.
-        referenced = set(repo.objects.live_closure(referenced))
-    doomed: list[Digest] = []
-    freed = young = young_bytes = 0
+        _check_indexed(repo.objects, referenced)
+    doomed: dict[Digest, int] = {}
+    kept: set[Digest] = set()
+    young = young_bytes = 0
     for digest, info in repo.objects.list():
         if digest in referenced:
-            continue
-        if current - info.mtime < grace.total_seconds():
+            kept.add(digest)
+        elif current - info.mtime < grace.total_seconds():
+            # Perhaps what a running snapshot is about to reference: it stays,
+            # readable, like a referenced object.
+            kept.add(digest)
             young += 1
             young_bytes += info.size
-            continue
-        doomed.append(digest)
-        freed += info.size
-    return GcPlan(
+        else:
+            doomed[digest] = info.size
+    plan = GcPlan(
         snapshots_removed=len(snapshots) - len(staying),
         snapshots_kept=len(staying),
         objects_referenced=len(referenced),
         objects_removed=len(doomed),
-        bytes_freed=freed,
+        bytes_freed=sum(doomed.values()),
         objects_spared_young=young,
         bytes_spared_young=young_bytes,
+        manifests_rebased=sum(1 for snap in staying if snap.header.parent in removing),
         remove_manifests=[snap.key for snap in snapshots if snap.id in removing],
         remove_objects=list(doomed),
     )
+    if isinstance(repo.objects, PackStore):
+        plan = _plan_packs(repo.objects, plan, kept, grace.total_seconds(), current)
+    return plan
+
+
+def _check_indexed(packs: PackStore, referenced: set[str]) -> None:
+    unindexed = referenced - packs.index().keys()
+    if unindexed:
+        # The bases of an object we cannot see are unknown: sweeping could
+        # take one that a kept object needs.
+        raise IntegrityError(
+            f"{len(unindexed)} objects that snapshots reference are not indexed "
+            f"(e.g. {sorted(unindexed)[0]}); run 'casbak verify' before collecting garbage"
+        )
+
+
+def _plan_packs(
+    packs: PackStore, plan: GcPlan, kept: set[Digest], grace: float, now: float
+) -> GcPlan:
+    """Add what format 2 also does: re-encode, rewrite packs, remove orphan packs."""
+    index = packs.index()
+    doomed = {Digest(digest) for digest in plan.remove_objects}
+    reencode = rebase_targets(index, kept, doomed)
+    orphans = packs.unindexed_packs(grace, now)
+    return msgspec.structs.replace(
+        plan,
+        bytes_freed=plan.bytes_freed + sum(info.size for info in orphans),
+        packs_rewritten=len({index[digest].pack for digest in (*doomed, *reencode)}),
+        objects_reencoded=len(reencode),
+        orphan_packs_removed=len(orphans),
+        reencode=dict(reencode),
+        remove_packs=[info.key for info in orphans],
+    )
+
+
+def rebase_targets(
+    index: Mapping[Digest, Location], kept: Collection[Digest], doomed: Collection[Digest]
+) -> dict[Digest, Digest | None]:
+    """Each kept object compressed against a doomed one, with the base it gets instead.
+
+    The new base is the nearest kept ancestor in the object's delta chain when
+    a delta against it stays within the chain bound (counted as the chains
+    will be after gc), else None: standalone.
+    """
+    rebaser = _Rebaser(index, set(kept), set(doomed))
+    for digest in sorted(kept):
+        rebaser.depth(digest)
+    return rebaser.targets
+
+
+class _Rebaser:
+    def __init__(
+        self, index: Mapping[Digest, Location], kept: set[Digest], doomed: set[Digest]
+    ) -> None:
+        self.index = index
+        self.kept = kept
+        self.doomed = doomed
+        self.targets: dict[Digest, Digest | None] = {}
+        self._depths: dict[Digest, int] = {}
+
+    def depth(self, digest: Digest, steps: int = 0) -> int:
+        """The object's chain depth after gc, choosing its new base first if it needs one."""
+        known = self._depths.get(digest)
+        if known is not None:
+            return known
+        if steps > MAX_CHAIN * 4:
+            return MAX_CHAIN  # a loop in a damaged index: no delta may build on it
+        location = self.index.get(digest)
+        base = location.base if location is not None else None
+        if base is not None and digest in self.kept and self._goes(base):
+            base = self._nearest_kept(base, steps)
+            self.targets[digest] = base
+        if base is None:
+            depth = 0
+        elif len(base) != DIGEST_LENGTH:
+            depth = 1  # an unresolved prefix, left as it is
+        else:
+            depth = self.depth(base, steps + 1) + 1
+        self._depths[digest] = depth
+        return depth
+
+    def _goes(self, base: Digest) -> bool:
+        if len(base) == DIGEST_LENGTH:
+            return base in self.doomed
+        # An unresolved prefix: any candidate may be the real base.
+        return any(candidate.startswith(base) for candidate in self.doomed)
+
+    def _nearest_kept(self, base: Digest | None, steps: int) -> Digest | None:
+        for _ in range(MAX_CHAIN * 4):
+            if base is None or len(base) != DIGEST_LENGTH or base not in self.doomed:
+                break
+            location = self.index.get(base)
+            base = location.base if location is not None else None
+        if base is None or len(base) != DIGEST_LENGTH or base not in self.kept:
+            return None
+        return base if self.depth(base, steps + 1) < MAX_CHAIN else None
 
 
 def execute_gc(
@@ -97,18 +206,28 @@ def execute_gc(
     plan: GcPlan,
     keepalive: Callable[[], None] = lambda: None,
     grace: timedelta = DEFAULT_GRACE,
-) -> None:
-    """Carry out a plan: manifests first (made durable), then objects.
+) -> GcPlan:
+    """Carry out a plan: manifests first (made durable), then objects; what was done.
 
-    In format 2 objects leave by rewriting the packs that hold them; packs no
-    index names (a writer that crashed before indexing) go after the grace.
+    In format 2 objects leave by rewriting the packs that hold them, and kept
+    objects whose base leaves are re-encoded on the way; packs no index names
+    (a writer that crashed before indexing) go after the grace.
     """
-    repo.delete_snapshots(plan.remove_manifests, keepalive)
+    rebased = repo.delete_snapshots(plan.remove_manifests, keepalive)
     if isinstance(repo.objects, PackStore):
-        repo.objects.sweep(plan.remove_objects, keepalive)
-        repo.objects.delete_unindexed(grace.total_seconds())
-        return
+        swept = repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode)
+        orphans = repo.objects.delete_unindexed(grace.total_seconds(), plan.remove_packs)
+        return msgspec.structs.replace(
+            plan,
+            manifests_rebased=rebased,
+            objects_removed=swept.objects_removed,
+            bytes_freed=swept.bytes_freed + sum(info.size for info in orphans),
+            packs_rewritten=swept.packs_rewritten,
+            objects_reencoded=swept.objects_reencoded,
+            orphan_packs_removed=len(orphans),
+        )
     for digest in plan.remove_objects:
         repo.objects.delete(digest)
         keepalive()
     repo.backend.sync()
+    return msgspec.structs.replace(plan, manifests_rebased=rebased)

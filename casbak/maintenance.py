@@ -19,14 +19,18 @@ from casbak.retention import Decision, Kept, RetentionPolicy, SnapshotInfo, appl
 
 
 class CleanupReport(msgspec.Struct, frozen=True):
-    """What cleanup or gc did (or, with dry_run, would do)."""
+    """What cleanup or gc did (or, with dry_run, would do): the same figures either way."""
 
     dry_run: bool
     snapshots_removed: int
     snapshots_kept: int
+    manifests_rebased: int
     objects_removed: int
     bytes_freed: int
     objects_spared_young: int
+    objects_reencoded: int
+    packs_rewritten: int
+    orphan_packs_removed: int
     kept: list[Kept]
     removed: list[str]
 
@@ -37,9 +41,13 @@ class CleanupReport(msgspec.Struct, frozen=True):
             dry_run=dry_run,
             snapshots_removed=plan.snapshots_removed,
             snapshots_kept=plan.snapshots_kept,
+            manifests_rebased=plan.manifests_rebased,
             objects_removed=plan.objects_removed,
             bytes_freed=plan.bytes_freed,
             objects_spared_young=plan.objects_spared_young,
+            objects_reencoded=plan.objects_reencoded,
+            packs_rewritten=plan.packs_rewritten,
+            orphan_packs_removed=plan.orphan_packs_removed,
             kept=decision.keep if decision else [],
             removed=decision.remove if decision else [],
         )
@@ -70,7 +78,7 @@ def cleanup(
         decision = apply_policy(infos, policy, clock())
         plan = plan_gc(repo, snapshots=snapshots, removing=set(decision.remove), grace=grace)
         if not dry_run:
-            execute_gc(repo, plan, lock.refresh, grace)
+            plan = execute_gc(repo, plan, lock.refresh, grace)
     return CleanupReport.of(plan, decision, dry_run)
 
 
@@ -85,5 +93,5 @@ def collect_garbage(
     with repo.locks.exclusive("gc", lock_timeout) as lock:
         plan = plan_gc(repo, snapshots=repo.snapshots(), grace=grace)
         if not dry_run:
-            execute_gc(repo, plan, lock.refresh, grace)
+            plan = execute_gc(repo, plan, lock.refresh, grace)
     return CleanupReport.of(plan, None, dry_run)

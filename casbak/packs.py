@@ -21,6 +21,7 @@ import zstandard
 from casbak.backends.base import Backend, ObjectInfo
 from casbak.errors import (
     AlreadyExists,
+    BaseMissing,
     CasbakError,
     ChecksumMismatch,
     CorruptData,
@@ -50,6 +51,8 @@ FEW = 32
 DICTIONARY_BYTES = 16 * 1024
 FRAME_FORMAT = zstandard.FORMAT_ZSTD1_MAGICLESS
 """Pack frames leave out the 4-byte magic number (RFC 8878 section 3.1.1)."""
+_FramesByDictionary = dict[Digest | None, list[tuple[Digest, bytes, Digest | None, int]]]
+"""Frames to write (digest, frame, base, size), grouped by the dictionary of their packs."""
 _PACK_CACHE = 32 * 1024 * 1024
 """Bytes of packs kept in memory (bases often sit in an older pack)."""
 _BASE_CACHE = 1024
@@ -60,6 +63,16 @@ class StoreResult(msgspec.Struct, frozen=True):
 
     new_objects: int
     bytes_added: int
+
+
+class SweepResult(msgspec.Struct, frozen=True):
+    """What a sweep removed and rewrote."""
+
+    objects_removed: int
+    bytes_freed: int
+    """Stored bytes of the removed objects' frames."""
+    packs_rewritten: int
+    objects_reencoded: int
 
 
 class PackStore:
@@ -244,13 +257,25 @@ class PackStore:
             cached = self._bases.get(digest)
         if cached is not None:
             return cached
-        location, frame = self.frame(digest)
-        canonical = self.decode_frame(digest, location, frame, depth)
+        canonical = self._decode_current(digest, depth)
         with self._lock:
             self._bases[digest] = canonical
             while len(self._bases) > _BASE_CACHE:
                 self._bases.popitem(last=False)
         return canonical
+
+    def _decode_current(self, digest: str, depth: int) -> bytes:
+        location, frame = self.frame(digest)
+        try:
+            return self.decode_frame(digest, location, frame, depth)
+        except BaseMissing:
+            # A gc may have re-encoded the object and removed its old base
+            # after we located it (readers take no lock): look again.
+            self.refresh()
+            if self.locate(digest) in (None, location):
+                raise
+            location, frame = self.frame(digest)
+            return self.decode_frame(digest, location, frame, depth)
 
     def decode_frame(self, digest: str, location: Location, frame: bytes, depth: int = 0) -> bytes:
         """Decompress and re-hash a frame, refusing any size other than the indexed one."""
@@ -265,7 +290,7 @@ class PackStore:
             try:
                 base = self.read(location.base, depth + 1)
             except ObjectMissing:
-                raise CorruptData(what, f"its delta base {location.base} is missing") from None
+                raise BaseMissing(what, f"its delta base {location.base} is missing") from None
             decompressor = zstandard.ZstdDecompressor(
                 dict_data=zstandard.ZstdCompressionDict(
                     base, dict_type=zstandard.DICT_TYPE_RAWCONTENT
@@ -536,50 +561,32 @@ class PackStore:
 
     # -- removing ------------------------------------------------------------------
 
-    def live_closure(self, referenced: Iterable[str]) -> set[Digest]:
-        """The referenced objects plus every base they are compressed against."""
-        index = self.index()
-        live: set[Digest] = set()
-        pending = [Digest(digest) for digest in referenced]
-        while pending:
-            current = pending.pop()
-            if current in live:
-                continue
-            live.add(current)
-            location = index.get(current)
-            if location is None or location.base is None:
-                continue
-            if len(location.base) == DIGEST_LENGTH:
-                pending.append(location.base)
-            else:  # an unresolved prefix: keep every object it could mean
-                pending += [d for d in index if d.startswith(location.base)]
-        return live
-
-    def sweep(self, doomed: Iterable[str], keepalive: Callable[[], None] = lambda: None) -> None:
+    def sweep(
+        self,
+        doomed: Iterable[str],
+        keepalive: Callable[[], None] = lambda: None,
+        reencode: Mapping[str, str | None] | None = None,
+    ) -> SweepResult:
         """Remove objects: rewrite the packs that hold them without them.
 
-        New packs and a merged index become durable first; only then are the
-        old index files and packs removed, so a crash leaves every surviving
-        object indexed at least once (duplicates are harmless).
+        ``reencode`` names kept objects compressed against a doomed one, each
+        with its new base (None: standalone); their packs are rewritten too,
+        with a new frame for each of them. New packs and a merged index become
+        durable first; only then are the old index files and packs removed, so
+        a crash leaves every surviving object indexed, readable, at least once
+        (duplicates are harmless).
         """
         index = self.index()
         gone = {Digest(digest) for digest in doomed if digest in index}
-        if not gone:
-            return
-        affected = {index[digest].pack for digest in gone}
-        moving = [
-            (digest, location)
-            for digest, location in sorted(index.items(), key=lambda item: item[1].offset)
-            if location.pack in affected and digest not in gone
-        ]
-        by_dictionary: dict[Digest | None, list[tuple[Digest, bytes, Digest | None, int]]] = {}
-        for digest, location in moving:
-            frame = self.frame(digest)[1]
-            self.decode_frame(digest, location, frame)  # never copy damage forward
-            by_dictionary.setdefault(location.dictionary, []).append(
-                (digest, frame, location.base, location.size)
-            )
-            keepalive()
+        rebased = {
+            Digest(digest): None if base is None else Digest(base)
+            for digest, base in (reencode or {}).items()
+            if digest in index and digest not in gone
+        }
+        if not gone and not rebased:
+            return SweepResult(0, 0, 0, 0)
+        affected = {index[digest].pack for digest in (*gone, *rebased)}
+        by_dictionary = self._surviving_frames(index, affected, gone, rebased, keepalive)
         old_files = list(self._index_files)
         surviving = {
             digest: location
@@ -597,15 +604,73 @@ class PackStore:
             keepalive()
         self.backend.sync()
         self._index = surviving
+        freed = sum(index[digest].length for digest in gone)
+        return SweepResult(len(gone), freed, len(affected), len(rebased))
 
-    def delete_unindexed(self, older_than: float) -> int:
-        """Remove packs no index names (left by a crash) older than ``older_than`` seconds."""
+    def _surviving_frames(
+        self,
+        index: Mapping[Digest, Location],
+        affected: Collection[str],
+        gone: Collection[Digest],
+        rebased: Mapping[Digest, Digest | None],
+        keepalive: Callable[[], None],
+    ) -> _FramesByDictionary:
+        """The frames of the affected packs that stay, by dictionary: copied or re-encoded."""
+        moving = [
+            (digest, location)
+            for digest, location in sorted(index.items(), key=lambda item: item[1].offset)
+            if location.pack in affected and digest not in gone
+        ]
+        dictionary_id = self._dictionary_for(()) if rebased else None
+        by_dictionary: _FramesByDictionary = {}
+        for digest, location in moving:
+            if digest in rebased:
+                frame, base = self._reencode(digest, rebased[digest], dictionary_id)
+                group = dictionary_id
+            else:
+                frame = self.frame(digest)[1]
+                self.decode_frame(digest, location, frame)  # never copy damage forward
+                base, group = location.base, location.dictionary
+            by_dictionary.setdefault(group, []).append((digest, frame, base, location.size))
+            keepalive()
+        return by_dictionary
+
+    def _reencode(
+        self, digest: Digest, base: Digest | None, dictionary_id: Digest | None
+    ) -> tuple[bytes, Digest | None]:
+        """A new frame for a kept object: a delta against ``base`` if smaller, else standalone."""
+        canonical = self.read(digest)  # decoded through its old chain, which is still there
+        standalone = self._compress(canonical, None, dictionary_id)
+        if base is None:
+            return standalone
+        delta = self._compress(canonical, base, dictionary_id)
+        return delta if len(delta[0]) < len(standalone[0]) else standalone
+
+    def unindexed_packs(
+        self, older_than: float, now: float | None = None
+    ) -> tuple[ObjectInfo, ...]:
+        """Packs no index names (left by a crash) older than ``older_than`` seconds."""
         named = {pack_key(location.pack) for location in self.index().values()}
-        now, removed = self.backend.now(), 0
-        for info in self.backend.list(PACK_PREFIX):
-            if info.key not in named and now - info.mtime >= older_than:
-                self.backend.delete(info.key)
-                removed += 1
+        current = self.backend.now() if now is None else now
+        return tuple(
+            info
+            for info in self.backend.list(PACK_PREFIX)
+            if info.key not in named and current - info.mtime >= older_than
+        )
+
+    def delete_unindexed(
+        self, older_than: float, only: Collection[str] | None = None
+    ) -> tuple[ObjectInfo, ...]:
+        """Remove packs no index names older than ``older_than`` seconds (of ``only``, if given).
+
+        Both are judged again here, so a pack indexed or refreshed since it was
+        planned for removal stays.
+        """
+        removed = tuple(
+            info for info in self.unindexed_packs(older_than) if only is None or info.key in only
+        )
+        for info in removed:
+            self.backend.delete(info.key)
         if removed:
             self.backend.sync()
         return removed

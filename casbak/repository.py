@@ -389,16 +389,15 @@ class Repository:
         """Remove a manifest (its objects stay until gc)."""
         self.delete_snapshots([snapshot.key])
 
-    def delete_snapshots(
-        self, keys: Collection[str], keepalive: Callable[[], None] = _idle
-    ) -> None:
-        """Remove manifests, first rebasing every kept delta whose parent goes.
+    def delete_snapshots(self, keys: Collection[str], keepalive: Callable[[], None] = _idle) -> int:
+        """Remove manifests, first rebasing every kept delta whose parent goes; how many rebased.
 
         A kept format 2 manifest whose parent is removed is rewritten (same
         key, same id: same logical content) as a delta of its nearest kept
         ancestor, or whole; only after those rewrites are durable do the
         removals start, so every manifest stays readable at every moment.
         """
+        rebased = 0
         if self.version != 1 and keys:
             removing = set(keys)
             by_id = self.manifest_keys()
@@ -418,6 +417,7 @@ class Repository:
                         headers[parent].depth,
                     )
                 self.backend.put(key, encode_stored(sid, manifest, base), overwrite=True)
+                rebased += 1
                 keepalive()
             self.backend.sync()
         for key in keys:
@@ -425,6 +425,7 @@ class Repository:
             keepalive()
         self.backend.sync()
         self._keys = None
+        return rebased
 
 
 def sort_newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:

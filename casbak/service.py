@@ -318,7 +318,8 @@ class RepositoryStats(msgspec.Struct, frozen=True):
 
     snapshots: int
     tenants: int
-    unique_objects: int
+    objects_stored: int
+    """Distinct objects the snapshots reference (each stored once); what verify counts."""
     logical_bytes: int
     unique_bytes: int
     stored_object_bytes: int
@@ -352,7 +353,7 @@ def repository_stats(repo: Repository) -> RepositoryStats:
     return RepositoryStats(
         snapshots=len(snapshots),
         tenants=len(tenants),
-        unique_objects=len(unique),
+        objects_stored=len(unique),
         logical_bytes=logical,
         unique_bytes=unique_bytes,
         stored_object_bytes=stored_objects,

@@ -99,9 +99,13 @@ def test_full_tour(repo: Path, tmp_path: Path) -> None:
     code, out, _ = run(repo, "--json", "stats")
     stats = json.loads(out)
     assert stats["snapshots"] == 2
-    assert stats["unique_objects"] == 10
+    assert stats["objects_stored"] == 10
     code, out, _ = run(repo, "stats")
     assert "dedup ratio" in out
+    assert "objects stored     10" in out
+    code, out, _ = run(repo, "--json", "verify")
+    assert json.loads(out)["objects_stored"] == 10  # the same count, by the same name
+    assert ", 10 objects stored (" in run(repo, "verify")[1]
 
     out_dir = tmp_path / "restored"
     code, out, _ = run(repo, "restore", "latest", "--out", str(out_dir))
@@ -285,7 +289,7 @@ def test_gc_and_cleanup_commands(tmp_path: Path) -> None:
     assert "would remove 0 snapshots (1 kept), 3 objects" in out
     code, out, _ = run(repo, "--json", "gc", "--grace", "0s")
     assert json.loads(out)["objects_removed"] == 3
-    assert json.loads(run(repo, "--json", "stats")[1])["unique_objects"] == 7
+    assert json.loads(run(repo, "--json", "stats")[1])["objects_stored"] == 7
 
 
 def test_cleanup_default_policy_and_bad_options(repo: Path) -> None:

@@ -1,12 +1,15 @@
 """Crash (or fail) at every write point of snapshot, cleanup, gc and import.
 
 After each stop the repository must verify clean, every snapshot reported as
-done must restore exactly, and running the operation again must succeed.
+done must restore exactly, and running the operation again must succeed; after
+a gc or cleanup run to completion, nothing it removed is left anywhere.
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import os
 import shutil
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,7 +21,8 @@ import pytest
 import casbak.locks as locks_module
 from casbak.backends.local import LocalBackend
 from casbak.errors import CasbakError
-from casbak.maintenance import cleanup, collect_garbage
+from casbak.maintenance import CleanupReport, cleanup, collect_garbage
+from casbak.packs import PACK_PREFIX, PackStore, pack_key
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
@@ -34,16 +38,26 @@ CRASH_POINTS: dict[str, int] = {}
 
 
 def build_template(path: Path) -> dict[str, dict[str, bytes]]:
-    """Three snapshots, one of them already unreferenced garbage-to-be."""
+    """Snapshots whose removal needs re-encoding, and garbage gc must forget.
+
+    The first "vault" version holds a secret and the second, kept, is a delta
+    of it; removing the first snapshot leaves the secret as a base only.
+    Removing round 1 (cleanup) leaves round 2's changed tenants without theirs.
+    """
     repo = Repository.init(LocalBackend(path))
     clock = FakeClock()
     take_snapshot(repo, read_sources([str(ROUND1)]), clock=clock)
     clock.advance(days=1)
-    take_snapshot(repo, documents_from_values([{"id": "temp", "v": 1}], "t"), clock=clock)
+    garbage = [take_snapshot(repo, documents_from_values([{"id": "temp"}], "t"), clock=clock)]
+    leaked = {"id": "vault", "v": 1, "secret": base64.b64encode(os.urandom(4096)).decode()}
+    clock.advance(days=1)
+    garbage.append(take_snapshot(repo, documents_from_values([leaked], "t"), clock=clock))
+    clock.advance(days=1)
+    take_snapshot(repo, documents_from_values([{"id": "vault", "v": 2}], "t"), clock=clock)
     clock.advance(days=1)
     take_snapshot(repo, read_sources([str(ROUND2)]), clock=clock, operation="sync-apply")
-    orphan_source = repo.resolve("latest:temp")
-    repo.delete_snapshot(orphan_source)  # leaves one orphan object for gc
+    for result in garbage:  # leaves an orphan object and an orphan base for gc
+        repo.delete_snapshot(repo.resolve(result.snapshot.id))
     return {s.id: restore_documents(repo, s.id)[1] for s in repo.snapshots()}
 
 
@@ -70,23 +84,24 @@ def op_snapshot(repo: Repository, bundle: bytes) -> None:
     take_snapshot(repo, docs, operation="tenant-update")
 
 
-def op_cleanup(repo: Repository, bundle: bytes) -> None:
-    cleanup(
+def op_cleanup(repo: Repository, bundle: bytes, dry_run: bool = False) -> CleanupReport:
+    return cleanup(
         repo,
         RetentionPolicy(keep_last=1, group_by="none", keep_newest_of_target=False),
         grace=timedelta(0),
+        dry_run=dry_run,
     )
 
 
-def op_gc(repo: Repository, bundle: bytes) -> None:
-    collect_garbage(repo, grace=timedelta(0))
+def op_gc(repo: Repository, bundle: bytes, dry_run: bool = False) -> CleanupReport:
+    return collect_garbage(repo, grace=timedelta(0), dry_run=dry_run)
 
 
 def op_import(repo: Repository, bundle: bytes) -> None:
     import_bundle(repo, lambda: io.BytesIO(bundle))
 
 
-OPERATIONS: dict[str, Callable[[Repository, bytes], None]] = {
+OPERATIONS: dict[str, Callable[[Repository, bytes], object]] = {
     "snapshot": op_snapshot,
     "cleanup": op_cleanup,
     "gc": op_gc,
@@ -118,6 +133,19 @@ def assert_sound(repo: Repository, done: dict[str, dict[str, bytes]], name: str)
             assert restore_documents(repo, snapshot_id)[1] == documents
 
 
+def assert_forgotten(repo: Repository, name: str) -> None:
+    """After a completed gc: exactly the referenced objects are indexed, in indexed packs."""
+    if name not in ("gc", "cleanup"):
+        return
+    packs = repo.objects
+    assert isinstance(packs, PackStore)
+    packs.refresh()
+    referenced = {e.object for s in repo.snapshots() for e in s.manifest.entries.values()}
+    assert set(packs.index()) == referenced
+    named = {pack_key(location.pack) for location in packs.index().values()}
+    assert {info.key for info in repo.backend.list(PACK_PREFIX)} == named
+
+
 def dead_processes_hold_no_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     # The crashed "process" is this one; its records must look like a dead process's.
     monkeypatch.setattr(locks_module, "_process_alive", lambda pid: False)
@@ -131,6 +159,9 @@ def test_crash_at_every_write_point(
     total = count_write_points(path, tmp_path / "count", name, bundle)
     assert total > 5
     CRASH_POINTS[name] = total
+    if name in ("gc", "cleanup"):  # the crashes below interrupt re-encoding, too
+        planned = OPERATIONS[name](fresh_copy(path, tmp_path / "plan"), bundle, True)
+        assert isinstance(planned, CleanupReport) and planned.objects_reencoded > 0
     dead_processes_hold_no_locks(monkeypatch)
     for point in range(1, total + 1):
         repo = fresh_copy(path, tmp_path / "run")
@@ -140,6 +171,7 @@ def test_crash_at_every_write_point(
         assert_sound(repo, done, name)
         OPERATIONS[name](repo, bundle)
         assert_sound(repo, done, name)
+        assert_forgotten(repo, name)
 
 
 @pytest.mark.parametrize("error", sorted(ERRORS))
@@ -161,6 +193,7 @@ def test_failing_write_points_give_clean_errors(
         assert_sound(repo, done, name)
         OPERATIONS[name](repo, bundle)
         assert_sound(repo, done, name)
+        assert_forgotten(repo, name)
 
 
 @pytest.mark.parametrize("error", ["ENOSPC", "EACCES", "EROFS"])

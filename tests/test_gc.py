@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,58 @@ def test_service_cleanup_old_backups(tmp_path: Path) -> None:
         "gone",
     ]
     assert service.cleanup_old_backups() == 0
+
+
+def tenant_folder(folder: Path, round_number: int) -> Path:
+    """40 tenants (enough for delta manifests); each round edits a few of them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    for number in range(40):
+        edits = round_number if number < 3 else 0
+        tenant = {"id": f"t{number:02d}", "name": f"Tenant {number}", "edits": edits}
+        (folder / f"t{number:02d}.json").write_text(json.dumps(tenant))
+    return folder
+
+
+@pytest.mark.parametrize("command", ["cleanup", "gc"])
+def test_dry_run_reports_every_figure_of_the_real_run(tmp_path: Path, command: str) -> None:
+    from casbak.backends.local import LocalBackend
+    from casbak.packs import PACK_PREFIX
+    from tests.test_cli import run
+
+    path = tmp_path / "repo"
+    run(path, "init")
+    for round_number in range(4):
+        source = tenant_folder(tmp_path / "in", round_number)
+        assert run(path, "snapshot", str(source), "--no-cache")[0] == 0
+    repo = Repository.open(LocalBackend(path))
+    if command == "gc":
+        ordered = sorted(repo.snapshots(), key=lambda snap: snap.header.timestamp)
+        repo.delete_snapshots([snap.key for snap in ordered[:-1]])
+    repo.backend.put(f"{PACK_PREFIX}ab/ab" + "0" * 62, b"left by a crashed writer")
+    options = ["--grace", "0s", *(["--keep-last", "1"] if command == "cleanup" else [])]
+
+    code, out, _ = run(path, command, "--dry-run", *options)
+    assert code == 0
+    for done in ("orphan packs", "would rewrite", "would re-encode"):
+        assert done in out
+    assert ("would rebase" in out) == (command == "cleanup")
+    code, out, _ = run(path, "--json", command, "--dry-run", *options)
+    assert code == 0
+    dry = json.loads(out)
+    code, out, _ = run(path, "--json", command, *options)
+    assert code == 0
+    real = json.loads(out)
+
+    assert dry.pop("dry_run") is True and real.pop("dry_run") is False
+    assert dry == real
+    busy = ["objects_removed", "bytes_freed", "packs_rewritten", "objects_reencoded"]
+    busy += ["orphan_packs_removed", *(["manifests_rebased"] if command == "cleanup" else [])]
+    assert all(real[figure] > 0 for figure in busy), real
+    _, out, _ = run(path, "--json", "gc", "--dry-run", "--grace", "0s")
+    after = json.loads(out)
+    assert all(after[figure] == 0 for figure in busy), after
+    assert run(path, "verify")[0] == 0
+    code, out, _ = run(path, command, "--dry-run", *options)
+    assert out.splitlines()[-1] == "would remove 0 snapshots (1 kept), 0 objects, 0 B"

@@ -48,7 +48,7 @@ def test_second_round_dedups(
     assert again.reused_objects == len(sample_tenants) - 1
     stats = repository_stats(memory_repo)
     assert stats.snapshots == 2
-    assert stats.unique_objects == len(sample_tenants) + 1
+    assert stats.objects_stored == len(sample_tenants) + 1
     assert stats.dedup_ratio > 1.5
     assert stats.compression_ratio > 1
     assert stats.stored_bytes == stats.stored_object_bytes + stats.stored_manifest_bytes

@@ -62,7 +62,7 @@ def test_clean_repository(damaged: tuple[Path, Repository, list[str]]) -> None:
     assert code == 0
     assert report["ok"] is True
     assert report["snapshots_checked"] == 3
-    assert report["objects_checked"] == 7
+    assert report["objects_stored"] == 7
     assert report["bytes_checked"] > 0
     assert report["findings"] == []
 

@@ -96,7 +96,7 @@ def _render_verify(report: Any) -> str:
         lines.append(line)
     verdict = "no damage" if report.ok else f"{report.damage} damaged"
     lines.append(
-        f"checked {report.snapshots_checked} snapshots, {report.objects_checked} objects "
+        f"checked {report.snapshots_checked} snapshots, {report.objects_stored} objects stored "
         f"({human_size(report.bytes_checked)} read, {report.mode}): {verdict}"
     )
     return "\n".join(lines)

@@ -332,7 +332,7 @@ def diff(ctx: Context, old_ref: str, new_ref: str) -> None:
 @click.command()
 @pass_context
 def stats(ctx: Context) -> None:
-    """Show snapshots, tenants, unique objects, bytes, and dedup and compression ratios."""
+    """Show snapshots, tenants, objects stored, bytes, and dedup and compression ratios."""
     from casbak.service import repository_stats
 
     result = repository_stats(ctx.open())
@@ -342,7 +342,7 @@ def stats(ctx: Context) -> None:
             [
                 f"snapshots          {result.snapshots}",
                 f"tenants            {result.tenants}",
-                f"unique objects     {result.unique_objects}",
+                f"objects stored     {result.objects_stored}",
                 f"logical bytes      {human_size(result.logical_bytes)}",
                 f"unique bytes       {human_size(result.unique_bytes)}",
                 f"stored bytes       {human_size(result.stored_bytes)} "

@@ -26,7 +26,7 @@ def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Spare unreferenced objects younger than this (30m, 1h, 2d).",
     )(command)
     return click.option(
-        "--dry-run", "-n", is_flag=True, help="Change nothing; report what would be removed."
+        "--dry-run", "-n", is_flag=True, help="Change nothing; report what would be done."
     )(command)
 
 
@@ -37,9 +37,11 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
         for kept in report.kept:
             lines.append(f"keep   {kept.id[:12]}  {'; '.join(kept.reasons)}")
         lines += [f"remove {snapshot_id[:12]}" for snapshot_id in report.removed]
+    orphans = f", {report.orphan_packs_removed} orphan packs" if report.orphan_packs_removed else ""
     lines.append(
         f"{verb} {report.snapshots_removed} snapshots ({report.snapshots_kept} kept), "
-        f"{report.objects_removed} objects, {human_size(report.bytes_freed)}"
+        f"{report.objects_removed} objects{orphans}, {human_size(report.bytes_freed)}"
+        + _render_rewrites(report)
         + (
             f"; spared {report.objects_spared_young} unreferenced objects younger than the grace"
             " period"
@@ -50,14 +52,29 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
     return "\n".join(lines)
 
 
+def _render_rewrites(report: Any) -> str:
+    done = [
+        (report.manifests_rebased, "rebase", "rebased", "manifests"),
+        (report.packs_rewritten, "rewrite", "rewrote", "packs"),
+        (report.objects_reencoded, "re-encode", "re-encoded", "objects"),
+    ]
+    parts = [
+        f"{'would ' + verb if report.dry_run else past} {count} {what}"
+        for count, verb, past, what in done
+        if count
+    ]
+    return "; " + ", ".join(parts) if parts else ""
+
+
 @click.command()
 @_maintenance_options
 @pass_context
 def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
     """Remove objects that no snapshot references.
 
-    Takes the exclusive lock, so it waits for running snapshots; objects
-    younger than --grace are spared.
+    Kept objects compressed against a removed one are re-encoded, so nothing
+    of a removed object stays. Takes the exclusive lock, so it waits for
+    running snapshots; objects younger than --grace are spared.
     """
     from casbak.maintenance import collect_garbage
 
