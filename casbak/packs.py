@@ -276,6 +276,9 @@ class PackStore:
                 base = self.read(location.base, depth + 1)
             except ObjectMissing:
                 raise CorruptData(what, f"its delta base {location.base} is missing") from None
+            except IntegrityError:
+                # Said as such, so the damage is blamed on the base's frame, not this one.
+                raise CorruptData(what, f"its delta base {location.base} is damaged") from None
             decompressor = zstandard.ZstdDecompressor(
                 dict_data=zstandard.ZstdCompressionDict(
                     base, dict_type=zstandard.DICT_TYPE_RAWCONTENT
@@ -650,6 +653,16 @@ class PackStore:
         self.backend.sync()
         self.refresh()
         return written
+
+    def index_file_of(self, digest: str) -> str | None:
+        """The index file whose record of an object wins, or None when none names it."""
+        for key, parsed in reversed(self._files()):
+            try:
+                if parsed.find(digest) is not None:
+                    return key
+            except CasbakError:
+                continue
+        return None
 
     # -- removing ------------------------------------------------------------------
 
