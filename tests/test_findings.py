@@ -155,6 +155,26 @@ def test_objects_of_a_lost_pack_are_named_by_that_pack(path: Path) -> None:
         assert finding["message"].endswith("the pack is missing")
 
 
+def test_restoring_a_damaged_tenant_names_it_and_the_repair(path: Path, tmp_path: Path) -> None:
+    base, _ = a_base_and_its_delta(path)
+    (snapshot, *_), (tenant, *_) = users(path, base)
+    location = packs_of(path).index()[base]
+    data = bytearray((path / pack_key(location.pack)).read_bytes())
+    data[location.offset + 3] ^= 0x01
+    (path / pack_key(location.pack)).write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code, stdout, stderr = run(path, "restore", snapshot, "--tenant", tenant, "--out", str(out))
+    assert code == 3
+    assert stdout == ""
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"cannot restore tenant {tenant} of snapshot {snapshot[:12]}" in stderr
+    assert "casbak import" in stderr
+    assert not out.exists()
+    code, _, stderr = run(path, "--json", "restore", snapshot, "--tenant", tenant, "--out", "-")
+    assert code == 3
+    assert json.loads(stderr)["code"] == 3
+
+
 def test_a_damaged_pack_no_snapshot_needs_is_only_a_warning(path: Path) -> None:
     repo = Repository.open(LocalBackend(path))
     clock = FakeClock()
