@@ -499,9 +499,13 @@ class PackStore:
                 self.backend.touch(info.key)
 
     def _dictionary_for(self, samples: Iterable[bytes]) -> Digest | None:
-        existing = [info.key for info in self.backend.list(DICTIONARY_PREFIX)]
-        if existing:
-            return Digest(existing[0].removeprefix(DICTIONARY_PREFIX))
+        for info in self.backend.list(DICTIONARY_PREFIX):
+            dictionary_id = Digest(info.key.removeprefix(DICTIONARY_PREFIX))
+            try:
+                self.dictionary(dictionary_id)
+            except (IntegrityError, ObjectMissing):
+                continue  # damaged: new frames must not depend on it (nor fail on it)
+            return dictionary_id
         documents: list[bytes | bytearray | memoryview] = [sample for sample in samples if sample]
         if len(documents) < TRAIN_FROM:
             return None

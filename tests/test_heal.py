@@ -288,3 +288,23 @@ def test_healing_on_s3_where_modification_times_tie(s3_env: str, tmp_path: Path)
         for digest in decode_index(backend.get(info.key), info.key)
     ]
     assert len(named) == len(set(named))
+
+
+@pytest.mark.parametrize("damage", ["lost", "flipped"])
+def test_import_heals_objects_whose_dictionary_is_lost_or_damaged(
+    built: tuple[Path, Path, Expected], tmp_path: Path, damage: str
+) -> None:
+    template, bundle, expected = built
+    path = copy_of(template, tmp_path)
+    (dictionary,) = (path / "dicts").iterdir()
+    if damage == "lost":
+        dictionary.unlink()
+    else:
+        data = bytearray(dictionary.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        dictionary.write_bytes(bytes(data))
+    heal(path, bundle, expected, tmp_path)
+    # New snapshots neither use the damaged dictionary nor fail on it.
+    documents = tenants(70, 8)
+    take(Repository.open(LocalBackend(path)), documents, FakeClock())
+    assert run(path, "verify")[0] == 0
