@@ -326,7 +326,10 @@ def _with_victims(
                 victims[entry.object][0].add(snap.id)
                 victims[entry.object][1].add(tenant_id)
     packs = repo.objects if isinstance(repo.objects, PackStore) else None
-    hint = _unindexed_hint(packs) if packs is not None else ""
+    hint = ""
+    if packs is not None:
+        hint = _unindexed_hint(packs)
+        _blame_bases(packs, victims)
     return [
         msgspec.structs.replace(
             finding if packs is None else _packed_finding(packs, d, finding, hint),
@@ -336,6 +339,24 @@ def _with_victims(
         for d, finding in sorted(bad.items())
         if victims[d][0]
     ]
+
+
+def _blame_bases(packs: PackStore, victims: dict[str, tuple[set[str], set[str]]]) -> None:
+    """A damaged delta base hurts whoever needs the deltas decoded against it.
+
+    Without this, a base that no snapshot names directly would go unreported,
+    and only the deltas, whose own frames are sound, would be named.
+    """
+    index = packs.index()
+    direct = {digest: (set(s), set(t)) for digest, (s, t) in victims.items() if s}
+    for digest, (snapshots, tenants) in direct.items():
+        location = index.get(Digest(digest))
+        seen: set[str] = set()
+        while location is not None and location.base in victims and location.base not in seen:
+            seen.add(location.base)
+            victims[location.base][0].update(snapshots)
+            victims[location.base][1].update(tenants)
+            location = index.get(location.base)
 
 
 def _packed_finding(packs: PackStore, digest: str, finding: Finding, hint: str) -> Finding:

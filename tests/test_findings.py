@@ -98,7 +98,11 @@ def test_a_damaged_frame_is_named_by_its_pack_object_tenants_and_snapshots(path:
     )
     assert f"at offset {location.offset}" in damaged["message"]
     assert "indexed by index/" in damaged["message"]
-    assert (damaged["snapshots"], damaged["tenants"]) == users(path, base)
+    # It hurts the snapshots naming it and those needing the delta decoded against it.
+    for digest in (base, delta):
+        snapshots, tenants = users(path, digest)
+        assert set(snapshots) <= set(damaged["snapshots"])
+        assert set(tenants) <= set(damaged["tenants"])
     # The delta that cannot be decoded is named where it is, and blames its base.
     dependent = about(findings, delta)
     assert dependent["location"] == pack_key(packs_of(path).index()[delta].pack)
@@ -108,6 +112,31 @@ def test_a_damaged_frame_is_named_by_its_pack_object_tenants_and_snapshots(path:
     assert (pack["location"], pack["severity"]) == (key, "damage")
     text = run(path, "verify")[1]
     assert f"DAMAGE corrupt-object {key}: object {base} at offset" in text
+
+
+def test_a_damaged_base_no_snapshot_names_is_blamed_for_its_deltas(path: Path) -> None:
+    repo = Repository.open(LocalBackend(path))
+    repo.delete_snapshot(min(repo.snapshots(), key=lambda snap: snap.header.timestamp))
+    referenced = {e.object for snap in repo.snapshots() for e in snap.manifest.entries.values()}
+    index = packs_of(path).index()
+    delta, location = next(
+        (d, loc)
+        for d, loc in sorted(index.items())
+        if d in referenced and loc.base in index and loc.base not in referenced
+    )
+    assert location.base is not None
+    base = index[location.base]
+    key = pack_key(base.pack)
+    data = bytearray((path / key).read_bytes())
+    data[base.offset + base.length // 2] ^= 0x40
+    (path / key).write_bytes(bytes(data))
+    code, findings = verify(path)
+    assert code == 3
+    damaged = about(findings, location.base)
+    assert (damaged["kind"], damaged["location"]) == ("corrupt-object", key)
+    snapshots, tenants = users(path, delta)
+    assert set(snapshots) <= set(damaged["snapshots"]) and set(tenants) <= set(damaged["tenants"])
+    assert f"its delta base {location.base} is damaged" in about(findings, delta)["message"]
 
 
 def test_a_lost_index_file_leaves_objects_named_as_not_indexed_and_where(path: Path) -> None:
