@@ -291,6 +291,9 @@ class PackStore:
                 base = self.read(location.base, depth + 1)
             except ObjectMissing:
                 raise BaseMissing(what, f"its delta base {location.base} is missing") from None
+            except IntegrityError:
+                # Said as such, so the damage is blamed on the base's frame, not this one.
+                raise CorruptData(what, f"its delta base {location.base} is damaged") from None
             decompressor = zstandard.ZstdDecompressor(
                 dict_data=zstandard.ZstdCompressionDict(
                     base, dict_type=zstandard.DICT_TYPE_RAWCONTENT
@@ -362,7 +365,6 @@ class PackStore:
         documents: Mapping[Digest, bytes | None],
         bases: Mapping[Digest, Digest] | None = None,
         keepalive: Callable[[], None] = lambda: None,
-        replace: Collection[str] = (),
     ) -> StoreResult:
         """Store the documents not yet stored, in new packs, then index them.
 
@@ -374,7 +376,7 @@ class PackStore:
         self._refresh_packs({location.pack for location in located.values()})
         new: dict[Digest, bytes] = {}
         for digest, data in documents.items():
-            if digest not in located or digest in replace:
+            if digest not in located:
                 if data is None:  # vouched for by the cache, but gone: the caller re-reads
                     raise ObjectMissing(f"object {digest}")
                 new[digest] = data
@@ -386,7 +388,7 @@ class PackStore:
             # Compressed as the packs are written, so at most one pack's worth
             # of frames is held in memory however large the snapshot.
             for digest, canonical in new.items():
-                base = None if digest in replace else (bases or {}).get(digest)
+                base = (bases or {}).get(digest)
                 yield (digest, *self._compress(canonical, base, dictionary_id), len(canonical))
                 keepalive()
 
@@ -453,7 +455,18 @@ class PackStore:
         try:
             self.backend.put(key, data)
         except AlreadyExists:
-            self.backend.touch(key)  # the same content, named by its hash
+            # Named by its hash, so the file there holds these very bytes unless
+            # it is damaged; then this write is the repair, or it would never be.
+            try:
+                intact = self.backend.get(key) == data
+            except ObjectMissing:
+                intact = False
+            if intact:
+                self.backend.touch(key)
+            else:
+                self.backend.put(key, data, overwrite=True)
+                with self._lock:
+                    self._packs.pop(key.rsplit("/", 1)[-1], None)
 
     def _merge_if_many(self) -> None:
         # Merging is safe next to other writers: an index file is removed only
@@ -501,9 +514,13 @@ class PackStore:
                 self.backend.touch(info.key)
 
     def _dictionary_for(self, samples: Iterable[bytes]) -> Digest | None:
-        existing = [info.key for info in self.backend.list(DICTIONARY_PREFIX)]
-        if existing:
-            return Digest(existing[0].removeprefix(DICTIONARY_PREFIX))
+        for info in self.backend.list(DICTIONARY_PREFIX):
+            dictionary_id = Digest(info.key.removeprefix(DICTIONARY_PREFIX))
+            try:
+                self.dictionary(dictionary_id)
+            except (IntegrityError, ObjectMissing):
+                continue  # damaged: new frames must not depend on it (nor fail on it)
+            return dictionary_id
         documents: list[bytes | bytearray | memoryview] = [sample for sample in samples if sample]
         if len(documents) < TRAIN_FROM:
             return None
@@ -558,6 +575,113 @@ class PackStore:
             write_dict_id=False,
             write_content_size=True,
         )
+
+    # -- healing -------------------------------------------------------------------
+
+    def repair(
+        self, documents: Mapping[Digest, bytes], keepalive: Callable[[], None] = lambda: None
+    ) -> StoreResult:
+        """Store fresh copies of objects whose stored copy is lost or damaged.
+
+        The copies go into new packs, each standalone (a delta could lean on
+        another damaged object); then `_supersede` indexes them in place of
+        the broken copies.
+        """
+        if not documents:
+            return StoreResult(0, 0)
+        dictionary_id = self._dictionary_for(documents.values())
+
+        def frames() -> Iterator[tuple[Digest, bytes, Digest | None, int]]:
+            for digest, canonical in documents.items():
+                yield (digest, *self._compress(canonical, None, dictionary_id), len(canonical))
+                keepalive()
+
+        locations, written = self._write_pack_files(frames(), dictionary_id)
+        return StoreResult(len(documents), written + self._supersede(locations))
+
+    def rescue(
+        self, pack_ids: Collection[str], keepalive: Callable[[], None] = lambda: None
+    ) -> int:
+        """Move every object that still reads back out of those packs that fail their check.
+
+        Afterwards no record names a damaged pack except for objects whose
+        own frame is bad (verify keeps reporting them); the pack is left for
+        gc, as a pack no index names. Returns the bytes written.
+        """
+        index = self.index()
+        held: dict[str, list[tuple[Digest, Location]]] = {}
+        for digest, location in index.items():
+            if location.pack in pack_ids:
+                held.setdefault(location.pack, []).append((digest, location))
+        by_dictionary: dict[Digest | None, list[tuple[Digest, bytes, Digest | None, int]]] = {}
+        for pack_id in sorted(held):
+            try:
+                data = self.pack_bytes(pack_id)
+            except ObjectMissing:
+                continue  # lost whole: its objects can only come from a bundle
+            if hash_bytes(data) == pack_id:
+                continue
+            for digest, location in sorted(held[pack_id], key=lambda item: item[1].offset):
+                frame = data[location.offset : location.offset + location.length]
+                try:
+                    self.decode_frame(digest, location, frame)
+                except IntegrityError:
+                    continue
+                by_dictionary.setdefault(location.dictionary, []).append(
+                    (digest, frame, location.base, location.size)
+                )
+                keepalive()
+        moved: dict[Digest, Location] = {}
+        written = 0
+        for dictionary_id, frames in by_dictionary.items():
+            locations, size = self._write_pack_files(frames, dictionary_id)
+            moved.update(locations)
+            written += size
+        return written + self._supersede(moved) if moved else 0
+
+    def _supersede(self, locations: Mapping[Digest, Location]) -> int:
+        """Index ``locations`` in one file that replaces every index file naming any of them.
+
+        Readers let the later of two records win, but modification times can
+        tie (S3 keeps whole seconds); with the old records gone nothing rests
+        on that. The replacement carries the other records of those files as
+        the index resolves them now, and is durable before any file is
+        removed, so a crash leaves the old records beside the newer ones.
+        Returns the bytes written.
+        """
+        index = self.index()
+        replaced: list[str] = []
+        carried: dict[Digest, Location] = {}
+        for key, parsed in self._files():
+            try:
+                named = parsed.locations()
+            except CasbakError:
+                continue  # not part of the index (verify reports it); nothing of it wins
+            if not named.keys().isdisjoint(locations):
+                replaced.append(key)
+                carried.update((digest, index[digest]) for digest in named if digest in index)
+        carried.update(locations)
+        written = self.write_index(carried)
+        kept = self._index_files[-1]
+        for key in replaced:
+            if key != kept:
+                try:
+                    self.backend.delete(key)
+                except ObjectMissing:
+                    pass
+        self.backend.sync()
+        self.refresh()
+        return written
+
+    def index_file_of(self, digest: str) -> str | None:
+        """The index file whose record of an object wins, or None when none names it."""
+        for key, parsed in reversed(self._files()):
+            try:
+                if parsed.find(digest) is not None:
+                    return key
+            except CasbakError:
+                continue
+        return None
 
     # -- removing ------------------------------------------------------------------
 

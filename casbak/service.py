@@ -17,7 +17,15 @@ import msgspec
 from casbak.canonical import decode_canonical, pretty
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.diff import Change, diff_values
-from casbak.errors import BackendError, CasbakError, InputError, NotFoundError, StaleCache
+from casbak.errors import (
+    BackendError,
+    CasbakError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    ObjectMissing,
+    StaleCache,
+)
 from casbak.ids import Digest
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
@@ -243,8 +251,20 @@ def restore_documents(
         )
     chosen = list(dict.fromkeys(tenant_ids)) if tenant_ids else sorted(entries)
     return snapshot, {
-        tenant_id: repo.objects.read(entries[tenant_id].object) for tenant_id in chosen
+        tenant_id: _read_tenant(repo, snapshot, tenant_id, entries[tenant_id].object)
+        for tenant_id in chosen
     }
+
+
+def _read_tenant(repo: Repository, snapshot: Snapshot, tenant_id: str, digest: str) -> bytes:
+    # Whoever restores thinks in tenants and needs the way out, not just an object id.
+    try:
+        return repo.objects.read(digest)
+    except (IntegrityError, ObjectMissing) as exc:
+        raise IntegrityError(
+            f"cannot restore tenant {tenant_id} of snapshot {snapshot.id[:12]}: {exc}; "
+            "repair it by importing a bundle that holds it (casbak import BUNDLE)"
+        ) from exc
 
 
 def render_restored(documents: dict[str, bytes]) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from casbak.bundle import (
 )
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import BundleError, CasbakError, InputError, IntegrityError, ObjectMissing
-from casbak.ids import Digest
+from casbak.ids import Digest, hash_bytes
 from casbak.layout import manifest_name, object_key
 from casbak.model import encode_manifest, utc_now
 from casbak.objects import ObjectStore, parallel_map
@@ -241,27 +241,34 @@ def import_bundle(
     progress: Progress | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> ImportResult:
-    """Check the whole bundle, then write its objects, then its manifests."""
+    """Check the whole bundle, then write its objects, then its manifests.
+
+    Every object the bundle holds that the repository lacks or cannot read
+    back is written; it counts as repaired when the repository had a copy
+    (lost or damaged) or when a snapshot already in the repository needs it.
+    """
     header, _ = check_bundle(open_stream, repo)
     skipped = healed = done = 0
     writer = _ObjectWriter(repo)
     with repo.locks.shared("import", lock_timeout) as lock:
         writer.keepalive = lock.refresh
+        needed = _needed_by_present(open_stream, repo.manifest_keys())
         for item in read_bundle(open_stream()):
             if not isinstance(item, CheckedObject):
                 continue
             state = _existing_state(repo, item.digest)
+            writer.note(item.digest)
             if state == "intact":
                 writer.reuse(item.digest)
                 skipped += 1
             else:
                 writer.write(item, damaged=state == "damaged")
-                healed += state == "damaged"
+                healed += state == "damaged" or item.digest in needed
             done += 1
             lock.refresh()
             if progress is not None:
                 progress(done, header.objects, writer.written_bytes)
-        writer.flush()
+        writer.finish()
         repo.backend.sync()
         lock.confirm()
         present = repo.manifest_keys()
@@ -282,17 +289,50 @@ def import_bundle(
     )
 
 
+def _needed_by_present(open_stream: Callable[[], IO[bytes]], present: Collection[str]) -> set[str]:
+    """Objects that the bundle's snapshots already in the repository reference."""
+    needed: set[str] = set()
+    for item in read_bundle(open_stream()):
+        if isinstance(item, CheckedObject):
+            break
+        if isinstance(item, CheckedManifest) and item.id in present:
+            needed.update(entry.object for entry in item.manifest.entries.values())
+    return needed
+
+
 class _ObjectWriter:
-    """Writes an import's objects: one file each (format 1) or batched into packs."""
+    """Writes an import's objects: one file each (format 1) or batched into packs.
+
+    In format 2 a repaired object is not merely added: its fresh copy must
+    replace the broken record, and intact objects sharing a damaged pack are
+    moved out of it (see `PackStore.repair` and `PackStore.rescue`).
+    """
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.packs = repo.objects if isinstance(repo.objects, PackStore) else None
         self.batch: dict[Digest, bytes] = {}
+        self.repairs: dict[Digest, bytes] = {}
         self.batch_bytes = 0
-        self.damaged: set[str] = set()
+        self.checked_packs: set[str] = set()
+        self.damaged_packs: set[str] = set()
         self.written_bytes = 0
         self.keepalive: Callable[[], None] = lambda: None
+
+    def note(self, digest: Digest) -> None:
+        """Check the pack holding a bundle object, once, while it is still cached from reading."""
+        if self.packs is None:
+            return
+        location = self.packs.locate(digest)
+        if location is None or location.pack in self.checked_packs:
+            return
+        self.checked_packs.add(location.pack)
+        try:
+            data = self.packs.pack_bytes(location.pack)
+        except ObjectMissing:
+            return  # lost whole: its objects are repaired one by one
+        if hash_bytes(data) != location.pack:
+            self.damaged_packs.add(location.pack)
 
     def reuse(self, digest: Digest) -> None:
         if self.packs is not None:
@@ -306,19 +346,27 @@ class _ObjectWriter:
             self.repo.objects.put_stored(item.digest, item.stored, replace=damaged)
             self.written_bytes += len(item.stored)
             return
-        self.batch[item.digest] = item.canonical
+        (self.repairs if damaged else self.batch)[item.digest] = item.canonical
         self.batch_bytes += len(item.canonical)
-        if damaged:
-            self.damaged.add(item.digest)
         if self.batch_bytes > IMPORT_BATCH_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        if self.packs is not None and self.batch:
-            stored = self.packs.store(self.batch, keepalive=self.keepalive, replace=self.damaged)
-            self.written_bytes += stored.bytes_added
-            self.batch.clear()
-            self.batch_bytes = 0
+        if self.packs is None:
+            return
+        if self.batch:
+            self.written_bytes += self.packs.store(self.batch, keepalive=self.keepalive).bytes_added
+        if self.repairs:
+            self.written_bytes += self.packs.repair(self.repairs, self.keepalive).bytes_added
+        self.batch.clear()
+        self.repairs.clear()
+        self.batch_bytes = 0
+
+    def finish(self) -> None:
+        """Write what is pending; then move intact objects out of damaged packs."""
+        self.flush()
+        if self.packs is not None and self.damaged_packs:
+            self.written_bytes += self.packs.rescue(self.damaged_packs, self.keepalive)
 
 
 def _existing_state(repo: Repository, digest: Digest) -> str:
@@ -327,7 +375,9 @@ def _existing_state(repo: Repository, digest: Digest) -> str:
     try:
         repo.objects.read(digest)
     except ObjectMissing:
-        return "absent"
+        # An indexed object whose pack is gone is a lost copy, to be replaced;
+        # an object file gone since `contains` looked is simply absent.
+        return "damaged" if isinstance(repo.objects, PackStore) else "absent"
     except IntegrityError:
         return "damaged"
     return "intact"

@@ -25,7 +25,14 @@ from casbak.errors import (
     ParentMissing,
 )
 from casbak.ids import Digest, hash_bytes
-from casbak.layout import CONFIG_KEY, PACK_PREFIX, belongs_to_layout, object_key
+from casbak.layout import (
+    CONFIG_KEY,
+    INDEX_PREFIX,
+    PACK_PREFIX,
+    belongs_to_layout,
+    object_key,
+    pack_key,
+)
 from casbak.locks import LockManager
 from casbak.model import decode_config, decode_manifest
 from casbak.objects import parallel_map
@@ -124,9 +131,9 @@ def verify_repository(
     findings.extend(_with_victims(repo, snapshots, bad_objects))
 
     if packs is not None and not quick and not refs:
-        findings.extend(_pack_findings(packs))
+        findings.extend(_pack_findings(packs, referenced))
     if not refs:
-        findings.extend(_orphans(present, referenced, packs is not None))
+        findings.extend(_orphans(present, referenced, packs))
         findings.extend(_unknown_keys(repo))
         findings.extend(_lock_findings(repo))
         findings.extend(
@@ -255,12 +262,26 @@ def _index_findings(packs: PackStore) -> list[Finding]:
     """Load the index afresh; each unreadable index file is damage."""
     packs.refresh()
     packs.index()
-    return [Finding("corrupt-index", "damage", key, str(exc)) for key, exc in packs.index_problems]
+    return [
+        Finding(
+            "corrupt-index",
+            "damage",
+            key,
+            f"{exc}; objects that only it names count as not indexed",
+        )
+        for key, exc in packs.index_problems
+    ]
 
 
-def _pack_findings(packs: PackStore) -> list[Finding]:
+def _pack_findings(packs: PackStore, referenced: set[str]) -> list[Finding]:
     """Every pack must hash to its name; packs no index names are leftovers."""
-    named = {location.pack for location in packs.index().values()}
+    index = packs.index()
+    named = {location.pack for location in index.values()}
+    needed: dict[str, int] = {}
+    for digest in referenced:
+        location = index.get(Digest(digest))
+        if location is not None:
+            needed[location.pack] = needed.get(location.pack, 0) + 1
     findings = []
     for info in packs.backend.list(PACK_PREFIX):
         pack_id = info.key.rsplit("/", 1)[-1]
@@ -277,10 +298,22 @@ def _pack_findings(packs: PackStore) -> list[Finding]:
             findings.append(Finding("unreadable-pack", "damage", info.key, str(exc)))
             continue
         if actual != pack_id:
-            # Objects in it were each checked; if they read back, the damage
-            # is in bytes a healing import has superseded.
+            # Its objects were each checked, but a pack that fails its check
+            # may hold more rot than the frames found so far; while snapshots
+            # need it, that is damage (an import of a bundle moves them out).
+            count = needed.get(pack_id, 0)
             findings.append(
-                Finding("corrupt-pack", "warning", info.key, f"content hashes to {actual}")
+                Finding(
+                    "corrupt-pack",
+                    "damage" if count else "warning",
+                    info.key,
+                    f"content hashes to {actual}, not to its name; "
+                    + (
+                        f"it holds {count} objects snapshots need"
+                        if count
+                        else "no snapshot needs it"
+                    ),
+                )
             )
     return findings
 
@@ -299,24 +332,94 @@ def _with_victims(
             if entry.object in victims:
                 victims[entry.object][0].add(snap.id)
                 victims[entry.object][1].add(tenant_id)
+    packs = repo.objects if isinstance(repo.objects, PackStore) else None
+    hint = ""
+    if packs is not None:
+        hint = _unindexed_hint(packs)
+        _blame_bases(packs, victims)
     return [
         msgspec.structs.replace(
-            finding, snapshots=sorted(victims[d][0]), tenants=sorted(victims[d][1])
+            finding if packs is None else _packed_finding(packs, d, finding, hint),
+            snapshots=sorted(victims[d][0]),
+            tenants=sorted(victims[d][1]),
         )
         for d, finding in sorted(bad.items())
         if victims[d][0]
     ]
 
 
-def _orphans(present: dict[str, int], referenced: set[str], packed: bool) -> list[Finding]:
+def _blame_bases(packs: PackStore, victims: dict[str, tuple[set[str], set[str]]]) -> None:
+    """A damaged delta base hurts whoever needs the deltas decoded against it.
+
+    Without this, a base that no snapshot names directly would go unreported,
+    and only the deltas, whose own frames are sound, would be named.
+    """
+    index = packs.index()
+    direct = {digest: (set(s), set(t)) for digest, (s, t) in victims.items() if s}
+    for digest, (snapshots, tenants) in direct.items():
+        location = index.get(Digest(digest))
+        seen: set[str] = set()
+        while location is not None and location.base in victims and location.base not in seen:
+            seen.add(location.base)
+            victims[location.base][0].update(snapshots)
+            victims[location.base][1].update(tenants)
+            location = index.get(location.base)
+
+
+def _packed_finding(packs: PackStore, digest: str, finding: Finding, hint: str) -> Finding:
+    """Name the pack holding the object's frame and the index file that says so."""
+    location = packs.index().get(Digest(digest))
+    if location is None:
+        return msgspec.structs.replace(
+            finding,
+            kind="missing-object",
+            location=INDEX_PREFIX,
+            message=f"object {digest} is not indexed: no index file names it{hint}",
+        )
+    reason = finding.message.removeprefix(f"object {digest}: ")
+    if finding.kind == "missing-object":
+        reason = "the pack is missing"
+    indexed_by = packs.index_file_of(digest) or INDEX_PREFIX
+    return msgspec.structs.replace(
+        finding,
+        location=pack_key(location.pack),
+        message=(
+            f"object {digest} at offset {location.offset} ({location.length} bytes, "
+            f"indexed by {indexed_by}): {reason}"
+        ),
+    )
+
+
+def _unindexed_hint(packs: PackStore) -> str:
+    """Where the frames of objects no index names may be: damaged index files, loose packs."""
+    named = {location.pack for location in packs.index().values()}
+    loose = [
+        info.key
+        for info in packs.backend.list(PACK_PREFIX)
+        if info.key.rsplit("/", 1)[-1] not in named
+    ]
+    parts = []
+    if packs.index_problems:
+        parts.append("damaged index files: " + ", ".join(key for key, _ in packs.index_problems))
+    if loose:
+        more = f" and {len(loose) - 3} more" if len(loose) > 3 else ""
+        parts.append("packs no index names: " + ", ".join(loose[:3]) + more)
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _orphans(
+    present: dict[str, int], referenced: set[str], packs: PackStore | None
+) -> list[Finding]:
+    index = packs.index() if packs is not None else {}
     return [
         Finding(
             "orphan-object",
             "info",
-            f"object {d}" if packed else _object_location(d),
-            "no snapshot references it (gc frees it)",
+            _object_location(d) if packs is None else pack_key(index[Digest(d)].pack),
+            ("" if packs is None else f"object {d}: ") + "no snapshot references it (gc frees it)",
         )
         for d in sorted(present.keys() - referenced)
+        if packs is None or Digest(d) in index
     ]
 
 

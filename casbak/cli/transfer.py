@@ -92,7 +92,7 @@ def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
         result,
         lambda: (
             f"imported {result.manifests} snapshots ({result.manifests_skipped} already "
-            f"present), {result.objects} objects ({human_size(result.bytes)}), "
-            f"{result.objects_skipped} already present, {result.objects_healed} repaired"
+            f"present); objects: {result.objects} new, {result.objects_healed} repaired, "
+            f"{result.objects_skipped} already present; {human_size(result.bytes)} written"
         ),
     )
