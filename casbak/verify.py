@@ -128,6 +128,8 @@ def verify_repository(
             bytes_checked += 0 if quick else present[digest]
         if progress is not None:
             progress(objects_checked, len(referenced), bytes_checked)
+    if packs is not None and bad_objects:
+        bad_objects.update(_damaged_bases(packs, bad_objects, referenced, check))
     findings.extend(_with_victims(repo, snapshots, bad_objects))
 
     if packs is not None and not quick and not refs:
@@ -346,6 +348,35 @@ def _with_victims(
         for d, finding in sorted(bad.items())
         if victims[d][0]
     ]
+
+
+def _damaged_bases(
+    packs: PackStore,
+    bad: dict[str, Finding],
+    referenced: set[str],
+    check: Callable[[str], tuple[str, Finding | None]],
+) -> dict[str, Finding]:
+    """Check the unreferenced bases in the chains of damaged objects; return the damaged ones.
+
+    They are not checked up front (gc frees them), but when a referenced
+    object fails, the damage may be in a base, and that is where it is.
+    """
+    index = packs.index()
+    found: dict[str, Finding] = {}
+    seen: set[str] = set()
+    for digest in list(bad):
+        location = index.get(Digest(digest))
+        while location is not None and location.base is not None:
+            base = location.base
+            # A base not in the index is unresolved: the delta's own finding says so.
+            if base in referenced or base in seen or base not in index:
+                break
+            seen.add(base)
+            _, finding = check(base)
+            if finding is not None:
+                found[base] = finding
+            location = index.get(base)
+    return found
 
 
 def _blame_bases(packs: PackStore, victims: dict[str, tuple[set[str], set[str]]]) -> None:
