@@ -92,6 +92,7 @@ class FaultyProxy:
         self.rendezvous: str | None = None
         self.waiting = 0
         self.met = False
+        self.gave_up = False
 
     def reset(self, rendezvous: str | None = None) -> None:
         """Forget what was recorded; watch requests whose path holds ``rendezvous``."""
@@ -101,6 +102,7 @@ class FaultyProxy:
             self.rendezvous = rendezvous
             self.waiting = 0
             self.met = False
+            self.gave_up = False
 
     def gets(self, fragment: str) -> list[str]:
         """The recorded GET requests whose path holds ``fragment``."""
@@ -114,15 +116,17 @@ class FaultyProxy:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if self.rendezvous is None or self.rendezvous not in path or self.met:
                 return
+            if self.gave_up:
+                return
             # Held until a second watched request arrives: overlapping requests
             # then meet here whatever the machine's speed, and serial ones
-            # never do (each is released by the timeout, alone).
+            # never do (the first is released by the timeout, alone).
             self.waiting += 1
             if self.waiting >= 2:
                 self.met = True
                 self.changed.notify_all()
-            else:
-                self.changed.wait_for(lambda: self.met, timeout=RENDEZVOUS_TIMEOUT)
+            elif not self.changed.wait_for(lambda: self.met, timeout=RENDEZVOUS_TIMEOUT):
+                self.gave_up = True
             self.waiting -= 1
 
     def _leave(self) -> None:
