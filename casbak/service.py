@@ -246,9 +246,16 @@ def restore_documents(
             f"snapshot {snapshot.id[:12]} has no tenant {', '.join(map(repr, missing))}"
         )
     chosen = list(dict.fromkeys(tenant_ids)) if tenant_ids else sorted(entries)
-    return snapshot, {
-        tenant_id: repo.objects.read(entries[tenant_id].object) for tenant_id in chosen
-    }
+    # Read together, so a remote repository fetches them in parallel (format 2:
+    # pack by pack); the first damaged one, in tenant order, is the error.
+    found = dict(repo.objects.read_many(entries[tenant_id].object for tenant_id in chosen))
+    documents = {}
+    for tenant_id in chosen:
+        result = found[Digest(entries[tenant_id].object)]
+        if isinstance(result, CasbakError):
+            raise result
+        documents[tenant_id] = result
+    return snapshot, documents
 
 
 def render_restored(documents: dict[str, bytes]) -> bytes:

@@ -25,6 +25,7 @@ from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
+from casbak.transfer import export_bundle, select_snapshots
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock
 from tests.test_format2 import history
@@ -77,6 +78,8 @@ def test_every_object_read_with_each_pack_fetched_once(packed: Path) -> None:
         {pack_key(location.pack) for location in index.values()}
     )
     assert all(length is not None for _, _, length in backend.reads)
+    backend.reads.clear()
+    assert list(store.read_many([])) == [] and backend.reads == []
 
 
 def test_each_pack_reads_packs_whole_and_hands_them_over(packed: Path) -> None:
@@ -142,6 +145,34 @@ def test_a_few_objects_are_read_as_ranges_of_just_their_frames(tmp_path: Path) -
     )
 
 
+def test_restore_and_export_read_each_pack_once(packed: Path) -> None:
+    backend = CountingBackend(packed)
+    repo = Repository.open(backend)
+    _, documents = restore_documents(repo, "latest")
+    assert documents and len(backend.reads) == len({key for key, _, _ in backend.reads})
+    backend.reads.clear()
+    seen: list[tuple[int, int, int]] = []
+    stream = _Sink()
+    result = export_bundle(
+        repo, select_snapshots(repo, everything=True), stream, progress=lambda *a: seen.append(a)
+    )
+    assert result.objects == seen[-1][1] == seen[-1][0]
+    packs = {key for key, _, _ in backend.reads}
+    assert len(backend.reads) == len(packs) == len(list(repo.backend.list(PACK_PREFIX)))
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 def flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x40
@@ -171,6 +202,17 @@ def test_damage_stops_only_the_objects_it_touches(packed: Path) -> None:
     assert all(found[d] == single.read(d) for d in index.keys() - damaged)
 
 
+def test_export_of_damaged_objects_fails_before_writing_anything(packed: Path) -> None:
+    _, store = reopen(packed)
+    location = next(iter(store.index().values()))
+    flip(packed / pack_key(location.pack), location.offset + location.length // 2)
+    repo = Repository.open(LocalBackend(packed))
+    stream = _Sink()
+    with pytest.raises(IntegrityError):
+        export_bundle(repo, select_snapshots(repo, everything=True), stream)
+    assert stream.size == 0
+
+
 def test_a_pack_cut_short_or_gone_is_reported_per_object(packed: Path) -> None:
     _, store = reopen(packed)
     index = store.index()
@@ -190,6 +232,21 @@ def test_a_pack_cut_short_or_gone_is_reported_per_object(packed: Path) -> None:
     kinds = {f.location: f.kind for f in report.findings if f.severity == "damage"}
     assert kinds[f"objects/{last[:2]}/{last}"] == "corrupt-object"
     assert not report.ok
+
+
+def test_an_unreadable_pack_stops_only_its_objects(packed: Path) -> None:
+    _, store = reopen(packed)
+    index = store.index()
+    victim = Counter(location.pack for location in index.values()).most_common()[-1][0]
+    path = packed / pack_key(victim)
+    path.unlink()
+    path.mkdir()  # a read of it fails for real (EISDIR), as a bad disk sector would
+    _, store = reopen(packed)
+    found = dict(store.read_many(index))
+    mine = {d for d, location in index.items() if location.pack == victim}
+    assert all("cannot read" in str(found[d]) for d in mine)
+    report = verify_repository(Repository.open(LocalBackend(packed)), snapshot_refs=["latest"])
+    assert "unreadable-object" in {f.kind for f in report.findings}
 
 
 def test_a_base_in_a_pack_still_to_come_is_read_singly(tmp_path: Path) -> None:
@@ -236,6 +293,30 @@ def test_a_base_in_a_pack_still_to_come_is_read_singly(tmp_path: Path) -> None:
     assert sum(1 for _, _, length in backend.reads if length is None) == 1
 
 
+def test_deltas_before_their_base_in_one_pack(tmp_path: Path) -> None:
+    """A pack may hold deltas ahead of their base (repacking copies frames in any order)."""
+    path = tmp_path / "repo"
+    store = Repository.init(LocalBackend(path)).objects
+    assert isinstance(store, PackStore)
+    base = json.dumps({"id": "a", "text": "a" * 400}).encode()
+    edits = [json.dumps({"id": "a", "text": "a" * 400, "n": n}).encode() for n in range(2)]
+    raw = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    compressor = zstandard.ZstdCompressor(compression_params=store._params(), dict_data=raw)
+    plain = zstandard.ZstdCompressor(compression_params=store._params())
+    base_id = hash_bytes(base)
+    store.write_packs(
+        [
+            *((hash_bytes(e), compressor.compress(e), base_id, len(e)) for e in edits),
+            (base_id, plain.compress(base), None, len(base)),
+        ],
+        None,
+    )
+    backend, store = reopen(path)
+    found = dict(store.read_many(hash_bytes(e) for e in edits))
+    assert found == {hash_bytes(e): e for e in edits}  # the base was not asked for
+    assert len(backend.reads) == 1
+
+
 def test_bases_first_orders_packs_by_what_their_deltas_need() -> None:
     from casbak.packindex import Location
 
@@ -250,6 +331,13 @@ def test_bases_first_orders_packs_by_what_their_deltas_need() -> None:
         Digest("4" * 64): at("d"),
     }
     assert _bases_first(located) == [Digest(p * 64) for p in "acbd"]
+    # a and b hold deltas of each other and c one of a: the cycle is broken at a.
+    located = {
+        Digest("1" * 64): at("a", "2"),
+        Digest("2" * 64): at("b", "1"),
+        Digest("3" * 64): at("c", "1"),
+    }
+    assert _bases_first(located) == [Digest(p * 64) for p in "abc"]
 
 
 def test_bases_kept_past_the_budget_are_read_again_singly(
