@@ -3,9 +3,10 @@
     python -m benchmarks.s3_bench --tenants 2000 --rounds 3 [--latency-ms 20]
 
 Requests are counted by a pass-through proxy in front of the server: all of
-them, the GETs of packs (format 2) or objects (format 1), and the most that
-were in flight at once. ``--latency-ms`` makes the proxy add a round trip to
-every request, as a real S3 endpoint has (loopback has almost none).
+them, the GETs of packs (format 2) or objects (format 1), the bytes of the
+answers, and the most that were in flight at once. ``--latency-ms`` makes the
+proxy add a round trip to every request, as a real S3 endpoint has (loopback
+has almost none).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
                     "seconds": round(run.seconds, 2),
                     "requests": proxy.requests - before,
                     "object_gets": len(proxy.gets("/packs/")) + len(proxy.gets("/objects/")),
+                    "kib_down": round(proxy.bytes_down / 1024),
                     "max_in_flight": proxy.max_in_flight,
                     "peak_rss_mib": round(run.peak_kib / 1024, 1),
                 }
@@ -70,6 +72,10 @@ def main() -> None:
         timed("export --all", [*casbak, "export", "--all", "-o", str(Path(scratch) / "b")])
         restored = str(Path(scratch) / "restored")
         timed("restore latest", [*casbak, "restore", "latest", "--out", restored])
+        first = json.loads(min(Path(restored).iterdir()).read_text())
+        tenant = first["id"] if "id" in first else first["tenant"]["id"]
+        one = [*casbak, "restore", "latest", "--tenant", tenant, "--out", restored + "-one"]
+        timed("restore one tenant", one)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def new_bucket(endpoint: str) -> str:
 class FaultyProxy:
     """Forwards to an S3 server, answering every ``every``-th request with a retryable error.
 
-    It also records what passes: every request line (with its Range header), how
-    many requests were at the server at once, and, when ``rendezvous`` names a
+    It also records what passes: every request line (with its Range header), the
+    bytes of the answers, how many requests were at the server at once, and, when
+    ``rendezvous`` names a
     path fragment, whether two such requests were ever in flight together.
     ``delay`` (seconds) is added to every request, as a distant server's round trip;
     ``ignore_range`` drops Range headers, as servers without ranged reads do.
@@ -87,6 +88,7 @@ class FaultyProxy:
         self.changed = threading.Condition(self.lock)
         self.url = ""
         self.log: list[str] = []
+        self.bytes_down = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.rendezvous: str | None = None
@@ -98,6 +100,7 @@ class FaultyProxy:
         """Forget what was recorded; watch requests whose path holds ``rendezvous``."""
         with self.lock:
             self.log.clear()
+            self.bytes_down = 0
             self.max_in_flight = self.in_flight
             self.rendezvous = rendezvous
             self.waiting = 0
@@ -179,6 +182,8 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
             upstream.request(self.command, self.path, body=body, headers=headers)
             response = upstream.getresponse()
             data = response.read()
+            with proxy.lock:
+                proxy.bytes_down += len(data)
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in ("transfer-encoding", "content-length", "connection"):
