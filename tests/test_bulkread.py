@@ -323,7 +323,7 @@ def test_bases_first_orders_packs_by_what_their_deltas_need() -> None:
     def at(pack: str, base: str | None = None) -> Location:
         return Location(Digest(pack * 64), 0, 1, 1, Digest(base * 64) if base else None, None)
 
-    # z holds a delta of an object in y, y one of an object in x: x, y, z whatever the ids.
+    # b holds a delta of an object in c, c one of an object in a: so a, c, b, not id order.
     located = {
         Digest("1" * 64): at("a"),
         Digest("2" * 64): at("c", "1"),
