@@ -1,8 +1,12 @@
-"""snapshot, verify and export on the standard workload against a local S3 server (moto).
+"""snapshot, verify, export and restore on the standard workload against a local S3 server (moto).
 
-    python -m benchmarks.s3_bench --tenants 2000 --rounds 3
+    python -m benchmarks.s3_bench --tenants 2000 --rounds 3 [--latency-ms 20]
 
-Requests are counted by a pass-through proxy in front of the server.
+Requests are counted by a pass-through proxy in front of the server: all of
+them, the GETs of packs (format 2) or objects (format 1), the bytes of the
+answers, and the most that were in flight at once. ``--latency-ms`` makes the
+proxy add a round trip to every request, as a real S3 endpoint has (loopback
+has almost none).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
     env_base = {
         "AWS_ACCESS_KEY_ID": "bench",
@@ -32,7 +37,7 @@ def main() -> None:
     os.environ.update(env_base)
     with (
         moto_server() as endpoint,
-        faulty_proxy(endpoint, every=0) as proxy,
+        faulty_proxy(endpoint, every=0, delay=args.latency_ms / 1000) as proxy,
         tempfile.TemporaryDirectory() as scratch,
     ):
         os.environ["AWS_ENDPOINT_URL"] = endpoint
@@ -45,6 +50,7 @@ def main() -> None:
 
         def timed(label: str, argv: list[str]) -> None:
             before = proxy.requests
+            proxy.reset()
             run = measure_rss(argv, env=env)
             assert run.returncode == 0, label
             rows.append(
@@ -52,6 +58,9 @@ def main() -> None:
                     "step": label,
                     "seconds": round(run.seconds, 2),
                     "requests": proxy.requests - before,
+                    "object_gets": len(proxy.gets("/packs/")) + len(proxy.gets("/objects/")),
+                    "kib_down": round(proxy.bytes_down / 1024),
+                    "max_in_flight": proxy.max_in_flight,
                     "peak_rss_mib": round(run.peak_kib / 1024, 1),
                 }
             )
@@ -61,6 +70,12 @@ def main() -> None:
             timed(f"snapshot round {number}", [*casbak, "snapshot", str(export)])
         timed("verify", [*casbak, "verify"])
         timed("export --all", [*casbak, "export", "--all", "-o", str(Path(scratch) / "b")])
+        restored = str(Path(scratch) / "restored")
+        timed("restore latest", [*casbak, "restore", "latest", "--out", restored])
+        first = json.loads(min(Path(restored).iterdir()).read_text())
+        tenant = first["id"] if "id" in first else first["tenant"]["id"]
+        one = [*casbak, "restore", "latest", "--tenant", tenant, "--out", restored + "-one"]
+        timed("restore one tenant", one)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ document, not the compression settings. Every read decompresses and re-hashes.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import zstandard
 
 from casbak.backends.base import Backend, ObjectInfo
-from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData, ObjectMissing
+from casbak.errors import AlreadyExists, CasbakError, ChecksumMismatch, CorruptData, ObjectMissing
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import OBJECT_PREFIX, object_id_from_key, object_key
 
@@ -29,26 +30,48 @@ LIST_INSTEAD_OF_STAT = 64
 
 
 def parallel_map(
-    function: Callable[[T], R], items: Iterable[T], workers: int, window: int = 64
+    function: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    window: int = 64,
+    *,
+    cost: Callable[[T], int] | None = None,
+    budget: int = 0,
 ) -> Iterator[R]:
     """Results of ``function`` over ``items`` in order, at most ``window`` in flight.
 
     Remote backends gain from overlapping round trips; the window keeps memory
-    bounded however many items there are. One worker means a plain loop.
+    bounded however many items there are. With ``cost`` (say, the bytes an
+    item's result will hold), items are also started only while the results
+    not yet taken cost at most ``budget``, though always at least one. One
+    worker means a plain loop.
     """
     if workers <= 1:
         yield from map(function, items)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = []
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= window:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+        pending: deque[tuple[Future[R], int]] = deque()
+        held = 0
+        try:
+            for item in items:
+                weight = cost(item) if cost is not None else 0
+                while pending and (
+                    len(pending) >= window or (cost is not None and held + weight > budget)
+                ):
+                    future, done = pending.popleft()
+                    held -= done
+                    yield future.result()
+                pending.append((pool.submit(function, item), weight))
+                held += weight
+            while pending:
+                yield pending.popleft()[0].result()
+        finally:
+            # A caller that stops early (an error, a closed generator) should
+            # not wait for reads nobody will take.
+            for future, _ in pending:
+                future.cancel()
 
 
 def decompress_object(
@@ -149,6 +172,22 @@ class ObjectStore:
     def read(self, digest: str) -> bytes:
         """Return the canonical bytes of an object, verified against its digest."""
         return decompress_object(digest, self.backend.get(object_key(digest)))
+
+    def read_many(self, digests: Iterable[str]) -> Iterator[tuple[Digest, bytes | CasbakError]]:
+        """`read` of many objects (each once), overlapped on backends that gain from it.
+
+        Each object's error is handed back with it, not raised, as
+        `PackStore.read_many` does.
+        """
+
+        def one(digest: Digest) -> tuple[Digest, bytes | CasbakError]:
+            try:
+                return digest, self.read(digest)
+            except CasbakError as exc:
+                return digest, exc
+
+        wanted = list(dict.fromkeys(Digest(digest) for digest in digests))
+        return parallel_map(one, wanted, self.concurrency)
 
     def read_stored(self, digest: str) -> bytes:
         """Return an object's stored (compressed) bytes after checking they decode to its name."""

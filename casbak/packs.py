@@ -11,9 +11,11 @@ Every read decompresses with a size bound and re-hashes, like format 1.
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import msgspec
 import zstandard
@@ -37,7 +39,7 @@ from casbak.layout import (
     index_key,
     pack_key,
 )
-from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER, decompress_object
+from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER, decompress_object, parallel_map
 from casbak.packindex import BASE_PREFIX_BYTES, IndexFile, Location, encode_index, parse_index
 
 MAX_PACK_BYTES = 4 * 1024 * 1024
@@ -56,6 +58,37 @@ _FramesByDictionary = dict[Digest | None, list[tuple[Digest, bytes, Digest | Non
 _PACK_CACHE = 32 * 1024 * 1024
 """Bytes of packs kept in memory (bases often sit in an older pack)."""
 _BASE_CACHE = 1024
+LOCAL_CONCURRENCY = 4
+"""Pack reads in flight on backends that name no concurrency of their own (local, memory)."""
+RANGE_GAP = 256 * 1024
+"""Wanted frames of one pack closer than this are fetched by one request: the
+bytes between them cost less than another round trip."""
+READ_AHEAD = 32 * 1024 * 1024
+"""Bytes of fetched packs and ranges a bulk read holds before it has decoded them."""
+_KEPT_BASES = 32 * 1024 * 1024
+"""Decoded objects a bulk read keeps because objects still to come are deltas of them."""
+
+
+def standalone_frame(canonical: bytes) -> bytes:
+    """A document as a plain zstd frame, readable without the repository (what bundles carry)."""
+    return zstandard.ZstdCompressor(level=3, write_checksum=False).compress(canonical)
+
+
+class _Fetch(NamedTuple):
+    """One read of a bulk read: a byte range of a pack (``length`` None: all of it)."""
+
+    pack: Digest
+    start: int
+    length: int | None
+    size: int
+    """The bytes it is expected to bring (what it costs while held)."""
+    items: list[tuple[Digest, Location]]
+    last: bool
+    """The pack's last read: its objects can now be decoded."""
+
+
+_MOVED = None
+"""A frame whose pack vanished under a bulk read (a gc moved it): read it again singly."""
 
 
 class StoreResult(msgspec.Struct, frozen=True):
@@ -80,7 +113,7 @@ class PackStore:
 
     def __init__(self, backend: Backend, compression_level: int) -> None:
         self.backend = backend
-        self.concurrency = 1
+        self.concurrency: int = getattr(backend, "concurrency", LOCAL_CONCURRENCY)
         self._level = compression_level
         self._index: dict[Digest, Location] | None = None
         self._parsed: list[tuple[str, IndexFile]] | None = None
@@ -277,8 +310,19 @@ class PackStore:
             location, frame = self.frame(digest)
             return self.decode_frame(digest, location, frame, depth)
 
-    def decode_frame(self, digest: str, location: Location, frame: bytes, depth: int = 0) -> bytes:
-        """Decompress and re-hash a frame, refusing any size other than the indexed one."""
+    def decode_frame(
+        self,
+        digest: str,
+        location: Location,
+        frame: bytes,
+        depth: int = 0,
+        base_of: Callable[[str, int], bytes] | None = None,
+    ) -> bytes:
+        """Decompress and re-hash a frame, refusing any size other than the indexed one.
+
+        A delta's base comes from ``base_of`` (a bulk read's own decoded
+        objects), else from `read`.
+        """
         what = f"object {digest}"
         if depth > MAX_CHAIN * 4:
             raise CorruptData(what, "delta chain is too long (a loop?)")
@@ -286,9 +330,9 @@ class PackStore:
             raise CorruptData(what, f"declares {location.size} bytes")
         if location.base is not None:
             if len(location.base) != DIGEST_LENGTH:
-                return self._decode_ambiguous(digest, location, frame, depth)
+                return self._decode_ambiguous(digest, location, frame, depth, base_of)
             try:
-                base = self.read(location.base, depth + 1)
+                base = (base_of or self.read)(location.base, depth + 1)
             except ObjectMissing:
                 raise BaseMissing(what, f"its delta base {location.base} is missing") from None
             except IntegrityError:
@@ -310,14 +354,21 @@ class PackStore:
             digest, frame, location.size, decompressor=decompressor, frame_format=FRAME_FORMAT
         )
 
-    def _decode_ambiguous(self, digest: str, location: Location, frame: bytes, depth: int) -> bytes:
+    def _decode_ambiguous(
+        self,
+        digest: str,
+        location: Location,
+        frame: bytes,
+        depth: int,
+        base_of: Callable[[str, int], bytes] | None,
+    ) -> bytes:
         """A delta whose base prefix names no object, or several: try each candidate."""
         assert location.base is not None
         candidates = [d for d in self.index() if d.startswith(location.base)]
         for candidate in candidates:
             try:
                 resolved = msgspec.structs.replace(location, base=candidate)
-                return self.decode_frame(digest, resolved, frame, depth)
+                return self.decode_frame(digest, resolved, frame, depth, base_of)
             except IntegrityError:
                 continue
         raise CorruptData(
@@ -326,7 +377,83 @@ class PackStore:
 
     def read_stored(self, digest: str) -> bytes:
         """An object as a standalone zstd frame (what bundles carry)."""
-        return zstandard.ZstdCompressor(level=3, write_checksum=False).compress(self.read(digest))
+        return standalone_frame(self.read(digest))
+
+    def read_many(
+        self,
+        digests: Iterable[str],
+        *,
+        each_pack: Callable[[Digest, bytes], None] | None = None,
+    ) -> Iterator[tuple[Digest, bytes | CasbakError]]:
+        """Many objects' canonical bytes, each verified, or the error that stops each one.
+
+        Objects are read pack by pack, packs in parallel (the backend's
+        concurrency), each as the byte ranges holding the wanted frames (and
+        their delta bases), nearby frames in one request; with ``each_pack``,
+        packs are read whole and handed to it (verify hashes them). At most
+        READ_AHEAD fetched bytes wait to be decoded. Packs of delta bases come
+        before the packs of their deltas and a decoded base is kept until its
+        last delta is decoded, so each frame is fetched once. Results come in
+        that pack order, each object once, not in the order asked.
+        """
+        wanted = list(dict.fromkeys(Digest(digest) for digest in digests))
+        if not wanted:
+            return
+        located = self._closure(wanted)
+        if any(digest not in located for digest in wanted):
+            self.refresh()  # a writer may have indexed them since we loaded
+            located = self._closure(wanted)
+        for digest in wanted:
+            if digest not in located:
+                yield digest, ObjectMissing(f"object {digest}")
+        yield from self._read_located(set(wanted), located, each_pack)
+
+    def _closure(self, wanted: list[Digest]) -> dict[Digest, Location]:
+        """The locations of the wanted objects and, transitively, of their delta bases."""
+        find = self.locate if self._index is None and len(wanted) <= FEW else self.index().get
+        found: dict[Digest, Location] = {}
+        pending = list(wanted)
+        while pending:
+            digest = pending.pop()
+            if digest in found:
+                continue
+            location = find(digest)
+            if location is None:
+                continue
+            found[digest] = location
+            if location.base is not None and len(location.base) == DIGEST_LENGTH:
+                pending.append(location.base)
+        return found
+
+    def _read_located(
+        self,
+        wanted: set[Digest],
+        located: dict[Digest, Location],
+        each_pack: Callable[[Digest, bytes], None] | None,
+    ) -> Iterator[tuple[Digest, bytes | CasbakError]]:
+        plan = _plan(located, whole=each_pack is not None)
+        decoder = _BulkDecoder(self, located)
+        fetched = parallel_map(
+            self._fetch, plan, self.concurrency, cost=lambda fetch: fetch.size, budget=READ_AHEAD
+        )
+        for fetch, data in zip(plan, fetched, strict=True):
+            if each_pack is not None and isinstance(data, bytes):
+                each_pack(fetch.pack, data)
+            decoder.take(fetch, data)
+            if fetch.last:
+                for digest, result in decoder.decode_pack():
+                    if digest in wanted:
+                        yield digest, result
+
+    def _fetch(self, fetch: _Fetch) -> bytes | CasbakError:
+        """One read of a bulk read (in a worker thread); an error is handed on, not raised."""
+        key = pack_key(fetch.pack)
+        try:
+            if fetch.length is None:
+                return self.backend.get(key)
+            return self.backend.get_range(key, fetch.start, fetch.length)
+        except CasbakError as exc:
+            return exc
 
     def locate_many(self, digests: Iterable[Digest]) -> dict[Digest, Location]:
         """The locations of those of ``digests`` that are stored."""
@@ -798,6 +925,159 @@ class PackStore:
         if removed:
             self.backend.sync()
         return removed
+
+
+class _BulkDecoder:
+    """The decoding half of `PackStore.read_many`: a pack's frames at a time, bases kept."""
+
+    def __init__(self, store: PackStore, located: dict[Digest, Location]) -> None:
+        self.store = store
+        self.located = located
+        # Per object, how many objects still to decode are deltas of it.
+        self.waiting: Counter[str] = Counter(
+            location.base
+            for location in located.values()
+            if location.base is not None and location.base in located
+        )
+        self.kept: dict[str, bytes] = {}
+        self.kept_bytes = 0
+        self.failed: dict[str, CasbakError] = {}
+        self.frames: dict[str, bytes | CasbakError | None] = {}
+        self.results: dict[str, bytes | CasbakError] = {}
+
+    def take(self, fetch: _Fetch, data: bytes | CasbakError) -> None:
+        """The frames one read brought (or the error that stops them)."""
+        if isinstance(data, ObjectMissing):
+            self.frames.update((digest, _MOVED) for digest, _ in fetch.items)
+        elif isinstance(data, CasbakError):
+            self.frames.update((digest, data) for digest, _ in fetch.items)
+        else:
+            for digest, location in fetch.items:
+                start = location.offset - fetch.start
+                self.frames[digest] = data[start : start + location.length]
+
+    def decode_pack(self) -> Iterator[tuple[Digest, bytes | CasbakError]]:
+        """Decode every frame taken; the results, then forget the frames."""
+        for digest in self.frames:
+            try:
+                self._decode(digest, 0)
+            except CasbakError:
+                pass  # kept in results
+        for digest, result in self.results.items():
+            self._account(digest, result)
+            yield Digest(digest), result
+        self.frames.clear()
+        self.results.clear()
+
+    def _decode(self, digest: str, depth: int) -> bytes:
+        """An object of the pack at hand, decoded once; its error raised every time asked."""
+        if digest not in self.results:
+            frame = self.frames[digest]
+            location = self.located[Digest(digest)]
+            result: bytes | CasbakError
+            try:
+                if frame is _MOVED:
+                    result = self.store.read(digest, depth)
+                elif isinstance(frame, CasbakError):
+                    raise frame
+                elif len(frame) != location.length:
+                    raise CorruptData(f"object {digest}", f"pack {location.pack} is cut short")
+                else:
+                    result = self.store.decode_frame(digest, location, frame, depth, self._base_of)
+            except CasbakError as exc:
+                result = exc
+            self.results[digest] = result
+        found = self.results[digest]
+        if isinstance(found, CasbakError):
+            raise found
+        return found
+
+    def _base_of(self, digest: str, depth: int) -> bytes:
+        if digest in self.frames:
+            return self._decode(digest, depth)
+        if digest in self.kept:
+            return self.kept[digest]
+        if digest in self.failed:
+            raise self.failed[digest]
+        # Not kept (over the budget) or in a pack still to come (a cycle): singly.
+        return self.store.read(digest, depth)
+
+    def _account(self, digest: str, result: bytes | CasbakError) -> None:
+        """Keep what later deltas need; let go of a base once its last delta is decoded."""
+        if self.waiting[digest]:
+            if isinstance(result, CasbakError):
+                self.failed[digest] = result
+            elif self.kept_bytes + len(result) <= _KEPT_BASES:
+                self.kept[digest] = result
+                self.kept_bytes += len(result)
+        base = self.located[Digest(digest)].base
+        if base is not None and self.waiting[base]:
+            self.waiting[base] -= 1
+            if not self.waiting[base]:
+                self.kept_bytes -= len(self.kept.pop(base, b""))
+                self.failed.pop(base, None)
+
+
+def _plan(located: Mapping[Digest, Location], *, whole: bool) -> list[_Fetch]:
+    """The reads that bring every located frame: per pack, whole or as coalesced ranges."""
+    by_pack: dict[Digest, list[tuple[Digest, Location]]] = {}
+    for digest, location in located.items():
+        by_pack.setdefault(location.pack, []).append((digest, location))
+    plan: list[_Fetch] = []
+    for pack in _bases_first(located):
+        items = sorted(by_pack[pack], key=lambda item: (item[1].offset, item[0]))
+        if whole:
+            end = max(location.offset + location.length for _, location in items)
+            plan.append(_Fetch(pack, 0, None, end, items, True))
+            continue
+        runs: list[tuple[int, int, list[tuple[Digest, Location]]]] = []
+        for digest, location in items:
+            end = location.offset + location.length
+            if runs and location.offset <= runs[-1][1] + RANGE_GAP:
+                start, stop, members = runs[-1]
+                members.append((digest, location))
+                runs[-1] = (start, max(stop, end), members)
+            else:
+                runs.append((location.offset, end, [(digest, location)]))
+        for number, (start, stop, members) in enumerate(runs, 1):
+            last = number == len(runs)
+            plan.append(_Fetch(pack, start, stop - start, stop - start, members, last))
+    return plan
+
+
+def _bases_first(located: Mapping[Digest, Location]) -> list[Digest]:
+    """The packs of ``located``, each after the packs holding bases of its deltas.
+
+    A cycle (only repacking can make one) is broken at its smallest pack id; a
+    delta whose base then comes later is decoded with a base read singly.
+    """
+    needs: dict[Digest, set[Digest]] = {location.pack: set() for location in located.values()}
+    for location in located.values():
+        base = located.get(location.base) if location.base is not None else None
+        if base is not None and base.pack != location.pack:
+            needs[location.pack].add(base.pack)
+    dependents: dict[Digest, list[Digest]] = {pack: [] for pack in needs}
+    for pack, bases in needs.items():
+        for base_pack in bases:
+            dependents[base_pack].append(pack)
+    unmet = {pack: len(bases) for pack, bases in needs.items()}
+    ready = [pack for pack, count in unmet.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[Digest] = []
+    placed: set[Digest] = set()
+    while len(order) < len(needs):
+        if not ready:
+            heapq.heappush(ready, min(pack for pack in needs if pack not in placed))
+        pack = heapq.heappop(ready)
+        if pack in placed:
+            continue
+        placed.add(pack)
+        order.append(pack)
+        for dependent in dependents[pack]:
+            unmet[dependent] -= 1
+            if unmet[dependent] == 0:
+                heapq.heappush(ready, dependent)
+    return order
 
 
 def _resolve_bases(found: dict[Digest, Location]) -> dict[Digest, Location]:

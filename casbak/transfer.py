@@ -37,7 +37,7 @@ from casbak.layout import manifest_name, object_key
 from casbak.model import encode_manifest, utc_now
 from casbak.objects import ObjectStore, parallel_map
 from casbak.outfiles import atomic_output
-from casbak.packs import PackStore
+from casbak.packs import PackStore, standalone_frame
 from casbak.repository import Repository, Snapshot
 
 Progress = Callable[[int, int, int], None]
@@ -102,17 +102,63 @@ def export_bundle(
     manifests = [(_bundle_name(snap), _bundle_manifest(repo, snap)) for snap in snapshots]
     digests = sorted({e.object for s in snapshots for e in s.manifest.entries.values()})
     if isinstance(repo.objects, PackStore):
-        # Bundles carry standalone frames; their sizes go in the header, which
-        # comes first, so frames are made twice rather than all held at once.
-        for digest in digests:
-            repo.objects.frame(digest)
-        sizes = {digest: len(repo.objects.read_stored(digest)) for digest in digests}
-    else:
-        listed: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
-        missing = [digest for digest in digests if digest not in listed]
-        if missing:
-            raise ObjectMissing(object_key(missing[0]))
-        sizes = {digest: listed[digest] for digest in digests}
+        with tempfile.TemporaryFile() as spool:
+            # Reading is the slow part, so it is what progress shows.
+            spooled = _spool_standalone(repo.objects, digests, spool, progress)
+            sizes = {digest: length for digest, (_, length) in spooled.items()}
+            stored = _unspool(spool, spooled, digests)
+            return _write_bundle(stream, snapshots, manifests, sizes, stored, None, clock)
+    listed: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
+    missing = [digest for digest in digests if digest not in listed]
+    if missing:
+        raise ObjectMissing(object_key(missing[0]))
+    sizes = {digest: listed[digest] for digest in digests}
+    reads = parallel_map(repo.objects.read_stored, digests, repo.objects.concurrency)
+    stored = zip(digests, reads, strict=True)
+    return _write_bundle(stream, snapshots, manifests, sizes, stored, progress, clock)
+
+
+def _spool_standalone(
+    packs: PackStore, digests: list[str], spool: IO[bytes], progress: Progress | None
+) -> dict[str, tuple[int, int]]:
+    """Read every object (pack by pack, in parallel) into ``spool`` as a standalone frame.
+
+    The header, which comes first, needs every frame's size: the frames wait
+    on disk, not in memory, and the repository is read once.
+    """
+    spooled: dict[str, tuple[int, int]] = {}
+    written = 0
+    for digest, result in packs.read_many(digests):
+        if isinstance(result, CasbakError):
+            raise result
+        frame = standalone_frame(result)
+        spooled[digest] = (written, len(frame))
+        spool.write(frame)
+        written += len(frame)
+        if progress is not None:
+            progress(len(spooled), len(digests), written)
+    return spooled
+
+
+def _unspool(
+    spool: IO[bytes], spooled: dict[str, tuple[int, int]], digests: list[str]
+) -> Iterator[tuple[str, bytes]]:
+    """The spooled frames, in the order of ``digests``."""
+    for digest in digests:
+        offset, length = spooled[digest]
+        spool.seek(offset)
+        yield digest, spool.read(length)
+
+
+def _write_bundle(
+    stream: IO[bytes],
+    snapshots: list[Snapshot],
+    manifests: list[tuple[str, bytes]],
+    sizes: dict[str, int],
+    stored_objects: Iterable[tuple[str, bytes]],
+    progress: Progress | None,
+    clock: Callable[[], datetime],
+) -> ExportResult:
     header = BundleHeader(
         format=BUNDLE_FORMAT,
         version=BUNDLE_VERSION,
@@ -121,7 +167,7 @@ def export_bundle(
             BundleManifest(snap.id, name, len(data))
             for snap, (name, data) in zip(snapshots, manifests, strict=True)
         ],
-        objects=len(digests),
+        objects=len(sizes),
         object_bytes=sum(sizes.values()),
     )
     writer = BundleWriter(stream, header)
@@ -129,19 +175,18 @@ def export_bundle(
         for name, data in manifests:
             writer.add_manifest(name, data)
         written = 0
-        stored_objects = parallel_map(repo.objects.read_stored, digests, repo.objects.concurrency)
-        for done, (digest, stored) in enumerate(zip(digests, stored_objects, strict=True), 1):
+        for done, (digest, stored) in enumerate(stored_objects, 1):
             if len(stored) != sizes[digest]:
                 raise IntegrityError(f"object {digest} changed while it was exported")
             writer.add_object(digest, stored)
             written += len(stored)
             if progress is not None:
-                progress(done, len(digests), written)
+                progress(done, len(sizes), written)
     except BaseException:
         writer.abort()
         raise
     writer.close()
-    return ExportResult(len(snapshots), len(digests), written)
+    return ExportResult(len(snapshots), len(sizes), written)
 
 
 def export_to_file(

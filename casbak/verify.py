@@ -9,7 +9,7 @@ there is damage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import msgspec
@@ -93,34 +93,33 @@ def verify_repository(
         findings.extend(_index_findings(packs))
     present: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
 
-    def check(digest: str) -> tuple[str, Finding | None]:
-        location = _object_location(digest)
+    def presence(digest: str) -> Finding | None:
         if digest not in present and not (packs is not None and _moved(packs, digest, present)):
-            return digest, Finding("missing-object", "damage", location, "object is missing")
-        if quick:
-            return digest, None
+            return Finding(
+                "missing-object", "damage", _object_location(digest), "object is missing"
+            )
+        return None
+
+    def check(digest: str) -> tuple[str, Finding | None]:
+        finding = presence(digest)
+        if finding is not None or quick:
+            return digest, finding
         try:
             repo.objects.read(digest)
-        except (ChecksumMismatch, CorruptData) as exc:
-            return digest, Finding("corrupt-object", "damage", location, str(exc))
-        except ObjectMissing:
-            return digest, Finding("missing-object", "damage", location, "object is missing")
         except CasbakError as exc:
-            return digest, Finding("unreadable-object", "damage", location, str(exc))
+            return digest, _read_finding(digest, exc)
         return digest, None
 
+    # A full check also hashes every pack, so it reads them whole, once.
+    pack_hashes: dict[str, str] = {}
+    checked = (
+        _check_packed(packs, sorted(referenced), presence, quick, None if refs else pack_hashes)
+        if packs is not None
+        else parallel_map(check, sorted(referenced), repo.objects.concurrency)
+    )
     bad_objects: dict[str, Finding] = {}
     objects_checked = bytes_checked = 0
-    order = sorted(referenced)
-    if packs is not None:
-        index = packs.index()
-        # Pack by pack, so each pack is read once.
-        order.sort(
-            key=lambda d: (
-                (index[Digest(d)].pack, index[Digest(d)].offset) if d in index else ("", 0)
-            )
-        )
-    for digest, finding in parallel_map(check, order, repo.objects.concurrency):
+    for digest, finding in checked:
         if finding is not None:
             bad_objects[digest] = finding
         if digest in present:
@@ -133,7 +132,7 @@ def verify_repository(
     findings.extend(_with_victims(repo, snapshots, bad_objects))
 
     if packs is not None and not quick and not refs:
-        findings.extend(_pack_findings(packs, referenced))
+        findings.extend(_pack_findings(packs, referenced, pack_hashes))
     if not refs:
         findings.extend(_orphans(present, referenced, packs))
         findings.extend(_unknown_keys(repo))
@@ -175,6 +174,44 @@ def config_failure_report(finding: Finding) -> VerifyReport:
 
 def _object_location(digest: str) -> str:
     return object_key(digest)
+
+
+def _check_packed(
+    packs: PackStore,
+    digests: list[str],
+    presence: Callable[[str], Finding | None],
+    quick: bool,
+    pack_hashes: dict[str, str] | None,
+) -> Iterator[tuple[str, Finding | None]]:
+    """Format 2: each object's presence first, then the present ones read pack by pack.
+
+    With ``pack_hashes``, packs are read whole and each one's hash is recorded there.
+    """
+    readable = []
+    for digest in digests:
+        finding = presence(digest)
+        if finding is not None or quick:
+            yield digest, finding
+        else:
+            readable.append(digest)
+
+    def hash_pack(pack_id: str, data: bytes) -> None:
+        assert pack_hashes is not None
+        pack_hashes[pack_id] = hash_bytes(data)
+
+    whole = None if pack_hashes is None else hash_pack
+    for digest, result in packs.read_many(readable, each_pack=whole):
+        yield digest, _read_finding(digest, result) if isinstance(result, CasbakError) else None
+
+
+def _read_finding(digest: str, exc: CasbakError) -> Finding:
+    """What an object that could not be read back intact is: corrupt, missing or unreadable."""
+    location = _object_location(digest)
+    if isinstance(exc, (ChecksumMismatch, CorruptData)):
+        return Finding("corrupt-object", "damage", location, str(exc))
+    if isinstance(exc, ObjectMissing):
+        return Finding("missing-object", "damage", location, "object is missing")
+    return Finding("unreadable-object", "damage", location, str(exc))
 
 
 def _load_snapshots(
@@ -275,8 +312,11 @@ def _index_findings(packs: PackStore) -> list[Finding]:
     ]
 
 
-def _pack_findings(packs: PackStore, referenced: set[str]) -> list[Finding]:
-    """Every pack must hash to its name; packs no index names are leftovers."""
+def _pack_findings(packs: PackStore, referenced: set[str], hashed: dict[str, str]) -> list[Finding]:
+    """Every pack must hash to its name; packs no index names are leftovers.
+
+    ``hashed`` holds the packs already read (and hashed) while their objects were checked.
+    """
     index = packs.index()
     named = {location.pack for location in index.values()}
     needed: dict[str, int] = {}
@@ -293,7 +333,7 @@ def _pack_findings(packs: PackStore, referenced: set[str]) -> list[Finding]:
             )
             continue
         try:
-            actual = hash_bytes(packs.pack_bytes(pack_id))
+            actual = hashed.get(pack_id) or hash_bytes(packs.pack_bytes(pack_id))
         except ObjectMissing:
             continue
         except CasbakError as exc:

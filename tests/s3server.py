@@ -16,6 +16,8 @@ from typing import Any
 
 from tests.loopback import http_server
 
+RENDEZVOUS_TIMEOUT = 10.0
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -58,16 +60,81 @@ def new_bucket(endpoint: str) -> str:
 
 
 class FaultyProxy:
-    """Forwards to an S3 server, answering every ``every``-th request with a retryable error."""
+    """Forwards to an S3 server, answering every ``every``-th request with a retryable error.
 
-    def __init__(self, upstream: str, every: int, statuses: tuple[int, ...] = (503, 500)) -> None:
+    It also records what passes: every request line (with its Range header), the
+    bytes of the answers, how many requests were at the server at once, and, when
+    ``rendezvous`` names a
+    path fragment, whether two such requests were ever in flight together.
+    ``delay`` (seconds) is added to every request, as a distant server's round trip;
+    ``ignore_range`` drops Range headers, as servers without ranged reads do.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        every: int,
+        statuses: tuple[int, ...] = (503, 500),
+        delay: float = 0.0,
+    ) -> None:
         self.upstream = upstream.removeprefix("http://")
         self.every = every
+        self.delay = delay
+        self.ignore_range = False
         self.statuses = statuses
         self.requests = 0
         self.injected = 0
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.url = ""
+        self.log: list[str] = []
+        self.bytes_down = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.rendezvous: str | None = None
+        self.waiting = 0
+        self.met = False
+        self.gave_up = False
+
+    def reset(self, rendezvous: str | None = None) -> None:
+        """Forget what was recorded; watch requests whose path holds ``rendezvous``."""
+        with self.lock:
+            self.log.clear()
+            self.bytes_down = 0
+            self.max_in_flight = self.in_flight
+            self.rendezvous = rendezvous
+            self.waiting = 0
+            self.met = False
+            self.gave_up = False
+
+    def gets(self, fragment: str) -> list[str]:
+        """The recorded GET requests whose path holds ``fragment``."""
+        with self.lock:
+            return [line for line in self.log if line.startswith("GET ") and fragment in line]
+
+    def _arrive(self, line: str, path: str) -> None:
+        with self.lock:
+            self.log.append(line)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.rendezvous is None or self.rendezvous not in path or self.met:
+                return
+            if self.gave_up:
+                return
+            # Held until a second watched request arrives: overlapping requests
+            # then meet here whatever the machine's speed, and serial ones
+            # never do (the first is released by the timeout, alone).
+            self.waiting += 1
+            if self.waiting >= 2:
+                self.met = True
+                self.changed.notify_all()
+            elif not self.changed.wait_for(lambda: self.met, timeout=RENDEZVOUS_TIMEOUT):
+                self.gave_up = True
+            self.waiting -= 1
+
+    def _leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
 
 def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
@@ -78,8 +145,19 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _forward(self) -> None:
+            ranged = self.headers.get("Range")
+            line = f"{self.command} {self.path}" + (f" {ranged}" if ranged else "")
+            proxy._arrive(line, self.path)
+            try:
+                self._relay()
+            finally:
+                proxy._leave()
+
+        def _relay(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            if proxy.delay:
+                time.sleep(proxy.delay)
             with proxy.lock:
                 proxy.requests += 1
                 fault = proxy.every and proxy.requests % proxy.every == 0
@@ -98,11 +176,14 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
                 return
             upstream = http.client.HTTPConnection(proxy.upstream, timeout=30)
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            dropped = {"host", "range"} if proxy.ignore_range else {"host"}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             headers["Host"] = proxy.upstream
             upstream.request(self.command, self.path, body=body, headers=headers)
             response = upstream.getresponse()
             data = response.read()
+            with proxy.lock:
+                proxy.bytes_down += len(data)
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in ("transfer-encoding", "content-length", "connection"):
@@ -120,8 +201,8 @@ def _handler(proxy: FaultyProxy) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def faulty_proxy(upstream: str, every: int) -> Iterator[FaultyProxy]:
-    proxy = FaultyProxy(upstream, every)
+def faulty_proxy(upstream: str, every: int, delay: float = 0.0) -> Iterator[FaultyProxy]:
+    proxy = FaultyProxy(upstream, every, delay=delay)
     with http_server(_handler(proxy)) as url:
         proxy.url = url
         yield proxy

@@ -10,11 +10,13 @@ import pytest
 
 from casbak.backends.s3 import S3Backend, parse_location
 from casbak.errors import BackendError, RepositoryLocked, UsageError
+from casbak.packs import PACK_PREFIX
 from casbak.repository import Repository, backend_for
 from casbak.service import restore_documents
 from casbak.verify import verify_repository
 from tests.s3server import faulty_proxy
 from tests.test_cli import ROUND1, ROUND2, run
+from tests.test_format2 import history
 
 
 def test_every_command_on_s3(s3_env: str, tmp_path: Path) -> None:
@@ -64,6 +66,52 @@ def test_damage_on_s3_is_found(s3_env: str) -> None:
     code, out, _ = run(s3_env, "--json", "verify")
     assert code == 3
     assert json.loads(out)["findings"][0]["kind"] == "corrupt-object"
+
+
+def test_verify_export_and_restore_read_in_parallel_on_s3(
+    s3_env: str, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Repository.init(backend_for(s3_env))
+    expected = history(repo, rounds=6, count=60)
+    latest = list(expected)[-1]
+    stored = [info.key for info in repo.backend.list(PACK_PREFIX)]
+    watched = f"/{PACK_PREFIX}"
+    with faulty_proxy(s3_endpoint, every=0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+
+        # Each step's reads must meet at the proxy: two in flight at once.
+        proxy.reset(rendezvous=watched)
+        code, out, _ = run(s3_env, "--json", "verify")
+        assert code == 0 and proxy.met
+        checked = json.loads(out)["objects_stored"]
+        verify_gets = proxy.gets(watched)
+
+        proxy.reset(rendezvous=watched)
+        bundle = tmp_path / "all.casbak"
+        code, out, _ = run(s3_env, "--json", "export", "--all", "-o", str(bundle))
+        assert code == 0 and proxy.met
+        assert json.loads(out)["objects"] == checked
+        export_gets = proxy.gets(watched)
+
+        proxy.reset(rendezvous=watched)
+        out_dir = tmp_path / "restored"
+        assert run(s3_env, "restore", latest, "--out", str(out_dir))[0] == 0
+        assert proxy.met
+        restore_gets = proxy.gets(watched)
+    restored = {path.stem: json.loads(path.read_text()) for path in out_dir.iterdir()}
+    assert restored == expected[latest]
+    # Reads go by pack: as many requests as packs, not as objects.
+    assert checked > 10 * len(stored)
+    assert sorted(verify_gets) == sorted(set(verify_gets))
+    assert len(verify_gets) == len(export_gets) == len(stored)
+    assert not any("bytes=" in line for line in verify_gets)  # whole, so each pack is hashed
+    assert all("bytes=" in line for line in export_gets + restore_gets)
+    assert 2 <= len(restore_gets) <= len(stored)
+    assert len({line.split()[1] for line in restore_gets}) == len(restore_gets)
+    copy = tmp_path / "copy"
+    assert run(copy, "init")[0] == 0
+    assert run(copy, "import", str(bundle))[0] == 0
+    assert verify_repository(Repository.open(backend_for(copy))).ok
 
 
 def test_locks_hold_on_s3(s3_env: str) -> None:

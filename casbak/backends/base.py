@@ -9,6 +9,9 @@ Contract (every backend, tested by the shared contract suite):
 - A value is durable once ``sync`` has returned after its ``put``; ``sync``
   exists so many puts can share one round of directory syncs.
 - Reads see every completed write (read-after-write).
+- ``get_range`` reads part of a value (a pack's frames) in one request; it
+  returns fewer bytes than asked when the value ends sooner, so a caller can
+  tell a value cut short from a whole one.
 - ``list`` yields keys under a prefix sorted by key, skipping in-flight
   temporary files.
 - ``touch`` refreshes a key's modification time (the GC grace period uses it);
@@ -23,7 +26,7 @@ from typing import Protocol
 
 import msgspec
 
-from casbak.errors import InvalidKey
+from casbak.errors import BackendError, InvalidKey
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
 
@@ -52,6 +55,9 @@ class Backend(Protocol):
 
     def get(self, key: str) -> bytes:
         """Return the stored bytes; raise ObjectMissing when absent."""
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer at the end); ObjectMissing when absent."""
 
     def stat(self, key: str) -> ObjectInfo | None:
         """Return size and mtime, or None when absent."""
@@ -87,6 +93,12 @@ def validate_key(key: str) -> str:
     if not key or not all(_SEGMENT.fullmatch(segment) for segment in segments) or ".." in key:
         raise InvalidKey(f"invalid storage key {key[:120]!r}")
     return key
+
+
+def validate_range(offset: int, length: int) -> None:
+    """Refuse a byte range no caller should ask for (a negative offset or length)."""
+    if offset < 0 or length < 0:
+        raise BackendError(f"invalid byte range: offset {offset}, length {length}")
 
 
 def validate_prefix(prefix: str) -> str:

@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
+from casbak.backends.base import (
+    ObjectInfo,
+    StorageIssue,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
 from casbak.errors import AlreadyExists, BackendError, ObjectMissing
 from casbak.outfiles import TEMP_PREFIX, atomic_file
 
@@ -122,6 +128,27 @@ class LocalBackend:
             chunks = []
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            _raise_os_error(exc, "read", path)
+        finally:
+            os.close(fd)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        validate_range(offset, length)
+        path = self._path(key)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            _raise_os_error(exc, "read", path)
+        try:
+            chunks = []
+            while length > 0 and (chunk := os.pread(fd, min(length, 1 << 20), offset)):
+                chunks.append(chunk)
+                offset += len(chunk)
+                length -= len(chunk)
             return b"".join(chunks)
         except OSError as exc:
             _raise_os_error(exc, "read", path)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
+from casbak.backends.base import (
+    ObjectInfo,
+    StorageIssue,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
 from casbak.errors import AlreadyExists, ObjectMissing
 
 
@@ -28,6 +34,10 @@ class MemoryBackend:
             return self._items[key][0]
         except KeyError:
             raise ObjectMissing(key) from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        validate_range(offset, length)
+        return self.get(key)[offset : offset + length]
 
     def stat(self, key: str) -> ObjectInfo | None:
         validate_key(key)

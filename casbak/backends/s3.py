@@ -17,11 +17,21 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from casbak.backends.base import ObjectInfo, StorageIssue, validate_key, validate_prefix
+from casbak.backends.base import (
+    ObjectInfo,
+    StorageIssue,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
 from casbak.errors import AlreadyExists, BackendError, ObjectMissing, UsageError
 
 MAX_ATTEMPTS = 8
 CONCURRENCY = 16
+
+
+class _RangeNotSatisfiable(BackendError):
+    """A ranged read starting at or past the end of the value (HTTP 416)."""
 
 
 def parse_location(location: str) -> tuple[str, str]:
@@ -77,6 +87,8 @@ class S3Backend:
                 raise ObjectMissing(key) from None
             if code == "PreconditionFailed" or status == 412:
                 raise AlreadyExists(key) from None
+            if code == "InvalidRange" or status == 416:
+                raise _RangeNotSatisfiable(key) from None
             if code in ("AccessDenied", "403") or status == 403:
                 raise BackendError(
                     f"cannot {action} {self.describe()}/{key}: access denied"
@@ -117,6 +129,28 @@ class S3Backend:
     def get(self, key: str) -> bytes:
         response = self._call("read", key, "get_object", Key=self._name(key))
         body: bytes = response["Body"].read()
+        return body
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        validate_range(offset, length)
+        if length == 0:  # no Range header can ask for nothing; the key must still exist
+            if self.stat(key) is None:
+                raise ObjectMissing(key)
+            return b""
+        try:
+            response = self._call(
+                "read",
+                key,
+                "get_object",
+                Key=self._name(key),
+                Range=f"bytes={offset}-{offset + length - 1}",
+            )
+        except _RangeNotSatisfiable:
+            return b""
+        body: bytes = response["Body"].read()
+        if not response.get("ContentRange"):
+            # A server that ignores Range sends the whole value (200, not 206).
+            return body[offset : offset + length]
         return body
 
     def stat(self, key: str) -> ObjectInfo | None:

@@ -42,6 +42,28 @@ def test_put_existing_raises_without_overwrite(backend: Backend) -> None:
     assert backend.get("config") == b"two"
 
 
+def test_get_range_reads_part_of_a_value(backend: Backend) -> None:
+    backend.put("packs/ab/p", b"0123456789")
+    assert backend.get_range("packs/ab/p", 2, 3) == b"234"
+    assert backend.get_range("packs/ab/p", 0, 10) == b"0123456789"
+    assert backend.get_range("packs/ab/p", 9, 1) == b"9"
+    # Past the end: fewer bytes, or none, so a reader can tell a value cut short.
+    assert backend.get_range("packs/ab/p", 8, 5) == b"89"
+    assert backend.get_range("packs/ab/p", 10, 4) == b""
+    assert backend.get_range("packs/ab/p", 50, 4) == b""
+    assert backend.get_range("packs/ab/p", 3, 0) == b""
+    backend.put("empty", b"")
+    assert backend.get_range("empty", 0, 4) == b""
+    with pytest.raises(ObjectMissing):
+        backend.get_range("nope", 0, 4)
+    with pytest.raises(ObjectMissing):
+        backend.get_range("nope", 0, 0)
+    with pytest.raises(BackendError, match="invalid byte range"):
+        backend.get_range("packs/ab/p", -1, 4)
+    with pytest.raises(BackendError, match="invalid byte range"):
+        backend.get_range("packs/ab/p", 0, -4)
+
+
 def test_missing_keys(backend: Backend) -> None:
     with pytest.raises(ObjectMissing):
         backend.get("nope")
@@ -112,6 +134,8 @@ def test_unsafe_keys_are_refused(backend: Backend, key: str) -> None:
         backend.put(key, b"x")
     with pytest.raises(InvalidKey):
         backend.get(key)
+    with pytest.raises(InvalidKey):
+        backend.get_range(key, 0, 1)
 
 
 def test_validate_key_accepts_normal_keys() -> None:
@@ -127,6 +151,23 @@ def test_invalid_prefix(backend: Backend) -> None:
 
 def test_describe(backend: Backend) -> None:
     assert backend.describe()
+
+
+def test_s3_get_range_from_a_server_that_ignores_range(
+    s3_env: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from casbak.backends.s3 import S3Backend
+    from tests.s3server import faulty_proxy
+
+    with faulty_proxy(s3_endpoint, every=0) as proxy:
+        proxy.ignore_range = True
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        backend = S3Backend(s3_env)
+        backend.put("packs/ab/p", b"0123456789")
+        assert backend.get_range("packs/ab/p", 2, 3) == b"234"
+        assert backend.get_range("packs/ab/p", 8, 5) == b"89"
+        assert backend.get_range("packs/ab/p", 12, 5) == b""
+        assert proxy.gets("/packs/ab/p")  # the reads went through the proxy
 
 
 # Local-only properties.
