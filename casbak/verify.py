@@ -28,7 +28,6 @@ from casbak.errors import (
     FormatVersionError,
     IntegrityError,
     ObjectMissing,
-    ParentMissing,
 )
 from casbak.ids import Digest, hash_bytes
 from casbak.locks import LOCK_PREFIX, LockManager
@@ -43,7 +42,7 @@ Severity = Literal["damage", "warning", "info"]
 Progress = Callable[[int, int, int], None]
 """Called with objects done, objects in all, and bytes read so far."""
 _LOOKS = 3
-"""How often a manifest or object that reads badly is read again before it is called damage."""
+"""How often an object that reads badly is read again before it is called damage."""
 _LOCK_NAME = re.compile(r"(shared|exclusive)-[0-9a-f]{16}\.json")
 _PACKED_FILE = re.compile(r"packs/([0-9a-f]{2})/\1[0-9a-f]{62}|(index|dicts)/[0-9a-f]{64}")
 
@@ -241,26 +240,16 @@ def _load_whole(
     """A snapshot and its whole manifest (format 2: rebuilt and hashed), or None if it is gone.
 
     A manifest that vanishes after the listing was removed by a cleanup, not
-    damaged. A cleanup also rewrites a delta against a kept ancestor before it
-    removes the delta's parent, so a parent that goes missing under us means:
-    list again and read again. Only a delta still listed whose parent stays
-    missing is damage.
+    damaged (a delta whose parent a cleanup removes is read again by the
+    repository; a parent that stays missing is damage).
     """
-    for attempt in range(1, _LOOKS + 1):
-        try:
-            snap = repo.load(snapshot_id, key)
-            return snap, snap.manifest
-        except ObjectMissing as exc:
-            if exc.key == key:
-                return None
-            if attempt == _LOOKS:
-                raise ParentMissing(f"manifest {key}", f"its parent {exc.key} is missing") from None
-        except ParentMissing:
-            if attempt == _LOOKS:
-                raise
-        if snapshot_id not in repo.manifest_keys():
-            return None
-    raise AssertionError("unreachable")
+    try:
+        snap = repo.load(snapshot_id, key)
+        return snap, snap.manifest
+    except ObjectMissing as exc:
+        if exc.key != key:
+            raise
+        return None
 
 
 def _readable_entries(repo: Repository, key: str, refs: set[str]) -> list[str]:

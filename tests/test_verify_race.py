@@ -1,8 +1,10 @@
-"""verify beside cleanup and gc, made deterministic: they act at chosen moments of its reads.
+"""verify (and other readers) beside cleanup and gc, made deterministic: they act at chosen
+moments of the reads.
 
-verify takes no lock, so a cleanup may remove a snapshot (and gc its objects) after verify
-listed it, and gc may move an object to a new pack while verify reads it. verify must not
-call that damage, and must still report damage that is really there.
+Readers take no lock, so a cleanup may remove a snapshot (and gc its objects) after a reader
+listed it, rewrite a delta manifest and remove its parent, and gc may move an object to a new
+pack while verify reads it. verify must not call that damage, and must still report damage
+that is really there; the others must not fail.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from casbak.objects import object_key
 from casbak.packs import PackStore, pack_key
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
-from casbak.service import take_snapshot
+from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
 from casbak.verify import VerifyReport, verify_repository
 from tests.conftest import FakeClock
@@ -215,3 +217,29 @@ def _delta_chain(tmp_path: Path) -> tuple[Path, list[str]]:
     headers = {s.id: s.header for s in repo.snapshots()}
     assert headers[ids[2]].parent == ids[1] and headers[ids[1]].parent == ids[0]
     return path, ids
+
+
+def test_listing_snapshots_leaves_out_one_removed_after_the_listing(
+    two_snapshots: tuple[Path, str, str],
+) -> None:
+    path, old, new = two_snapshots
+    backend = Overtaken(path)
+    backend.at(lambda moment: moment == "listed manifests/", remove_snapshot(path, old))
+    assert [s.id for s in Repository.open(backend).snapshots()] == [new]
+    assert backend.plans == []
+
+
+def test_a_delta_is_read_again_when_a_cleanup_removes_its_parent_under_a_restore(
+    tmp_path: Path,
+) -> None:
+    path, ids = _delta_chain(tmp_path)
+    parent_key = other(path).resolve(ids[1]).key
+    backend = Overtaken(path)
+    backend.at(
+        lambda moment: moment == f"reading {parent_key}",
+        lambda: cleanup(other(path), RetentionPolicy(keep_last=1), grace=timedelta(0)),
+    )
+    _, documents = restore_documents(Repository.open(backend), ids[2])
+    assert backend.plans == []
+    assert documents["t0"] == b'{"id":"t0","v":2}'
+    assert len(documents) == 40
