@@ -847,7 +847,11 @@ class PackStore:
         for dictionary_id, frames in by_dictionary.items():
             surviving.update(self._write_pack_files(frames, dictionary_id)[0])
         self._replace_index_files(surviving, old_files)
-        for pack_id in sorted(affected):
+        # Packs are named by their content, so a rewritten pack can come out
+        # byte for byte like an old one (identical delta frames of different
+        # objects): a pack the new index names is never removed.
+        named = {location.pack for location in surviving.values()}
+        for pack_id in sorted(affected - named):
             try:
                 self.backend.delete(pack_key(pack_id))
             except ObjectMissing:

@@ -65,6 +65,8 @@ MAX_DELTA_DEPTH = 64
 DELTA_FROM = 32
 """Snapshots of fewer tenants are stored full: a delta would save nothing."""
 _ENTRY_CACHE = 96
+_REREADS = 3
+"""How often a delta manifest is read again when a manifest it builds on goes missing."""
 
 
 class Snapshot:
@@ -289,7 +291,7 @@ class Repository:
         ancestor is proven when it is asked for itself, and a damaged ancestor
         shows anyway, as its rebuilt descendant fails its own hash.
         """
-        chain, base = self._chain(snapshot_id, key)
+        chain, base = self._settled_chain(snapshot_id, key)
         manifest: Manifest | None = None
         for step_id, step_key, document in reversed(chain):
             manifest = rebuild(document, base)
@@ -306,6 +308,32 @@ class Repository:
             document = self._decode_stored(snapshot_id, key, self.backend.get(key))
             manifest = msgspec.structs.replace(rebuild(document, None), entries=base)
         return manifest
+
+    def _settled_chain(
+        self, snapshot_id: Digest, key: str
+    ) -> tuple[list[tuple[Digest, str, StoredManifest]], dict[str, ManifestEntry] | None]:
+        """`_chain`, read again (after a fresh listing) when an ancestor goes missing.
+
+        Readers take no lock, and a cleanup rewrites a delta against a kept
+        ancestor before it removes the delta's parent: the rewritten delta no
+        longer needs what went. The delta itself missing is raised at once (it
+        was removed); an ancestor missing on every read is damage.
+        """
+        for attempt in range(1, _REREADS + 1):
+            try:
+                return self._chain(snapshot_id, key)
+            except ObjectMissing as exc:
+                if exc.key == key:
+                    raise
+                if attempt == _REREADS:
+                    raise ParentMissing(
+                        f"manifest {key}", f"{exc.key}, which it builds on, is missing"
+                    ) from None
+            except ParentMissing:
+                if attempt == _REREADS:
+                    raise
+            self.manifest_keys()
+        raise AssertionError("unreachable")
 
     def _chain(
         self, snapshot_id: Digest, key: str
@@ -343,8 +371,19 @@ class Repository:
             cache.popitem(last=False)
 
     def snapshots(self) -> list[Snapshot]:
-        """Every snapshot, newest first by the timestamp inside the manifest."""
-        return sort_newest_first(self.load(sid, key) for sid, key in self.manifest_keys().items())
+        """Every snapshot, newest first by the timestamp inside the manifest.
+
+        A manifest removed (by a cleanup, readers take no lock) between the
+        listing and its read is left out: it is gone, not damaged.
+        """
+        found = []
+        for sid, key in self.manifest_keys().items():
+            try:
+                found.append(self.load(sid, key))
+            except ObjectMissing as exc:
+                if exc.key != key:
+                    raise
+        return sort_newest_first(found)
 
     def resolve(self, reference: str) -> Snapshot:
         """Find one snapshot by full id, unique prefix, ``latest`` or ``latest:TARGET``.

@@ -5,6 +5,11 @@ Memory stays bounded by the number of distinct objects, not by the history:
 object contents are streamed one at a time, and the snapshots and tenants hurt
 by a damaged object are found by a second pass over the manifests, only when
 there is damage.
+
+Without a lock, cleanup and gc may work while verify reads: a snapshot listed
+may be removed and its objects swept, an object may move to a new pack, a
+delta manifest may be rewritten against another parent. So whatever reads
+badly is looked at again before it is called damage (see `_confirmed`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from casbak.errors import (
     FormatVersionError,
     IntegrityError,
     ObjectMissing,
-    ParentMissing,
 )
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import (
@@ -34,7 +38,7 @@ from casbak.layout import (
     pack_key,
 )
 from casbak.locks import LockManager
-from casbak.model import decode_config, decode_manifest
+from casbak.model import Manifest, decode_config, decode_manifest
 from casbak.objects import parallel_map
 from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
@@ -43,6 +47,8 @@ from casbak.storedmanifest import decode_stored
 Severity = Literal["damage", "warning", "info"]
 Progress = Callable[[int, int, int], None]
 """Called with objects done, objects in all, and bytes read so far."""
+_LOOKS = 3
+"""How often an object that reads badly is read again before it is called damage."""
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -79,12 +85,7 @@ def verify_repository(
     """Check config, manifests and objects; see the module docstring."""
     findings: list[Finding] = []
     refs = list(snapshot_refs)
-    snapshots, untrusted_refs = _load_snapshots(repo, refs, findings)
-    # Objects named by a tampered manifest are not called orphans: they may be
-    # exactly what a repair needs.
-    referenced: set[str] = set(untrusted_refs)
-    for snap in snapshots:
-        referenced.update(entry.object for entry in snap.manifest.entries.values())
+    snapshots, referenced = _load_snapshots(repo, refs, findings)
     packs = repo.objects if isinstance(repo.objects, PackStore) else None
     if packs is not None:
         # Only referenced objects are checked (and counted): reading a delta
@@ -129,7 +130,7 @@ def verify_repository(
             progress(objects_checked, len(referenced), bytes_checked)
     if packs is not None and bad_objects:
         bad_objects.update(_damaged_bases(packs, bad_objects, referenced, check))
-    findings.extend(_with_victims(repo, snapshots, bad_objects))
+    findings.extend(_confirmed(repo, snapshots, bad_objects, quick))
 
     if packs is not None and not quick and not refs:
         findings.extend(_pack_findings(packs, referenced, pack_hashes))
@@ -217,15 +218,21 @@ def _read_finding(digest: str, exc: CasbakError) -> Finding:
 def _load_snapshots(
     repo: Repository, refs: list[str], findings: list[Finding]
 ) -> tuple[list[Snapshot], set[str]]:
+    """The snapshots to check and every object they reference, each manifest read once."""
+    referenced: set[str] = set()
     if refs:
-        return [repo.resolve(ref) for ref in refs], set()
+        chosen = [repo.resolve(ref) for ref in refs]
+        for snap in chosen:
+            referenced.update(entry.object for entry in snap.manifest.entries.values())
+        return chosen, referenced
     snapshots = []
-    untrusted_refs: set[str] = set()
     for snapshot_id, key in sorted(repo.manifest_keys().items()):
         try:
-            snapshots.append(_load_whole(repo, snapshot_id, key))
+            loaded = _load_whole(repo, snapshot_id, key)
         except ChecksumMismatch as exc:
-            tenants = _readable_entries(repo, key, untrusted_refs)
+            # Objects named by a tampered manifest are not called orphans: they
+            # may be exactly what a repair needs.
+            tenants = _readable_entries(repo, key, referenced)
             findings.append(
                 Finding(
                     "tampered-manifest",
@@ -244,41 +251,44 @@ def _load_snapshots(
             findings.append(
                 Finding("corrupt-manifest", "damage", key, str(exc), snapshots=[snapshot_id])
             )
-        except ObjectMissing:
-            continue  # removed by a concurrent cleanup while we listed: not damage
         except CasbakError as exc:
             findings.append(
                 Finding("unreadable-manifest", "damage", key, str(exc), snapshots=[snapshot_id])
             )
-    return snapshots, untrusted_refs
+        else:
+            if loaded is None:
+                continue  # removed by a cleanup since we listed it: not damage
+            snapshots.append(loaded[0])
+            referenced.update(entry.object for entry in loaded[1].entries.values())
+    return snapshots, referenced
 
 
 def _moved(packs: PackStore, digest: str, present: dict[str, int]) -> bool:
     """Whether a concurrent gc moved the object (readers take no lock): look again."""
     packs.refresh()
     location = packs.index().get(Digest(digest))
-    if location is None:
-        return False
+    if location is None or packs.backend.stat(pack_key(location.pack)) is None:
+        return False  # an index entry whose pack is gone is no object (--quick reads none)
     present[digest] = location.length
     return True
 
 
-def _load_whole(repo: Repository, snapshot_id: Digest, key: str) -> Snapshot:
-    """Load a snapshot and, in format 2, rebuild and hash its whole manifest.
+def _load_whole(
+    repo: Repository, snapshot_id: Digest, key: str
+) -> tuple[Snapshot, Manifest] | None:
+    """A snapshot and its whole manifest (rebuilt and hashed), or None if it is gone.
 
-    A cleanup may rebase a manifest and remove its old parent between our
-    read and the parent's; reading the manifest again then finds the new one.
+    A manifest that vanishes after the listing was removed by a cleanup, not
+    damaged (a delta whose parent a cleanup removes is read again by the
+    repository; a parent that stays missing is damage).
     """
-    for attempt in range(3):
+    try:
         snap = repo.load(snapshot_id, key)
-        try:
-            snap.manifest  # noqa: B018 - rebuilding is the check
-        except (ObjectMissing, ParentMissing):
-            if attempt == 2:
-                raise
-            continue
-        return snap
-    raise AssertionError("unreachable")
+        return snap, snap.manifest
+    except ObjectMissing as exc:
+        if exc.key != key:
+            raise
+        return None
 
 
 def _readable_entries(repo: Repository, key: str, refs: set[str]) -> list[str]:
@@ -360,17 +370,42 @@ def _pack_findings(packs: PackStore, referenced: set[str], hashed: dict[str, str
     return findings
 
 
-def _with_victims(
-    repo: Repository, snapshots: list[Snapshot], bad: dict[str, Finding]
+def _confirmed(
+    repo: Repository, snapshots: list[Snapshot], bad: dict[str, Finding], quick: bool
 ) -> list[Finding]:
+    """Of the objects that read badly, those that are damage now, with whom they hurt.
+
+    Between the listing of the manifests and the read of an object, a cleanup
+    may have removed the snapshots that needed it and gc the object, or gc may
+    have moved it to a new pack (more than once). So each bad object is looked
+    at again from a freshly read index; one still bad counts only for snapshots
+    listed both before and after that look that still read back after it. Such
+    a snapshot existed while the object was bad: gc removes manifests before
+    their objects, and writers (import too) store objects before manifests.
+    """
     if not bad:
         return []
-    victims: dict[str, tuple[set[str], set[str]]] = {d: (set(), set()) for d in bad}
-    still_there = repo.manifest_keys()
+    before = repo.manifest_keys()
+    suspects = bad
+    for _ in range(_LOOKS):
+        if isinstance(repo.objects, PackStore):
+            repo.objects.refresh()
+        looked = {digest: _still_bad(repo, digest, quick) for digest in suspects}
+        suspects = {digest: found for digest, found in looked.items() if found is not None}
+        if not suspects:
+            return []
+    after = repo.manifest_keys()
+    victims: dict[str, tuple[set[str], set[str]]] = {d: (set(), set()) for d in suspects}
     for snap in snapshots:
-        if snap.id not in still_there:
-            continue  # a concurrent cleanup removed it, and then its objects
-        for tenant_id, entry in snap.manifest.entries.items():
+        if snap.id not in before or snap.id not in after:
+            continue
+        try:
+            loaded = _load_whole(repo, snap.id, snap.key)
+        except CasbakError:
+            continue  # damaged since it was read: the next verify reports it
+        if loaded is None:
+            continue
+        for tenant_id, entry in loaded[1].entries.items():
             if entry.object in victims:
                 victims[entry.object][0].add(snap.id)
                 victims[entry.object][1].add(tenant_id)
@@ -385,9 +420,25 @@ def _with_victims(
             snapshots=sorted(victims[d][0]),
             tenants=sorted(victims[d][1]),
         )
-        for d, finding in sorted(bad.items())
+        for d, finding in sorted(suspects.items())
         if victims[d][0]
     ]
+
+
+def _still_bad(repo: Repository, digest: str, quick: bool) -> Finding | None:
+    if not quick:
+        try:
+            repo.objects.read(digest)
+        except CasbakError as exc:
+            return _read_finding(digest, exc)
+        return None
+    if isinstance(repo.objects, PackStore):
+        location = repo.objects.locate(digest)
+        if location is not None and repo.backend.stat(pack_key(location.pack)) is not None:
+            return None
+    elif repo.objects.contains(digest):
+        return None
+    return Finding("missing-object", "damage", _object_location(digest), "object is missing")
 
 
 def _damaged_bases(

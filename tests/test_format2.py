@@ -235,6 +235,27 @@ def test_gc_sweeps_unreferenced_objects_out_of_shared_packs(repo: Repository) ->
     assert verify_repository(repo).ok
 
 
+def test_gc_keeps_a_rewritten_pack_that_is_named_like_the_old_one(repo: Repository) -> None:
+    # Two tenants whose ids differ only in one character get byte-identical
+    # delta frames, so two snapshots store the same pack. Removing one object
+    # rewrites that pack into exactly its old bytes, under its old name.
+    clock, expected = FakeClock(), {}
+    for version in (0, 1):
+        for who in ("a", "b"):
+            documents = {f"{who}-t": {"id": f"{who}-t", "v": version}}
+            expected[(who, version)] = (take(repo, documents, clock), documents)
+    index = repo.objects.index()  # type: ignore[union-attr]
+    latest = [repo.resolve(expected[(who, 1)][0]).manifest.entries[f"{who}-t"] for who in "ab"]
+    assert len({index[entry.object].pack for entry in latest}) == 1  # one pack holds both
+    for snap in repo.snapshots():
+        if snap.id == expected[("a", 1)][0]:
+            repo.delete_snapshot(snap)
+    assert collect_garbage(repo, grace=timedelta(0)).objects_removed == 1
+    fresh = Repository.open(repo.backend)
+    assert_restores(fresh, {sid: docs for key, (sid, docs) in expected.items() if key != ("a", 1)})
+    assert verify_repository(fresh).ok
+
+
 def test_gc_removes_packs_a_crashed_writer_left_unindexed(repo: Repository) -> None:
     history(repo, rounds=1)
     repo.backend.put(f"{PACK_PREFIX}ab/ab" + "0" * 62, b"half a pack")
