@@ -8,7 +8,7 @@ Objects younger than the grace period are spared: a snapshot that reuses an
 object refreshes its mtime, so even a writer whose lock was wrongly judged
 stale cannot lose an object it is about to reference.
 
-In format 2 a kept object may be a delta against an object that goes. Keeping
+A kept object may be a delta against an object that goes. Keeping
 that base would keep the removed version's bytes (a secret someone took out of
 a tenant, say) for as long as the kept version lives, so the kept object is
 re-encoded instead: against its nearest kept ancestor, or standalone.
@@ -75,8 +75,7 @@ def plan_gc(
     referenced: set[str] = set()
     for snap in staying:
         referenced.update(entry.object for entry in snap.manifest.entries.values())
-    if isinstance(repo.objects, PackStore):
-        _check_indexed(repo.objects, referenced)
+    _check_indexed(repo.objects, referenced)
     doomed: dict[Digest, int] = {}
     kept: set[Digest] = set()
     young = young_bytes = 0
@@ -103,9 +102,7 @@ def plan_gc(
         remove_manifests=[snap.key for snap in snapshots if snap.id in removing],
         remove_objects=list(doomed),
     )
-    if isinstance(repo.objects, PackStore):
-        plan = _plan_packs(repo.objects, plan, kept, grace.total_seconds(), current)
-    return plan
+    return _plan_packs(repo.objects, plan, kept, grace.total_seconds(), current)
 
 
 def _check_indexed(packs: PackStore, referenced: set[str]) -> None:
@@ -122,7 +119,7 @@ def _check_indexed(packs: PackStore, referenced: set[str]) -> None:
 def _plan_packs(
     packs: PackStore, plan: GcPlan, kept: set[Digest], grace: float, now: float
 ) -> GcPlan:
-    """Add what format 2 also does: re-encode, rewrite packs, remove orphan packs."""
+    """Add what objects in packs need: re-encode, rewrite packs, remove orphan packs."""
     index = packs.index()
     doomed = {Digest(digest) for digest in plan.remove_objects}
     reencode = rebase_targets(index, kept, doomed)
@@ -209,25 +206,19 @@ def execute_gc(
 ) -> GcPlan:
     """Carry out a plan: manifests first (made durable), then objects; what was done.
 
-    In format 2 objects leave by rewriting the packs that hold them, and kept
-    objects whose base leaves are re-encoded on the way; packs no index names
-    (a writer that crashed before indexing) go after the grace.
+    Objects leave by rewriting the packs that hold them, and kept objects
+    whose base leaves are re-encoded on the way; packs no index names (a
+    writer that crashed before indexing) go after the grace.
     """
     rebased = repo.delete_snapshots(plan.remove_manifests, keepalive)
-    if isinstance(repo.objects, PackStore):
-        swept = repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode)
-        orphans = repo.objects.delete_unindexed(grace.total_seconds(), plan.remove_packs)
-        return msgspec.structs.replace(
-            plan,
-            manifests_rebased=rebased,
-            objects_removed=swept.objects_removed,
-            bytes_freed=swept.bytes_freed + sum(info.size for info in orphans),
-            packs_rewritten=swept.packs_rewritten,
-            objects_reencoded=swept.objects_reencoded,
-            orphan_packs_removed=len(orphans),
-        )
-    for digest in plan.remove_objects:
-        repo.objects.delete(digest)
-        keepalive()
-    repo.backend.sync()
-    return msgspec.structs.replace(plan, manifests_rebased=rebased)
+    swept = repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode)
+    orphans = repo.objects.delete_unindexed(grace.total_seconds(), plan.remove_packs)
+    return msgspec.structs.replace(
+        plan,
+        manifests_rebased=rebased,
+        objects_removed=swept.objects_removed,
+        bytes_freed=swept.bytes_freed + sum(info.size for info in orphans),
+        packs_rewritten=swept.packs_rewritten,
+        objects_reencoded=swept.objects_reencoded,
+        orphan_packs_removed=len(orphans),
+    )

@@ -31,7 +31,6 @@ from casbak.layout import (
 )
 from casbak.model import REPOSITORY_VERSION, encode_config
 from casbak.objects import ObjectStore
-from casbak.packs import PackStore
 from casbak.repository import Repository
 from casbak.storedmanifest import decode_stored_v2, encode_stored_document
 
@@ -99,11 +98,9 @@ def _rewrite_format_2_manifests(repo: Repository, keepalive: Callable[[], None])
 def _copy_objects_to_packs(
     repo: Repository, keepalive: Callable[[], None], progress: Progress | None
 ) -> tuple[int, int]:
-    old_objects = repo.objects
-    assert isinstance(old_objects, ObjectStore)
-    new = Repository(repo.backend, msgspec.structs.replace(repo.config, version=REPOSITORY_VERSION))
-    packs = new.objects
-    assert isinstance(packs, PackStore)
+    # Format 1's one-file-per-object store is read here and nowhere else.
+    old_objects = ObjectStore(repo.backend, repo.config.compression_level)
+    packs = repo.objects
     snapshots = sorted(repo.snapshots(), key=lambda snap: (snap.header.timestamp, snap.id))
     everything = [digest for digest, _ in old_objects.list()]
     done: set[Digest] = set()

@@ -36,24 +36,20 @@ from casbak.locks import LockManager
 from casbak.model import (
     FORMAT_NAME,
     REPOSITORY_VERSION,
-    SUPPORTED_VERSIONS,
     Manifest,
     ManifestEntry,
     RepositoryConfig,
     decode_config,
-    decode_manifest,
     encode_config,
     encode_manifest,
     utc_now,
 )
 from casbak.names import slug
-from casbak.objects import ObjectStore
 from casbak.packs import PackStore
 from casbak.storedmanifest import (
     Header,
     StoredManifest,
-    decode_stored,
-    decode_stored_v2,
+    decode_manifest_file,
     encode_stored,
     rebuild,
 )
@@ -125,11 +121,7 @@ class Repository:
         self.backend = backend
         self.config = config
         self.version = config.version
-        self.objects: ObjectStore | PackStore = (
-            ObjectStore(backend, config.compression_level)
-            if config.version == 1
-            else PackStore(backend, config.compression_level)
-        )
+        self.objects = PackStore(backend, config.compression_level)
         self.locks = LockManager(backend)
         self._keys: dict[Digest, str] | None = None
         self._entries: OrderedDict[Digest, dict[str, ManifestEntry]] = OrderedDict()
@@ -143,16 +135,13 @@ class Repository:
         retention_days: int = DEFAULT_RETENTION_DAYS,
         compression_level: int = DEFAULT_COMPRESSION_LEVEL,
         clock: Callable[[], datetime] = utc_now,
-        version: int = REPOSITORY_VERSION,
     ) -> Repository:
-        """Create a repository; raise RepositoryExists if one is there already."""
-        if version not in SUPPORTED_VERSIONS:
-            raise InputError(f"format version must be one of {SUPPORTED_VERSIONS}, not {version}")
+        """Create a repository of the current format; raise RepositoryExists if one is there."""
         config = RepositoryConfig(
             created=clock(),
             format=FORMAT_NAME,
             repository_id=random_hex(32),
-            version=version,
+            version=REPOSITORY_VERSION,
             compression_level=compression_level,
             retention_days=retention_days,
         )
@@ -192,20 +181,17 @@ class Repository:
     def write_manifest_bytes(
         self, snapshot_id: Digest, data: bytes, manifest: Manifest
     ) -> Snapshot:
-        """Store a manifest whose format 1 encoding ``data`` hashes to ``snapshot_id``.
+        """Store a manifest whose logical encoding ``data`` hashes to ``snapshot_id``.
 
-        Format 1 stores those bytes as they are; format 2 stores the manifest
-        whole or as a delta of the newest earlier snapshot of the same target.
+        It is stored whole or as a delta of the newest earlier snapshot of the
+        same target (docs/FORMAT.md, Manifests).
         """
-        key = manifest_key(
-            manifest.timestamp, manifest.operation, manifest.target_id, snapshot_id, self.version
-        )
+        key = manifest_key(manifest.timestamp, manifest.operation, manifest.target_id, snapshot_id)
         header = header_of(manifest)
-        if self.version != 1:
-            parent = self._delta_parent(manifest)
-            data = encode_stored(snapshot_id, manifest, parent)
-            if parent is not None:
-                header = msgspec.structs.replace(header, parent=parent[0], depth=parent[2] + 1)
+        parent = self._delta_parent(manifest)
+        data = encode_stored(snapshot_id, manifest, parent)
+        if parent is not None:
+            header = msgspec.structs.replace(header, parent=parent[0], depth=parent[2] + 1)
         try:
             self.backend.put(key, data)
         except AlreadyExists:
@@ -263,22 +249,15 @@ class Repository:
         return found
 
     def load(self, snapshot_id: Digest, key: str) -> Snapshot:
-        """Read a manifest and check that it hashes to its id (format 2: its header only)."""
+        """Read a manifest's header; its entries are rebuilt and proven when asked for."""
         data = self.backend.get(key)
-        if self.version == 1:
-            actual = hash_bytes(data)
-            if actual != snapshot_id:
-                raise ChecksumMismatch(f"manifest {key}", snapshot_id, actual)
-            manifest = decode_manifest(data, f"manifest {key}")
-            return Snapshot(snapshot_id, key, header_of(manifest), manifest)
         document = self._decode_stored(snapshot_id, key, data)
         return Snapshot(
             snapshot_id, key, document.header(), loader=lambda: self.rebuild(snapshot_id, key)
         )
 
     def _decode_stored(self, snapshot_id: Digest, key: str, data: bytes) -> StoredManifest:
-        decode = decode_stored_v2 if self.version == 2 else decode_stored
-        document = decode(data, f"manifest {key}")
+        document = decode_manifest_file(key, data)
         if document.snapshot.hex() != snapshot_id:
             raise ChecksumMismatch(f"manifest {key}", snapshot_id, document.snapshot.hex())
         return document
@@ -437,7 +416,7 @@ class Repository:
         removals start, so every manifest stays readable at every moment.
         """
         rebased = 0
-        if self.version != 1 and keys:
+        if keys:
             removing = set(keys)
             by_id = self.manifest_keys()
             headers = {sid: self.load(sid, key).header for sid, key in by_id.items()}

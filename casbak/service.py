@@ -26,10 +26,10 @@ from casbak.errors import (
     StaleCache,
 )
 from casbak.ids import Digest
+from casbak.layout import DICTIONARY_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX, PACK_PREFIX
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
 from casbak.outfiles import atomic_output, sync_folder
-from casbak.packs import PackStore
 from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
 from casbak.sources import STDIN, TenantDocument, read_sources
@@ -99,26 +99,17 @@ def take_snapshot(
     _check_label("target", target_id)
     for tag in tags:
         _check_label("tag", tag)
-    new_objects = bytes_added = 0
     with repo.locks.shared(operation, lock_timeout) as lock:
-        if isinstance(repo.objects, PackStore):
-            repo.objects.refresh()  # what another process stored or removed since
+        repo.objects.refresh()  # what another process stored or removed since
         unique = {doc.digest: doc.canonical for doc in documents}
         vouched = [digest for digest, canonical in unique.items() if canonical is None]
         if vouched and not _all_stored(repo, vouched):
             raise StaleCache("a cached document is no longer stored")
-        if isinstance(repo.objects, PackStore):
-            packs = repo.objects
-            new = len(packs.locate_many(unique)) < len(unique)
-            bases = _earlier_versions(repo, target_id, documents) if new else {}
-            stored = packs.store(unique, bases, lock.refresh)
-            new_objects, bytes_added = stored.new_objects, stored.bytes_added
-        else:
-            for added in repo.objects.add_many(unique.items()):
-                if added:
-                    new_objects += 1
-                    bytes_added += added
-                lock.refresh()
+        packs = repo.objects
+        new = len(packs.locate_many(unique)) < len(unique)
+        bases = _earlier_versions(repo, target_id, documents) if new else {}
+        stored = packs.store(unique, bases, lock.refresh)
+        new_objects, bytes_added = stored.new_objects, stored.bytes_added
         repo.backend.sync()
         lock.confirm()
         manifest = Manifest(
@@ -167,9 +158,7 @@ def snapshot_sources(
 
 
 def _all_stored(repo: Repository, digests: list[Digest]) -> bool:
-    if isinstance(repo.objects, PackStore):
-        return len(repo.objects.locate_many(digests)) == len(digests)
-    return all(repo.objects.contains(digest) for digest in digests)
+    return len(repo.objects.locate_many(digests)) == len(digests)
 
 
 def _earlier_versions(
@@ -358,15 +347,12 @@ def repository_stats(repo: Repository) -> RepositoryStats:
             tenants.add(tenant_id)
             unique[entry.object] = entry.size
             logical += entry.size
-    if isinstance(repo.objects, PackStore):
-        stored_objects = sum(
-            info.size
-            for prefix in ("packs/", "index/", "dicts/")
-            for info in repo.backend.list(prefix)
-        )
-    else:
-        stored_objects = sum(info.size for _, info in repo.objects.list())
-    stored_manifests = sum(info.size for info in repo.backend.list("manifests/"))
+    stored_objects = sum(
+        info.size
+        for prefix in (PACK_PREFIX, INDEX_PREFIX, DICTIONARY_PREFIX)
+        for info in repo.backend.list(prefix)
+    )
+    stored_manifests = sum(info.size for info in repo.backend.list(MANIFEST_PREFIX))
     unique_bytes = sum(unique.values())
     return RepositoryStats(
         snapshots=len(snapshots),

@@ -221,6 +221,18 @@ def decode_stored(stored: bytes, what: str) -> StoredManifest:
     return _checked(document, what)
 
 
+def decode_manifest_file(key: str, stored: bytes) -> StoredManifest:
+    """Decode a manifest file of any format, told apart by its name and content.
+
+    A ``.snap`` file is format 2's; a ``.json`` file holds format 3's stored
+    form, or a whole logical manifest as format 1 wrote it.
+    """
+    what = f"manifest {key}"
+    if key.endswith(".snap"):
+        return decode_stored_v2(stored, what)
+    return decode_stored(stored, what)
+
+
 def decode_stored_v2(stored: bytes, what: str) -> StoredManifest:
     """Decode a format 2 ``.snap`` file (one zstd frame of msgpack); for migrate."""
     try:

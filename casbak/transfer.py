@@ -33,9 +33,8 @@ from casbak.bundle import (
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import BundleError, CasbakError, InputError, IntegrityError, ObjectMissing
 from casbak.ids import Digest, hash_bytes
-from casbak.layout import manifest_name, object_key
+from casbak.layout import manifest_name
 from casbak.model import encode_manifest, utc_now
-from casbak.objects import ObjectStore, parallel_map
 from casbak.outfiles import atomic_output
 from casbak.packs import PackStore, standalone_frame
 from casbak.repository import Repository, Snapshot
@@ -101,21 +100,12 @@ def export_bundle(
     """Write a bundle of the snapshots and every object they need, each read and checked."""
     manifests = [(_bundle_name(snap), _bundle_manifest(repo, snap)) for snap in snapshots]
     digests = sorted({e.object for s in snapshots for e in s.manifest.entries.values()})
-    if isinstance(repo.objects, PackStore):
-        with tempfile.TemporaryFile() as spool:
-            # Reading is the slow part, so it is what progress shows.
-            spooled = _spool_standalone(repo.objects, digests, spool, progress)
-            sizes = {digest: length for digest, (_, length) in spooled.items()}
-            stored = _unspool(spool, spooled, digests)
-            return _write_bundle(stream, snapshots, manifests, sizes, stored, None, clock)
-    listed: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
-    missing = [digest for digest in digests if digest not in listed]
-    if missing:
-        raise ObjectMissing(object_key(missing[0]))
-    sizes = {digest: listed[digest] for digest in digests}
-    reads = parallel_map(repo.objects.read_stored, digests, repo.objects.concurrency)
-    stored = zip(digests, reads, strict=True)
-    return _write_bundle(stream, snapshots, manifests, sizes, stored, progress, clock)
+    with tempfile.TemporaryFile() as spool:
+        # Reading is the slow part, so it is what progress shows.
+        spooled = _spool_standalone(repo.objects, digests, spool, progress)
+        sizes = {digest: length for digest, (_, length) in spooled.items()}
+        stored = _unspool(spool, spooled, digests)
+        return _write_bundle(stream, snapshots, manifests, sizes, stored, None, clock)
 
 
 def _spool_standalone(
@@ -242,9 +232,7 @@ def _bundle_name(snap: Snapshot) -> str:
 
 
 def _bundle_manifest(repo: Repository, snap: Snapshot) -> bytes:
-    """The format 1 encoding, whose hash is the snapshot id."""
-    if repo.version == 1:
-        return repo.backend.get(snap.key)
+    """The logical encoding, whose hash is the snapshot id."""
     return encode_manifest(snap.manifest)
 
 
@@ -346,16 +334,16 @@ def _needed_by_present(open_stream: Callable[[], IO[bytes]], present: Collection
 
 
 class _ObjectWriter:
-    """Writes an import's objects: one file each (format 1) or batched into packs.
+    """Writes an import's objects, batched into packs.
 
-    In format 2 a repaired object is not merely added: its fresh copy must
+    A repaired object is not merely added: its fresh copy must
     replace the broken record, and intact objects sharing a damaged pack are
     moved out of it (see `PackStore.repair` and `PackStore.rescue`).
     """
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self.packs = repo.objects if isinstance(repo.objects, PackStore) else None
+        self.packs = repo.objects
         self.batch: dict[Digest, bytes] = {}
         self.repairs: dict[Digest, bytes] = {}
         self.batch_bytes = 0
@@ -366,8 +354,6 @@ class _ObjectWriter:
 
     def note(self, digest: Digest) -> None:
         """Check the pack holding a bundle object, once, while it is still cached from reading."""
-        if self.packs is None:
-            return
         location = self.packs.locate(digest)
         if location is None or location.pack in self.checked_packs:
             return
@@ -380,25 +366,15 @@ class _ObjectWriter:
             self.damaged_packs.add(location.pack)
 
     def reuse(self, digest: Digest) -> None:
-        if self.packs is not None:
-            self.packs.refresh_objects([digest])
-        else:
-            self.repo.backend.touch(object_key(digest))
+        self.packs.refresh_objects([digest])
 
     def write(self, item: CheckedObject, *, damaged: bool) -> None:
-        if self.packs is None:
-            assert isinstance(self.repo.objects, ObjectStore)
-            self.repo.objects.put_stored(item.digest, item.stored, replace=damaged)
-            self.written_bytes += len(item.stored)
-            return
         (self.repairs if damaged else self.batch)[item.digest] = item.canonical
         self.batch_bytes += len(item.canonical)
         if self.batch_bytes > IMPORT_BATCH_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        if self.packs is None:
-            return
         if self.batch:
             self.written_bytes += self.packs.store(self.batch, keepalive=self.keepalive).bytes_added
         if self.repairs:
@@ -410,7 +386,7 @@ class _ObjectWriter:
     def finish(self) -> None:
         """Write what is pending; then move intact objects out of damaged packs."""
         self.flush()
-        if self.packs is not None and self.damaged_packs:
+        if self.damaged_packs:
             self.written_bytes += self.packs.rescue(self.damaged_packs, self.keepalive)
 
 
@@ -420,9 +396,8 @@ def _existing_state(repo: Repository, digest: Digest) -> str:
     try:
         repo.objects.read(digest)
     except ObjectMissing:
-        # An indexed object whose pack is gone is a lost copy, to be replaced;
-        # an object file gone since `contains` looked is simply absent.
-        return "damaged" if isinstance(repo.objects, PackStore) else "absent"
+        # An indexed object whose pack is gone is a lost copy, to be replaced.
+        return "damaged"
     except IntegrityError:
         return "damaged"
     return "intact"

@@ -34,15 +34,13 @@ from casbak.layout import (
     INDEX_PREFIX,
     PACK_PREFIX,
     belongs_to_layout,
-    object_key,
     pack_key,
 )
 from casbak.locks import LockManager
-from casbak.model import Manifest, decode_config, decode_manifest
-from casbak.objects import parallel_map
+from casbak.model import Manifest, decode_config
 from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
-from casbak.storedmanifest import decode_stored
+from casbak.storedmanifest import decode_manifest_file
 
 Severity = Literal["damage", "warning", "info"]
 Progress = Callable[[int, int, int], None]
@@ -86,19 +84,16 @@ def verify_repository(
     findings: list[Finding] = []
     refs = list(snapshot_refs)
     snapshots, referenced = _load_snapshots(repo, refs, findings)
-    packs = repo.objects if isinstance(repo.objects, PackStore) else None
-    if packs is not None:
-        # Only referenced objects are checked (and counted): reading a delta
-        # reads its bases, and a base nothing references is an orphan that gc
-        # frees once it has re-encoded the objects compressed against it.
-        findings.extend(_index_findings(packs))
+    packs = repo.objects
+    # Only referenced objects are checked (and counted): reading a delta reads
+    # its bases, and a base nothing references is an orphan that gc frees once
+    # it has re-encoded the objects compressed against it.
+    findings.extend(_index_findings(packs))
     present: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
 
     def presence(digest: str) -> Finding | None:
-        if digest not in present and not (packs is not None and _moved(packs, digest, present)):
-            return Finding(
-                "missing-object", "damage", _object_location(digest), "object is missing"
-            )
+        if digest not in present and not _moved(packs, digest, present):
+            return _missing(digest)
         return None
 
     def check(digest: str) -> tuple[str, Finding | None]:
@@ -113,10 +108,8 @@ def verify_repository(
 
     # A full check also hashes every pack, so it reads them whole, once.
     pack_hashes: dict[str, str] = {}
-    checked = (
-        _check_packed(packs, sorted(referenced), presence, quick, None if refs else pack_hashes)
-        if packs is not None
-        else parallel_map(check, sorted(referenced), repo.objects.concurrency)
+    checked = _check_packed(
+        packs, sorted(referenced), presence, quick, None if refs else pack_hashes
     )
     bad_objects: dict[str, Finding] = {}
     objects_checked = bytes_checked = 0
@@ -128,11 +121,11 @@ def verify_repository(
             bytes_checked += 0 if quick else present[digest]
         if progress is not None:
             progress(objects_checked, len(referenced), bytes_checked)
-    if packs is not None and bad_objects:
+    if bad_objects:
         bad_objects.update(_damaged_bases(packs, bad_objects, referenced, check))
     findings.extend(_confirmed(repo, snapshots, bad_objects, quick))
 
-    if packs is not None and not quick and not refs:
+    if not quick and not refs:
         findings.extend(_pack_findings(packs, referenced, pack_hashes))
     if not refs:
         findings.extend(_orphans(present, referenced, packs))
@@ -173,8 +166,9 @@ def config_failure_report(finding: Finding) -> VerifyReport:
     return VerifyReport(False, "config", 0, 0, 0, 1, [finding])
 
 
-def _object_location(digest: str) -> str:
-    return object_key(digest)
+def _missing(digest: str) -> Finding:
+    # The location is a placeholder until `_packed_finding` names the real file.
+    return Finding("missing-object", "damage", INDEX_PREFIX, f"object {digest} is missing")
 
 
 def _check_packed(
@@ -184,7 +178,7 @@ def _check_packed(
     quick: bool,
     pack_hashes: dict[str, str] | None,
 ) -> Iterator[tuple[str, Finding | None]]:
-    """Format 2: each object's presence first, then the present ones read pack by pack.
+    """Each object's presence first, then the present ones read pack by pack.
 
     With ``pack_hashes``, packs are read whole and each one's hash is recorded there.
     """
@@ -207,12 +201,11 @@ def _check_packed(
 
 def _read_finding(digest: str, exc: CasbakError) -> Finding:
     """What an object that could not be read back intact is: corrupt, missing or unreadable."""
-    location = _object_location(digest)
     if isinstance(exc, (ChecksumMismatch, CorruptData)):
-        return Finding("corrupt-object", "damage", location, str(exc))
+        return Finding("corrupt-object", "damage", INDEX_PREFIX, str(exc))
     if isinstance(exc, ObjectMissing):
-        return Finding("missing-object", "damage", location, "object is missing")
-    return Finding("unreadable-object", "damage", location, str(exc))
+        return _missing(digest)
+    return Finding("unreadable-object", "damage", INDEX_PREFIX, str(exc))
 
 
 def _load_snapshots(
@@ -294,13 +287,8 @@ def _load_whole(
 def _readable_entries(repo: Repository, key: str, refs: set[str]) -> list[str]:
     """Tenants of a manifest that fails its hash but still parses; its objects go to refs."""
     try:
-        data = repo.backend.get(key)
-        if repo.version == 1:
-            entries = {
-                tenant: entry.object for tenant, entry in decode_manifest(data, key).entries.items()
-            }
-        else:
-            entries = {e.tenant_id: e.object.hex() for e in decode_stored(data, key).entries}
+        document = decode_manifest_file(key, repo.backend.get(key))
+        entries = {e.tenant_id: e.object.hex() for e in document.entries}
     except CasbakError:
         return []
     refs.update(entries.values())
@@ -388,8 +376,7 @@ def _confirmed(
     before = repo.manifest_keys()
     suspects = bad
     for _ in range(_LOOKS):
-        if isinstance(repo.objects, PackStore):
-            repo.objects.refresh()
+        repo.objects.refresh()
         looked = {digest: _still_bad(repo, digest, quick) for digest in suspects}
         suspects = {digest: found for digest, found in looked.items() if found is not None}
         if not suspects:
@@ -409,14 +396,12 @@ def _confirmed(
             if entry.object in victims:
                 victims[entry.object][0].add(snap.id)
                 victims[entry.object][1].add(tenant_id)
-    packs = repo.objects if isinstance(repo.objects, PackStore) else None
-    hint = ""
-    if packs is not None:
-        hint = _unindexed_hint(packs)
-        _blame_bases(packs, victims)
+    packs = repo.objects
+    hint = _unindexed_hint(packs)
+    _blame_bases(packs, victims)
     return [
         msgspec.structs.replace(
-            finding if packs is None else _packed_finding(packs, d, finding, hint),
+            _packed_finding(packs, d, finding, hint),
             snapshots=sorted(victims[d][0]),
             tenants=sorted(victims[d][1]),
         )
@@ -432,13 +417,10 @@ def _still_bad(repo: Repository, digest: str, quick: bool) -> Finding | None:
         except CasbakError as exc:
             return _read_finding(digest, exc)
         return None
-    if isinstance(repo.objects, PackStore):
-        location = repo.objects.locate(digest)
-        if location is not None and repo.backend.stat(pack_key(location.pack)) is not None:
-            return None
-    elif repo.objects.contains(digest):
+    location = repo.objects.locate(digest)
+    if location is not None and repo.backend.stat(pack_key(location.pack)) is not None:
         return None
-    return Finding("missing-object", "damage", _object_location(digest), "object is missing")
+    return _missing(digest)
 
 
 def _damaged_bases(
@@ -529,19 +511,17 @@ def _unindexed_hint(packs: PackStore) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def _orphans(
-    present: dict[str, int], referenced: set[str], packs: PackStore | None
-) -> list[Finding]:
-    index = packs.index() if packs is not None else {}
+def _orphans(present: dict[str, int], referenced: set[str], packs: PackStore) -> list[Finding]:
+    index = packs.index()
     return [
         Finding(
             "orphan-object",
             "info",
-            _object_location(d) if packs is None else pack_key(index[Digest(d)].pack),
-            ("" if packs is None else f"object {d}: ") + "no snapshot references it (gc frees it)",
+            pack_key(index[Digest(d)].pack),
+            f"object {d}: no snapshot references it (gc frees it)",
         )
         for d in sorted(present.keys() - referenced)
-        if packs is None or Digest(d) in index
+        if Digest(d) in index
     ]
 
 
@@ -549,7 +529,7 @@ def _unknown_keys(repo: Repository) -> list[Finding]:
     return [
         Finding("unknown-file", "warning", info.key, "not a casbak file")
         for info in repo.backend.list("")
-        if not belongs_to_layout(info.key, repo.version)
+        if not belongs_to_layout(info.key)
     ]
 
 
