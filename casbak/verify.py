@@ -389,7 +389,7 @@ def _confirmed(
         try:
             loaded = _load_whole(repo, snap.id, snap.key)
         except CasbakError:
-            continue  # damaged since it was read: the next verify reports it
+            continue  # unreadable since the first pass: whom it needs is unknown now
         if loaded is None:
             continue
         for tenant_id, entry in loaded[1].entries.items():
@@ -411,6 +411,7 @@ def _confirmed(
 
 
 def _still_bad(repo: Repository, digest: str, quick: bool) -> Finding | None:
+    """The second look at an object: read it again, or with --quick, find it and its pack."""
     if not quick:
         try:
             repo.objects.read(digest)
