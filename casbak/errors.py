@@ -12,6 +12,8 @@ class CasbakError(Exception):
     """Base of every error casbak raises on purpose; exit code 1."""
 
     exit_code = 1
+    reported = False
+    """True when the user was already told (verify's report): only the exit code is left."""
 
 
 class UsageError(CasbakError):
@@ -86,6 +88,12 @@ class IntegrityError(CasbakError):
     """Stored data does not match its name; the repository is damaged."""
 
     exit_code = 3
+
+
+class DamageFound(IntegrityError):
+    """verify found damage and has printed its report, which says what and where."""
+
+    reported = True
 
 
 class ChecksumMismatch(IntegrityError):

@@ -335,3 +335,17 @@ def test_unexpected_errors_are_one_line_unless_debugging(
     monkeypatch.setenv("CASBAK_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["--repo", str(repo), "list"])
+
+
+def test_verify_damage_is_its_report_and_exit_code_3_only(repo: Path) -> None:
+    run(repo, "snapshot", str(ROUND1))
+    pack = next((repo / "packs").rglob("*"))
+    while pack.is_dir():
+        pack = next(pack.iterdir())
+    pack.write_bytes(pack.read_bytes()[:-7])
+    code, out, err = run(repo, "--json", "verify")
+    assert code == 3
+    assert json.loads(out)["ok"] is False
+    assert err == ""  # the report says it all; no second, generic error line
+    code, out, err = run(repo, "verify")
+    assert code == 3 and "DAMAGE" in out and err == ""

@@ -89,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             exc.show()
         return exc.exit_code
     except CasbakError as exc:
-        report_error(type(exc).__name__, str(exc), exc.exit_code, json_errors)
+        if not exc.reported:
+            report_error(type(exc).__name__, str(exc), exc.exit_code, json_errors)
         return exc.exit_code
     except KeyboardInterrupt:
         report_error("Interrupted", "interrupted", 130, json_errors)

@@ -9,6 +9,7 @@ import click
 
 from casbak.cli.context import Context, pass_context
 from casbak.cli.output import ProgressBar, human_size
+from casbak.errors import DamageFound, FormatVersionError
 
 
 @click.command()
@@ -59,9 +60,11 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
             )
     ctx.emit(report, lambda: _render_verify(report))
     if problem is not None and problem.kind == "unsupported-version":
-        raise click.exceptions.Exit(12)
+        unsupported = FormatVersionError(problem.message)
+        unsupported.reported = True
+        raise unsupported
     if not report.ok:
-        raise click.exceptions.Exit(3)
+        raise DamageFound(f"{report.damage} damaged")
 
 
 def _verify_bundle(ctx: Context, bundle: str) -> None:
@@ -81,7 +84,7 @@ def _verify_bundle(ctx: Context, bundle: str) -> None:
         )
     ctx.emit(report, lambda: _render_verify(report))
     if not report.ok:
-        raise click.exceptions.Exit(3)
+        raise DamageFound(f"{report.damage} damaged")
 
 
 def _render_verify(report: Any) -> str:
