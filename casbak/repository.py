@@ -6,7 +6,6 @@ Layout (see docs/FORMAT.md): ``config``, ``objects/<2 hex>/<digest>``,
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -21,18 +20,17 @@ from casbak.errors import (
     AmbiguousError,
     CasbakError,
     ChecksumMismatch,
-    CorruptData,
     FormatVersionError,
     InputError,
     NotFoundError,
     ObjectMissing,
-    ParentMissing,
     RepositoryExists,
     RepositoryNotFound,
 )
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import CONFIG_KEY, MANIFEST_PREFIX, manifest_key, snapshot_id_from_key
 from casbak.locks import LockManager
+from casbak.manifestchain import ManifestChains
 from casbak.model import (
     FORMAT_NAME,
     REPOSITORY_VERSION,
@@ -51,18 +49,14 @@ from casbak.storedmanifest import (
     StoredManifest,
     decode_manifest_file,
     encode_stored,
-    rebuild,
 )
 from casbak.tokens import random_hex
 
 MIN_PREFIX = 4
 MAX_DELTA_DEPTH = 64
-"""A format 2 manifest this many deltas from a full one is stored full again."""
+"""A manifest this many deltas from a whole one is stored whole again."""
 DELTA_FROM = 32
 """Snapshots of fewer tenants are stored full: a delta would save nothing."""
-_ENTRY_CACHE = 96
-_REREADS = 3
-"""How often a delta manifest is read again when a manifest it builds on goes missing."""
 
 
 class Snapshot:
@@ -124,8 +118,7 @@ class Repository:
         self.objects = PackStore(backend, config.compression_level)
         self.locks = LockManager(backend)
         self._keys: dict[Digest, str] | None = None
-        self._entries: OrderedDict[Digest, dict[str, ManifestEntry]] = OrderedDict()
-        self._unproven: OrderedDict[Digest, dict[str, ManifestEntry]] = OrderedDict()
+        self._chains = ManifestChains(self._read_document, self._keys_naming, self.manifest_keys)
 
     @classmethod
     def init(
@@ -263,91 +256,17 @@ class Repository:
         return document
 
     def rebuild(self, snapshot_id: Digest, key: str) -> Manifest:
-        """A format 2 manifest with every entry, proven by hashing it to its id.
+        """A manifest with every entry, proven by hashing it to its id (see `ManifestChains`)."""
+        return self._chains.rebuild(snapshot_id, key)
 
-        Walks parents back to a whole manifest or a cached one, then applies
-        the deltas forward. Only the manifest asked for is hashed here; an
-        ancestor is proven when it is asked for itself, and a damaged ancestor
-        shows anyway, as its rebuilt descendant fails its own hash.
-        """
-        chain, base = self._settled_chain(snapshot_id, key)
-        manifest: Manifest | None = None
-        for step_id, step_key, document in reversed(chain):
-            manifest = rebuild(document, base)
-            base = manifest.entries
-            if step_id != snapshot_id:
-                self._remember(self._unproven, step_id, base)
-                continue
-            actual = hash_bytes(encode_manifest(manifest))
-            if actual != step_id:
-                raise ChecksumMismatch(f"manifest {step_key}", step_id, actual)
-            self._remember(self._entries, step_id, base)
-        if manifest is None:
-            assert base is not None
-            document = self._decode_stored(snapshot_id, key, self.backend.get(key))
-            manifest = msgspec.structs.replace(rebuild(document, None), entries=base)
-        return manifest
+    def _read_document(self, snapshot_id: Digest, key: str) -> StoredManifest:
+        return self._decode_stored(snapshot_id, key, self.backend.get(key))
 
-    def _settled_chain(
-        self, snapshot_id: Digest, key: str
-    ) -> tuple[list[tuple[Digest, str, StoredManifest]], dict[str, ManifestEntry] | None]:
-        """`_chain`, read again (after a fresh listing) when an ancestor goes missing.
-
-        Readers take no lock, and a cleanup rewrites a delta against a kept
-        ancestor before it removes the delta's parent: the rewritten delta no
-        longer needs what went. The delta itself missing is raised at once (it
-        was removed); an ancestor missing on every read is damage.
-        """
-        for attempt in range(1, _REREADS + 1):
-            try:
-                return self._chain(snapshot_id, key)
-            except ObjectMissing as exc:
-                if exc.key == key:
-                    raise
-                if attempt == _REREADS:
-                    raise ParentMissing(
-                        f"manifest {key}", f"{exc.key}, which it builds on, is missing"
-                    ) from None
-            except ParentMissing:
-                if attempt == _REREADS:
-                    raise
-            self.manifest_keys()
-        raise AssertionError("unreachable")
-
-    def _chain(
-        self, snapshot_id: Digest, key: str
-    ) -> tuple[list[tuple[Digest, str, StoredManifest]], dict[str, ManifestEntry] | None]:
-        """Stored manifests from this one back to a whole or cached one, and that base."""
-        chain: list[tuple[Digest, str, StoredManifest]] = []
-        current: tuple[Digest, str] | None = (snapshot_id, key)
-        while current is not None:
-            cached = self._entries.get(current[0])
-            if cached is None and current[0] != snapshot_id:
-                cached = self._unproven.get(current[0])
-            if cached is not None:
-                return chain, cached
-            document = self._decode_stored(*current, self.backend.get(current[1]))
-            chain.append((*current, document))
-            if len(chain) > MAX_DELTA_DEPTH * 4:
-                raise CorruptData(f"manifest {key}", "parent chain is too long (a loop?)")
-            if not document.parent:
-                break
-            parent_id = Digest(document.parent.hex())
-            keys = self._keys if self._keys and parent_id in self._keys else self.manifest_keys()
-            if parent_id not in keys:
-                raise ParentMissing(f"manifest {current[1]}", f"its parent {parent_id} is missing")
-            current = (parent_id, keys[parent_id])
-        return chain, None
-
-    @staticmethod
-    def _remember(
-        cache: OrderedDict[Digest, dict[str, ManifestEntry]],
-        snapshot_id: Digest,
-        entries: dict[str, ManifestEntry],
-    ) -> None:
-        cache[snapshot_id] = entries
-        while len(cache) > _ENTRY_CACHE:
-            cache.popitem(last=False)
+    def _keys_naming(self, snapshot_id: Digest) -> dict[Digest, str]:
+        """Manifest keys naming ``snapshot_id`` if it exists: the last listing, else a new one."""
+        if self._keys and snapshot_id in self._keys:
+            return self._keys
+        return self.manifest_keys()
 
     def snapshots(self) -> list[Snapshot]:
         """Every snapshot, newest first by the timestamp inside the manifest.

@@ -15,62 +15,43 @@ badly is looked at again before it is called damage (see `_confirmed`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal
 
 import msgspec
 
-from casbak.backends.base import Backend
 from casbak.errors import (
     CasbakError,
     ChecksumMismatch,
     CorruptData,
     FormatVersionError,
-    IntegrityError,
     ObjectMissing,
+)
+from casbak.findings import (
+    Finding,
+    VerifyReport,
+    blame_bases,
+    index_findings,
+    lock_findings,
+    missing,
+    orphans,
+    pack_findings,
+    packed_finding,
+    read_finding,
+    unindexed_hint,
+    unknown_keys,
 )
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import (
-    CONFIG_KEY,
-    INDEX_PREFIX,
-    PACK_PREFIX,
-    belongs_to_layout,
     pack_key,
 )
-from casbak.locks import LockManager
-from casbak.model import Manifest, decode_config
+from casbak.model import Manifest
 from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
 from casbak.storedmanifest import decode_manifest_file
 
-Severity = Literal["damage", "warning", "info"]
 Progress = Callable[[int, int, int], None]
 """Called with objects done, objects in all, and bytes read so far."""
 _LOOKS = 3
 """How often an object that reads badly is read again before it is called damage."""
-
-
-class Finding(msgspec.Struct, frozen=True):
-    """One problem: its kind, how bad, where, and which snapshots and tenants it hurts."""
-
-    kind: str
-    severity: Severity
-    location: str
-    message: str
-    snapshots: list[str] = msgspec.field(default_factory=list)
-    tenants: list[str] = msgspec.field(default_factory=list)
-
-
-class VerifyReport(msgspec.Struct, frozen=True):
-    """The whole outcome; ``ok`` is true when no finding is damage."""
-
-    ok: bool
-    mode: str
-    snapshots_checked: int
-    objects_stored: int
-    """Distinct objects the checked snapshots reference and the repository holds."""
-    bytes_checked: int
-    damage: int
-    findings: list[Finding]
 
 
 def verify_repository(
@@ -80,20 +61,22 @@ def verify_repository(
     snapshot_refs: Iterable[str] = (),
     progress: Progress | None = None,
 ) -> VerifyReport:
-    """Check config, manifests and objects; see the module docstring."""
+    """Check config, manifests and objects; see the module docstring.
+
+    Only referenced objects are checked (and counted): reading a delta reads
+    its bases, and a base nothing references is an orphan that gc frees once
+    it has re-encoded the objects compressed against it.
+    """
     findings: list[Finding] = []
     refs = list(snapshot_refs)
     snapshots, referenced = _load_snapshots(repo, refs, findings)
     packs = repo.objects
-    # Only referenced objects are checked (and counted): reading a delta reads
-    # its bases, and a base nothing references is an orphan that gc frees once
-    # it has re-encoded the objects compressed against it.
-    findings.extend(_index_findings(packs))
+    findings.extend(index_findings(packs))
     present: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
 
     def presence(digest: str) -> Finding | None:
         if digest not in present and not _moved(packs, digest, present):
-            return _missing(digest)
+            return missing(digest)
         return None
 
     def check(digest: str) -> tuple[str, Finding | None]:
@@ -103,7 +86,7 @@ def verify_repository(
         try:
             repo.objects.read(digest)
         except CasbakError as exc:
-            return digest, _read_finding(digest, exc)
+            return digest, read_finding(digest, exc)
         return digest, None
 
     # A full check also hashes every pack, so it reads them whole, once.
@@ -111,64 +94,58 @@ def verify_repository(
     checked = _check_packed(
         packs, sorted(referenced), presence, quick, None if refs else pack_hashes
     )
-    bad_objects: dict[str, Finding] = {}
-    objects_checked = bytes_checked = 0
-    for digest, finding in checked:
-        if finding is not None:
-            bad_objects[digest] = finding
-        if digest in present:
-            objects_checked += 1
-            bytes_checked += 0 if quick else present[digest]
-        if progress is not None:
-            progress(objects_checked, len(referenced), bytes_checked)
+    bad_objects, objects_checked, bytes_checked = _tally(
+        checked, present, len(referenced), quick, progress
+    )
     if bad_objects:
         bad_objects.update(_damaged_bases(packs, bad_objects, referenced, check))
     findings.extend(_confirmed(repo, snapshots, bad_objects, quick))
 
     if not quick and not refs:
-        findings.extend(_pack_findings(packs, referenced, pack_hashes))
+        findings.extend(pack_findings(packs, referenced, pack_hashes))
     if not refs:
-        findings.extend(_orphans(present, referenced, packs))
-        findings.extend(_unknown_keys(repo))
-        findings.extend(_lock_findings(repo))
-        findings.extend(
-            Finding(issue.kind, "warning", issue.location, issue.message)
-            for issue in repo.backend.audit()
-        )
+        findings.extend(_whole_repository_findings(repo, present, referenced))
     damage = sum(1 for finding in findings if finding.severity == "damage")
+    mode = "quick" if quick else "full"
     return VerifyReport(
-        ok=damage == 0,
-        mode="quick" if quick else "full",
-        snapshots_checked=len(snapshots),
-        objects_stored=objects_checked,
-        bytes_checked=bytes_checked,
-        damage=damage,
-        findings=findings,
+        damage == 0, mode, len(snapshots), objects_checked, bytes_checked, damage, findings
     )
 
 
-def check_config(backend: Backend) -> Finding | None:
-    """A finding for a missing, unreadable or unsupported config, or None when it is sound."""
-    where = CONFIG_KEY
-    try:
-        decode_config(backend.get(CONFIG_KEY), f"{backend.describe()}/{CONFIG_KEY}")
-    except FormatVersionError as exc:
-        return Finding("unsupported-version", "damage", where, str(exc))
-    except ObjectMissing:
-        return Finding("missing-config", "damage", where, "repository config is missing")
-    except IntegrityError as exc:
-        return Finding("corrupt-config", "damage", where, str(exc))
-    return None
+def _tally(
+    checked: Iterable[tuple[str, Finding | None]],
+    present: dict[str, int],
+    wanted: int,
+    quick: bool,
+    progress: Progress | None,
+) -> tuple[dict[str, Finding], int, int]:
+    """The objects that read badly, and how many objects and bytes were checked."""
+    bad: dict[str, Finding] = {}
+    objects = read = 0
+    for digest, finding in checked:
+        if finding is not None:
+            bad[digest] = finding
+        if digest in present:
+            objects += 1
+            read += 0 if quick else present[digest]
+        if progress is not None:
+            progress(objects, wanted, read)
+    return bad, objects, read
 
 
-def config_failure_report(finding: Finding) -> VerifyReport:
-    """The report when the config itself is unusable: nothing else can be judged."""
-    return VerifyReport(False, "config", 0, 0, 0, 1, [finding])
-
-
-def _missing(digest: str) -> Finding:
-    # The location is a placeholder until `_packed_finding` names the real file.
-    return Finding("missing-object", "damage", INDEX_PREFIX, f"object {digest} is missing")
+def _whole_repository_findings(
+    repo: Repository, present: dict[str, int], referenced: set[str]
+) -> list[Finding]:
+    """What only a check of everything can tell: orphans, strays, stale locks, permissions."""
+    return [
+        *orphans(present, referenced, repo.objects),
+        *unknown_keys(repo),
+        *lock_findings(repo),
+        *(
+            Finding(issue.kind, "warning", issue.location, issue.message)
+            for issue in repo.backend.audit()
+        ),
+    ]
 
 
 def _check_packed(
@@ -196,16 +173,7 @@ def _check_packed(
 
     whole = None if pack_hashes is None else hash_pack
     for digest, result in packs.read_many(readable, each_pack=whole):
-        yield digest, _read_finding(digest, result) if isinstance(result, CasbakError) else None
-
-
-def _read_finding(digest: str, exc: CasbakError) -> Finding:
-    """What an object that could not be read back intact is: corrupt, missing or unreadable."""
-    if isinstance(exc, (ChecksumMismatch, CorruptData)):
-        return Finding("corrupt-object", "damage", INDEX_PREFIX, str(exc))
-    if isinstance(exc, ObjectMissing):
-        return _missing(digest)
-    return Finding("unreadable-object", "damage", INDEX_PREFIX, str(exc))
+        yield digest, read_finding(digest, result) if isinstance(result, CasbakError) else None
 
 
 def _load_snapshots(
@@ -295,69 +263,6 @@ def _readable_entries(repo: Repository, key: str, refs: set[str]) -> list[str]:
     return sorted(entries)
 
 
-def _index_findings(packs: PackStore) -> list[Finding]:
-    """Load the index afresh; each unreadable index file is damage."""
-    packs.refresh()
-    packs.index()
-    return [
-        Finding(
-            "corrupt-index",
-            "damage",
-            key,
-            f"{exc}; objects that only it names count as not indexed",
-        )
-        for key, exc in packs.index_problems
-    ]
-
-
-def _pack_findings(packs: PackStore, referenced: set[str], hashed: dict[str, str]) -> list[Finding]:
-    """Every pack must hash to its name; packs no index names are leftovers.
-
-    ``hashed`` holds the packs already read (and hashed) while their objects were checked.
-    """
-    index = packs.index()
-    named = {location.pack for location in index.values()}
-    needed: dict[str, int] = {}
-    for digest in referenced:
-        location = index.get(Digest(digest))
-        if location is not None:
-            needed[location.pack] = needed.get(location.pack, 0) + 1
-    findings = []
-    for info in packs.backend.list(PACK_PREFIX):
-        pack_id = info.key.rsplit("/", 1)[-1]
-        if pack_id not in named:
-            findings.append(
-                Finding("orphan-pack", "info", info.key, "no index names it (gc frees it)")
-            )
-            continue
-        try:
-            actual = hashed.get(pack_id) or hash_bytes(packs.pack_bytes(pack_id))
-        except ObjectMissing:
-            continue
-        except CasbakError as exc:
-            findings.append(Finding("unreadable-pack", "damage", info.key, str(exc)))
-            continue
-        if actual != pack_id:
-            # Its objects were each checked, but a pack that fails its check
-            # may hold more rot than the frames found so far; while snapshots
-            # need it, that is damage (an import of a bundle moves them out).
-            count = needed.get(pack_id, 0)
-            findings.append(
-                Finding(
-                    "corrupt-pack",
-                    "damage" if count else "warning",
-                    info.key,
-                    f"content hashes to {actual}, not to its name; "
-                    + (
-                        f"it holds {count} objects snapshots need"
-                        if count
-                        else "no snapshot needs it"
-                    ),
-                )
-            )
-    return findings
-
-
 def _confirmed(
     repo: Repository, snapshots: list[Snapshot], bad: dict[str, Finding], quick: bool
 ) -> list[Finding]:
@@ -397,11 +302,11 @@ def _confirmed(
                 victims[entry.object][0].add(snap.id)
                 victims[entry.object][1].add(tenant_id)
     packs = repo.objects
-    hint = _unindexed_hint(packs)
-    _blame_bases(packs, victims)
+    hint = unindexed_hint(packs)
+    blame_bases(packs, victims)
     return [
         msgspec.structs.replace(
-            _packed_finding(packs, d, finding, hint),
+            packed_finding(packs, d, finding, hint),
             snapshots=sorted(victims[d][0]),
             tenants=sorted(victims[d][1]),
         )
@@ -416,12 +321,12 @@ def _still_bad(repo: Repository, digest: str, quick: bool) -> Finding | None:
         try:
             repo.objects.read(digest)
         except CasbakError as exc:
-            return _read_finding(digest, exc)
+            return read_finding(digest, exc)
         return None
     location = repo.objects.locate(digest)
     if location is not None and repo.backend.stat(pack_key(location.pack)) is not None:
         return None
-    return _missing(digest)
+    return missing(digest)
 
 
 def _damaged_bases(
@@ -451,95 +356,3 @@ def _damaged_bases(
                 found[base] = finding
             location = index.get(base)
     return found
-
-
-def _blame_bases(packs: PackStore, victims: dict[str, tuple[set[str], set[str]]]) -> None:
-    """A damaged delta base hurts whoever needs the deltas decoded against it.
-
-    Without this, a base that no snapshot names directly would go unreported,
-    and only the deltas, whose own frames are sound, would be named.
-    """
-    index = packs.index()
-    direct = {digest: (set(s), set(t)) for digest, (s, t) in victims.items() if s}
-    for digest, (snapshots, tenants) in direct.items():
-        location = index.get(Digest(digest))
-        seen: set[str] = set()
-        while location is not None and location.base in victims and location.base not in seen:
-            seen.add(location.base)
-            victims[location.base][0].update(snapshots)
-            victims[location.base][1].update(tenants)
-            location = index.get(location.base)
-
-
-def _packed_finding(packs: PackStore, digest: str, finding: Finding, hint: str) -> Finding:
-    """Name the pack holding the object's frame and the index file that says so."""
-    location = packs.index().get(Digest(digest))
-    if location is None:
-        return msgspec.structs.replace(
-            finding,
-            kind="missing-object",
-            location=INDEX_PREFIX,
-            message=f"object {digest} is not indexed: no index file names it{hint}",
-        )
-    reason = finding.message.removeprefix(f"object {digest}: ")
-    if finding.kind == "missing-object":
-        reason = "the pack is missing"
-    indexed_by = packs.index_file_of(digest) or INDEX_PREFIX
-    return msgspec.structs.replace(
-        finding,
-        location=pack_key(location.pack),
-        message=(
-            f"object {digest} at offset {location.offset} ({location.length} bytes, "
-            f"indexed by {indexed_by}): {reason}"
-        ),
-    )
-
-
-def _unindexed_hint(packs: PackStore) -> str:
-    """Where the frames of objects no index names may be: damaged index files, loose packs."""
-    named = {location.pack for location in packs.index().values()}
-    loose = [
-        info.key
-        for info in packs.backend.list(PACK_PREFIX)
-        if info.key.rsplit("/", 1)[-1] not in named
-    ]
-    parts = []
-    if packs.index_problems:
-        parts.append("damaged index files: " + ", ".join(key for key, _ in packs.index_problems))
-    if loose:
-        more = f" and {len(loose) - 3} more" if len(loose) > 3 else ""
-        parts.append("packs no index names: " + ", ".join(loose[:3]) + more)
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def _orphans(present: dict[str, int], referenced: set[str], packs: PackStore) -> list[Finding]:
-    index = packs.index()
-    return [
-        Finding(
-            "orphan-object",
-            "info",
-            pack_key(index[Digest(d)].pack),
-            f"object {d}: no snapshot references it (gc frees it)",
-        )
-        for d in sorted(present.keys() - referenced)
-        if Digest(d) in index
-    ]
-
-
-def _unknown_keys(repo: Repository) -> list[Finding]:
-    return [
-        Finding("unknown-file", "warning", info.key, "not a casbak file")
-        for info in repo.backend.list("")
-        if not belongs_to_layout(info.key)
-    ]
-
-
-def _lock_findings(repo: Repository) -> list[Finding]:
-    findings = []
-    for key, record, stale in LockManager(repo.backend).holders():
-        if stale:
-            who = f"{record.operation} pid {record.pid} on {record.host}" if record else "unknown"
-            findings.append(
-                Finding("stale-lock", "info", key, f"lock of {who} is stale (removed on next use)")
-            )
-    return findings

@@ -23,7 +23,8 @@ from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
-from casbak.verify import VerifyReport, verify_repository
+from casbak.findings import VerifyReport
+from casbak.verify import verify_repository
 from tests.conftest import FakeClock
 
 

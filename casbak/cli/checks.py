@@ -38,8 +38,9 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     locks and loose permissions. Exit 0 when no damage, 3 when damage is found,
     12 when the repository's format is newer than this casbak.
     """
+    from casbak.findings import check_config, config_failure_report
     from casbak.repository import Repository, backend_for
-    from casbak.verify import check_config, config_failure_report, verify_repository
+    from casbak.verify import verify_repository
 
     if bundle is not None:
         _verify_bundle(ctx, bundle)
@@ -69,8 +70,8 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
 
 def _verify_bundle(ctx: Context, bundle: str) -> None:
     from casbak.errors import BundleError
+    from casbak.findings import Finding, VerifyReport
     from casbak.transfer import check_bundle, seekable
-    from casbak.verify import Finding, VerifyReport
 
     try:
         with seekable(bundle, sys.stdin.buffer) as open_stream:

@@ -121,15 +121,8 @@ def snapshot(
             raise click.UsageError("give SOURCES or --from-descope, not both")
         from casbak.descope_live import SdkTenantApi, pull_snapshot
 
-        repo = ctx.open()
-        result = pull_snapshot(
-            repo,
-            SdkTenantApi(),
-            pull_ids,
-            with_settings=with_settings,
-            with_sso=with_sso,
-            **options,
-        )
+        pulled = {"with_settings": with_settings, "with_sso": with_sso}
+        result = pull_snapshot(ctx.open(), SdkTenantApi(), pull_ids, **pulled, **options)
     else:
         if pull_ids or with_settings or with_sso:
             raise click.UsageError("--tenant, --with-settings and --with-sso need --from-descope")
