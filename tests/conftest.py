@@ -79,11 +79,6 @@ def memory_repo() -> Repository:
 
 
 @pytest.fixture
-def memory_repo_v1() -> Repository:
-    return Repository.init(MemoryBackend(), version=1)
-
-
-@pytest.fixture
 def local_repo(tmp_path: Path) -> Repository:
     return Repository.init(LocalBackend(tmp_path / "repo"))
 

@@ -16,10 +16,10 @@ import zstandard
 
 import casbak.packs as packs_module
 from casbak.backends.local import LocalBackend
-from casbak.errors import CasbakError, ChecksumMismatch, CorruptData, IntegrityError, ObjectMissing
+from casbak.errors import CasbakError, CorruptData, IntegrityError, ObjectMissing
 from casbak.ids import Digest, hash_bytes
 from casbak.maintenance import cleanup
-from casbak.objects import ObjectStore, parallel_map
+from casbak.objects import parallel_map
 from casbak.packs import PACK_PREFIX, RANGE_GAP, PackStore, _bases_first, pack_key
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
@@ -372,21 +372,6 @@ def test_objects_a_gc_moved_during_the_read_are_found_in_their_new_pack(packed: 
     found = dict(store.read_many(live))
     fresh = Repository.open(LocalBackend(packed)).objects
     assert found == {digest: fresh.read(digest) for digest in live}
-
-
-def test_format_1_read_many_hands_back_each_error(tmp_path: Path) -> None:
-    repo = Repository.init(LocalBackend(tmp_path / "repo"), version=1)
-    take_snapshot(repo, documents_from_values([{"id": "a"}, {"id": "b"}], "t"))
-    store = repo.objects
-    assert isinstance(store, ObjectStore)
-    entries = repo.resolve("latest").manifest.entries
-    victim = tmp_path / "repo" / "objects" / entries["a"].object[:2] / entries["a"].object
-    victim.write_bytes(victim.read_bytes()[:-2])
-    found = dict(store.read_many([entries["a"].object, entries["b"].object, entries["b"].object]))
-    assert isinstance(found[Digest(entries["a"].object)], CorruptData | ChecksumMismatch)
-    assert json.loads(found[Digest(entries["b"].object)]) == {"id": "b"}
-    with pytest.raises(IntegrityError):
-        restore_documents(repo, "latest")
 
 
 def test_parallel_map_holds_at_most_its_budget_of_results() -> None:

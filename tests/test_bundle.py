@@ -15,12 +15,12 @@ from casbak.backends.local import LocalBackend
 from casbak.bundle import HEADER_NAME, read_bundle
 from casbak.errors import BundleError
 from casbak.ids import hash_bytes
-from casbak.objects import object_key
 from casbak.repository import Repository
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
 from casbak.transfer import check_bundle, export_bundle, import_bundle, select_snapshots
 from tests.conftest import FakeClock, tree_state
+from tests.packed import drop_record, flip_inside
 from tests.test_cli import ROUND1, ROUND2, run
 
 
@@ -148,12 +148,8 @@ def test_healing_missing_and_corrupt_objects(
     run(path, "export", "--all", "-o", str(bundle))
     repo = Repository.open(LocalBackend(path))
     entries = repo.resolve(ids[1]).manifest.entries
-    missing = path / object_key(entries["acme-corp-emea"].object)
-    corrupt = path / object_key(entries["globex-us"].object)
-    missing.unlink()
-    data = bytearray(corrupt.read_bytes())
-    data[-4] ^= 1
-    corrupt.write_bytes(bytes(data))
+    drop_record(path, entries["acme-corp-emea"].object)
+    flip_inside(path, entries["globex-us"].object)
     assert run(path, "verify")[0] == 3
     code, out, _ = run(path, "--json", "import", str(bundle))
     assert code == 0
@@ -405,7 +401,7 @@ def test_import_api_on_memory_repository(memory_repo: Repository) -> None:
     export_bundle(memory_repo, select_snapshots(memory_repo, ["latest"]), stream)
     from casbak.backends.memory import MemoryBackend
 
-    target = Repository.init(MemoryBackend(), version=1)
+    target = Repository.init(MemoryBackend())
     result = import_bundle(target, lambda: io.BytesIO(stream.getvalue()))
     assert result.manifests == 1 and result.objects == 2
     assert msgspec.json.decode(
@@ -426,7 +422,7 @@ def test_export_and_import_stream_in_flat_memory(tmp_path: Path) -> None:
     from benchmarks.measure import measure_rss
 
     rng = random.Random(1)
-    repo = Repository.init(LocalBackend(tmp_path / "src"), compression_level=1, version=1)
+    repo = Repository.init(LocalBackend(tmp_path / "src"), compression_level=1)
     for number in range(30):
         blob = base64.b64encode(rng.randbytes(3 << 20)).decode()
         take_snapshot(repo, documents_from_values([{"id": f"big-{number}", "blob": blob}], "t"))
@@ -453,8 +449,7 @@ def test_export_of_a_damaged_repository_fails_cleanly(
 
     path, ids = source
     repo = Repository.open(LocalBackend(path))
-    victim = path / object_key(repo.resolve(ids[0]).manifest.entries["globex-us"].object)
-    victim.write_bytes(victim.read_bytes()[:-3])
+    flip_inside(path, repo.resolve(ids[0]).manifest.entries["globex-us"].object)
     out = tmp_path / "x.casbak"
     done = subprocess.run(
         [sys.executable, "-m", "casbak", "--repo", str(path), "export", "--all", "-o", str(out)],

@@ -123,7 +123,7 @@ def test_snapshots_and_gc_race_without_losing_anything(tmp_path: Path) -> None:
 
 
 def _repository_with_garbage(path: Path) -> tuple[Repository, list[str]]:
-    repo = Repository.init(LocalBackend(path), version=1)
+    repo = Repository.init(LocalBackend(path))
     keep = []
     for round_number in range(30):
         docs = documents_from_values(
@@ -138,16 +138,29 @@ def _repository_with_garbage(path: Path) -> tuple[Repository, list[str]]:
     return repo, keep
 
 
+def _gc_holding_its_lock(path: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a gc and wait until it holds the exclusive lock; return it and that moment."""
+    proc = subprocess.Popen(
+        [CASBAK, "--repo", str(path), "gc", "--grace", "0s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    while proc.poll() is None and not any((path / "locks").glob("exclusive-*")):
+        time.sleep(0.001)
+    return proc, time.monotonic()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, seed: int) -> None:
     repo, keep = _repository_with_garbage(tmp_path / "repo")
-    delay = random.Random(seed).uniform(0.05, 0.6)
-    proc = subprocess.Popen(
-        [CASBAK, "--repo", str(tmp_path / "repo"), "gc", "--grace", "0s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    # The kill lands while gc works: somewhere in the time a gc of a copy held its lock.
+    shutil.copytree(tmp_path / "repo", tmp_path / "trial")
+    trial, locked = _gc_holding_its_lock(tmp_path / "trial")
+    trial.communicate()
+    assert trial.returncode == 0
+    delay = random.Random(seed).uniform(0.0, 1.0) * (time.monotonic() - locked)
+    proc, _ = _gc_holding_its_lock(tmp_path / "repo")
     time.sleep(delay)
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
@@ -179,7 +192,8 @@ def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, see
     assert json.loads(rerun.stdout)["snapshots_kept"] == len(keep)
     sound()
     referenced = {e.object for s in repo.snapshots() for e in s.manifest.entries.values()}
-    assert {d for d, _ in repo.objects.list()} == referenced
+    after = Repository.open(LocalBackend(tmp_path / "repo"))
+    assert {d for d, _ in after.objects.list()} == referenced
 
 
 @pytest.mark.slow

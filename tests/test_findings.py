@@ -17,9 +17,10 @@ import pytest
 
 from casbak.backends.local import LocalBackend
 from casbak.ids import Digest
-from casbak.packs import INDEX_PREFIX, PACK_PREFIX, PackStore, pack_key
+from casbak.layout import INDEX_PREFIX, PACK_PREFIX, pack_key
 from casbak.repository import Repository
 from tests.conftest import FakeClock
+from tests.packed import flip_inside, packs_of
 from tests.test_cli import run
 from tests.test_format2 import edit, take, tenants
 
@@ -42,12 +43,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def path(template: Path, tmp_path: Path) -> Path:
     shutil.copytree(template, tmp_path / "repo")
     return tmp_path / "repo"
-
-
-def packs_of(path: Path) -> PackStore:
-    store = Repository.open(LocalBackend(path)).objects
-    assert isinstance(store, PackStore)
-    return store
 
 
 def users(path: Path, digest: str) -> tuple[list[str], list[str]]:
@@ -83,10 +78,7 @@ def a_base_and_its_delta(path: Path) -> tuple[Digest, Digest]:
 def test_a_damaged_frame_is_named_by_its_pack_object_tenants_and_snapshots(path: Path) -> None:
     base, delta = a_base_and_its_delta(path)
     location = packs_of(path).index()[base]
-    key = pack_key(location.pack)
-    data = bytearray((path / key).read_bytes())
-    data[location.offset + location.length // 2] ^= 0x40
-    (path / key).write_bytes(bytes(data))
+    key = flip_inside(path, base)
     code, findings = verify(path)
     assert code == 3
     assert not [f for f in findings if f["location"].startswith("objects/")]
@@ -125,11 +117,7 @@ def test_a_damaged_base_no_snapshot_names_is_blamed_for_its_deltas(path: Path) -
         if d in referenced and loc.base in index and loc.base not in referenced
     )
     assert location.base is not None
-    base = index[location.base]
-    key = pack_key(base.pack)
-    data = bytearray((path / key).read_bytes())
-    data[base.offset + base.length // 2] ^= 0x40
-    (path / key).write_bytes(bytes(data))
+    key = flip_inside(path, location.base)
     code, findings = verify(path)
     assert code == 3
     damaged = about(findings, location.base)
@@ -187,10 +175,7 @@ def test_objects_of_a_lost_pack_are_named_by_that_pack(path: Path) -> None:
 def test_restoring_a_damaged_tenant_names_it_and_the_repair(path: Path, tmp_path: Path) -> None:
     base, _ = a_base_and_its_delta(path)
     (snapshot, *_), (tenant, *_) = users(path, base)
-    location = packs_of(path).index()[base]
-    data = bytearray((path / pack_key(location.pack)).read_bytes())
-    data[location.offset + 3] ^= 0x01
-    (path / pack_key(location.pack)).write_bytes(bytes(data))
+    flip_inside(path, base)
     out = tmp_path / "out"
     code, stdout, stderr = run(path, "restore", snapshot, "--tenant", tenant, "--out", str(out))
     assert code == 3

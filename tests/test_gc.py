@@ -11,8 +11,8 @@ from casbak import BackupService
 from casbak.backends.memory import MemoryBackend
 from casbak.errors import ChecksumMismatch, RepositoryLocked, UsageError
 from casbak.gc import plan_gc
+from casbak.layout import PACK_PREFIX, pack_key
 from casbak.maintenance import cleanup, collect_garbage
-from casbak.objects import object_key
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
@@ -39,7 +39,7 @@ def wall() -> Ticking:
 
 @pytest.fixture
 def repo(wall: Ticking) -> Repository:
-    return Repository.init(MemoryBackend(clock=wall), version=1)
+    return Repository.init(MemoryBackend(clock=wall))
 
 
 def backup(repo: Repository, clock: FakeClock, *tenants: dict[str, Any], **kw: Any) -> str:
@@ -52,18 +52,18 @@ def test_gc_removes_only_unreferenced(repo: Repository, clock: FakeClock) -> Non
     stray = b'{"id":"stray"}'
     from casbak.ids import hash_bytes
 
-    repo.objects.add(hash_bytes(stray), stray)
+    repo.objects.store({hash_bytes(stray): stray})
     report = collect_garbage(repo, grace=NO_GRACE)
     assert report.objects_removed == 1
     assert report.bytes_freed > 0
+    assert report.objects_reencoded == 0
     assert not repo.objects.contains(hash_bytes(stray))
     assert restore_documents(repo, keep)[1]["a"] == b'{"id":"a","v":2}'
 
 
 def test_dry_run_changes_nothing_and_reports_same(tmp_path: Path, clock: FakeClock) -> None:
     repo = Repository.init(
-        __import__("casbak.backends.local", fromlist=["x"]).LocalBackend(tmp_path / "r"),
-        version=1,
+        __import__("casbak.backends.local", fromlist=["x"]).LocalBackend(tmp_path / "r")
     )
     for version in range(5):
         clock.advance(days=10)
@@ -74,12 +74,29 @@ def test_dry_run_changes_nothing_and_reports_same(tmp_path: Path, clock: FakeClo
     assert tree_state(tmp_path / "r") == before
     real = cleanup(repo, policy, grace=NO_GRACE, clock=clock)
     assert dry.dry_run and not real.dry_run
-    for field in ("snapshots_removed", "snapshots_kept", "objects_removed", "bytes_freed"):
+    for field in (
+        "snapshots_removed",
+        "snapshots_kept",
+        "objects_removed",
+        "bytes_freed",
+        "objects_reencoded",
+        "packs_rewritten",
+    ):
         assert getattr(dry, field) == getattr(real, field), field
     assert real.snapshots_removed == 4
     assert real.objects_removed == 8
+    # Each kept version was a delta of the removed one before it: now it stands alone,
+    # and the five packs (one per snapshot) became one.
+    assert real.objects_reencoded == 2
+    assert real.packs_rewritten == 5
     assert len(repo.snapshots()) == 1
-    assert len(list(repo.objects.list())) == 2
+    kept = Repository.open(repo.backend)
+    assert [location.base for location in kept.objects.index().values()] == [None, None]
+    assert len(list(kept.backend.list(PACK_PREFIX))) == 1
+    assert restore_documents(kept, "latest")[1] == {
+        "a": b'{"id":"a","v":4}',
+        "b": b'{"id":"b","v":4}',
+    }
 
 
 def test_shared_objects_survive_when_one_referrer_goes(repo: Repository, clock: FakeClock) -> None:
@@ -91,7 +108,11 @@ def test_shared_objects_survive_when_one_referrer_goes(repo: Repository, clock: 
     )
     assert report.removed == [old]
     assert report.objects_removed == 1
-    assert set(restore_documents(repo, new)[1]) == {"a", "shared"}
+    assert report.objects_reencoded == 1  # a's new version was a delta of the removed one
+    assert restore_documents(repo, new)[1] == {
+        "a": b'{"id":"a","v":2}',
+        "shared": b'{"id":"shared"}',
+    }
 
 
 def test_grace_spares_young_unreferenced_objects(
@@ -106,7 +127,8 @@ def test_grace_spares_young_unreferenced_objects(
     assert report.objects_removed == 0
     assert report.objects_spared_young == 1
     wall.now += 2 * 3600
-    assert cleanup(repo, policy, grace=timedelta(hours=1), clock=clock).objects_removed == 1
+    real = cleanup(repo, policy, grace=timedelta(hours=1), clock=clock)
+    assert (real.objects_removed, real.objects_spared_young, real.objects_reencoded) == (1, 0, 1)
 
 
 def test_dedup_hit_refreshes_mtime_so_grace_protects_it(
@@ -117,7 +139,7 @@ def test_dedup_hit_refreshes_mtime_so_grace_protects_it(
     # The object is now old; a snapshot that reuses it makes it young again.
     backup(repo, clock, {"id": "a", "v": 1})
     digest = repo.resolve(first).manifest.entries["a"].object
-    info = repo.backend.stat(object_key(digest))
+    info = repo.backend.stat(pack_key(repo.objects.index()[digest].pack))
     assert info is not None and info.mtime == wall.now
     plan = plan_gc(
         repo,
@@ -133,7 +155,8 @@ def test_dedup_hit_refreshes_mtime_so_grace_protects_it(
 def test_gc_refuses_when_a_manifest_is_damaged(repo: Repository, clock: FakeClock) -> None:
     sid = backup(repo, clock, {"id": "a"})
     key = repo.manifest_keys()[sid]  # type: ignore[index]
-    repo.backend.put(key, repo.backend.get(key) + b" ", overwrite=True)
+    tampered = repo.backend.get(key).replace(b'"manual"', b'"tenant-delete"')
+    repo.backend.put(key, tampered, overwrite=True)
     objects_before = list(repo.objects.list())
     with pytest.raises(ChecksumMismatch):
         collect_garbage(repo, grace=NO_GRACE)
@@ -182,7 +205,6 @@ def tenant_folder(folder: Path, round_number: int) -> Path:
 @pytest.mark.parametrize("command", ["cleanup", "gc"])
 def test_dry_run_reports_every_figure_of_the_real_run(tmp_path: Path, command: str) -> None:
     from casbak.backends.local import LocalBackend
-    from casbak.packs import PACK_PREFIX
     from tests.test_cli import run
 
     path = tmp_path / "repo"

@@ -20,14 +20,15 @@ import pytest
 import casbak.locks as locks_module
 from casbak.backends.local import LocalBackend
 from casbak.errors import CasbakError
-from casbak.ids import Digest, hash_bytes
-from casbak.packindex import decode_index, encode_index
-from casbak.packs import INDEX_PREFIX, PACK_PREFIX, PackStore, index_key, pack_key
+from casbak.ids import hash_bytes
+from casbak.layout import INDEX_PREFIX, PACK_PREFIX
+from casbak.packindex import decode_index
 from casbak.repository import Repository
 from casbak.transfer import import_bundle
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock
 from tests.faulty import Crash, injected
+from tests.packed import drop_record, flip_inside, packs_of
 from tests.test_cli import run
 from tests.test_format2 import assert_restores, edit, take, tenants
 
@@ -57,12 +58,6 @@ def copy_of(template: Path, tmp_path: Path) -> Path:
     return path
 
 
-def packs_of(path: Path) -> PackStore:
-    store = Repository.open(LocalBackend(path)).objects
-    assert isinstance(store, PackStore)
-    return store
-
-
 def unreadable(path: Path) -> set[str]:
     """Objects the snapshots need that do not read back now."""
     repo = Repository.open(LocalBackend(path))
@@ -74,16 +69,6 @@ def unreadable(path: Path) -> set[str]:
         except CasbakError:
             bad.add(digest)
     return bad
-
-
-def flip_inside(path: Path, digest: str) -> str:
-    """Flip one byte in the middle of an object's frame; return its pack's key."""
-    location = packs_of(path).index()[Digest(digest)]
-    key = pack_key(location.pack)
-    data = bytearray((path / key).read_bytes())
-    data[location.offset + location.length // 2] ^= 0x40
-    (path / key).write_bytes(bytes(data))
-    return key
 
 
 def heal(path: Path, bundle: Path, expected: Expected, tmp_path: Path) -> dict[str, Any]:
@@ -203,13 +188,8 @@ def test_import_heals_a_delta_whose_base_record_is_gone(
     base = next(
         loc.base for loc in index.values() if loc.base in index and loc.base not in referenced
     )
-    backend = LocalBackend(path)
-    for info in list(backend.list(INDEX_PREFIX)):
-        records = decode_index(backend.get(info.key), info.key)
-        if records.pop(base, None) is not None:
-            data = encode_index(records.items())
-            backend.put(index_key(hash_bytes(data)), data)
-            backend.delete(info.key)
+    assert base is not None
+    drop_record(path, base)
     damaged = unreadable(path)
     assert damaged and base not in damaged
     heal(path, bundle, kept, tmp_path)

@@ -84,10 +84,10 @@ def test_listing_orders_by_timestamp_inside_not_name(memory_repo: Repository) ->
 
 
 def test_manifest_names_follow_service_convention(
-    memory_repo_v1: Repository, clock: FakeClock
+    memory_repo: Repository, clock: FakeClock
 ) -> None:
-    result = snap(memory_repo_v1, clock, target="acme-corp")
-    key = memory_repo_v1.manifest_keys()[result.snapshot.id]  # type: ignore[index]
+    result = snap(memory_repo, clock, target="acme-corp")
+    key = memory_repo.manifest_keys()[result.snapshot.id]  # type: ignore[index]
     assert key == f"manifests/2025-11-17T10-30-00_tenant-update_acme-corp_{result.snapshot.id}.json"
 
 
@@ -137,12 +137,12 @@ def test_resolve_by_id_prefix_latest_and_path(memory_repo: Repository, clock: Fa
         memory_repo.resolve("ab")
 
 
-def test_ambiguous_prefix(memory_repo_v1: Repository) -> None:
+def test_ambiguous_prefix(memory_repo: Repository) -> None:
     when = datetime(2025, 1, 1, tzinfo=UTC)
     for tail in ("0", "1"):
-        memory_repo_v1.backend.put(manifest_key(when, "op", "t", "abcd" + tail * 60), b"{}")
+        memory_repo.backend.put(manifest_key(when, "op", "t", "abcd" + tail * 60), b"{}")
     with pytest.raises(AmbiguousError, match="matches 2 snapshots"):
-        memory_repo_v1.resolve("abcd")
+        memory_repo.resolve("abcd")
 
 
 def test_empty_repository_latest(memory_repo: Repository) -> None:
@@ -150,23 +150,24 @@ def test_empty_repository_latest(memory_repo: Repository) -> None:
         memory_repo.resolve("latest")
 
 
-def test_tampered_manifest_is_detected(memory_repo_v1: Repository, clock: FakeClock) -> None:
-    result = snap(memory_repo_v1, clock)
-    key = memory_repo_v1.manifest_keys()[result.snapshot.id]  # type: ignore[index]
-    data = memory_repo_v1.backend.get(key).replace(b"tenant-update", b"tenant-delete")
-    memory_repo_v1.backend.put(key, data, overwrite=True)
+def test_tampered_manifest_is_detected(memory_repo: Repository, clock: FakeClock) -> None:
+    result = snap(memory_repo, clock)
+    key = memory_repo.manifest_keys()[result.snapshot.id]  # type: ignore[index]
+    data = memory_repo.backend.get(key).replace(b"tenant-update", b"tenant-delete")
+    memory_repo.backend.put(key, data, overwrite=True)
+    tampered = memory_repo.resolve(result.snapshot.id)  # found by its name; read on demand
     with pytest.raises(ChecksumMismatch, match="manifest"):
-        memory_repo_v1.resolve(result.snapshot.id)
+        tampered.manifest  # noqa: B018 - rebuilding the manifest checks its id
 
 
-def test_manifest_with_unknown_version(memory_repo_v1: Repository) -> None:
+def test_manifest_with_unknown_version(memory_repo: Repository) -> None:
     manifest = Manifest("", {}, "op", [], "t", datetime(2025, 1, 1, tzinfo=UTC), version=7)
     data = encode_manifest(manifest)
     sid = hash_bytes(data)
     key = manifest_key(manifest.timestamp, "op", "t", sid)
-    memory_repo_v1.backend.put(key, data)
+    memory_repo.backend.put(key, data)
     with pytest.raises(FormatVersionError):
-        memory_repo_v1.snapshots()
+        memory_repo.snapshots()
 
 
 def test_manifest_encoding_is_canonical() -> None:

@@ -11,28 +11,39 @@ import pytest
 
 from casbak.backends.local import LocalBackend
 from casbak.ids import hash_bytes
-from casbak.objects import object_key
+from casbak.layout import INDEX_PREFIX
 from casbak.repository import Repository
 from casbak.service import take_snapshot
 from casbak.sources import documents_from_values
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock, tree_state
+from tests.packed import (
+    cut_inside,
+    drop_record,
+    flip_inside,
+    frame_of,
+    overwrite_frame,
+    rewrite_records,
+)
 from tests.test_cli import run
 
 
 @pytest.fixture
 def damaged(tmp_path: Path) -> tuple[Path, Repository, list[str]]:
-    """Three snapshots; tenant 'shared' is the same document in all of them."""
+    """Three snapshots; tenant 'shared' is the same document in all of them.
+
+    Each snapshot writes one pack; 'own-N' is the last frame of its snapshot's pack.
+    """
     path = tmp_path / "repo"
-    repo = Repository.init(LocalBackend(path), version=1)
+    repo = Repository.init(LocalBackend(path))
     clock = FakeClock()
     ids = []
     for version in range(3):
         docs = documents_from_values(
             [
                 {"id": "shared", "v": 0},
-                {"id": f"own-{version}", "pad": "p" * 200},
                 {"id": "changing", "v": version},
+                {"id": f"own-{version}", "pad": "p" * 200},
             ],
             "t",
         )
@@ -40,9 +51,8 @@ def damaged(tmp_path: Path) -> tuple[Path, Repository, list[str]]:
     return path, repo, ids
 
 
-def object_path(path: Path, repo: Repository, snapshot_id: str, tenant: str) -> Path:
-    digest = repo.resolve(snapshot_id).manifest.entries[tenant].object
-    return path / object_key(digest)
+def object_of(repo: Repository, snapshot_id: str, tenant: str) -> str:
+    return repo.resolve(snapshot_id).manifest.entries[tenant].object
 
 
 def verify_cli(path: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -67,21 +77,15 @@ def test_clean_repository(damaged: tuple[Path, Repository, list[str]]) -> None:
     assert report["findings"] == []
 
 
-def _flip(p: Path) -> None:
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    p.write_bytes(bytes(data))
+def _not_zstd(path: Path, digest: str) -> str:
+    return overwrite_frame(path, digest, b"plain text")
 
 
-def _truncate(p: Path) -> None:
-    p.write_bytes(p.read_bytes()[:-5])
-
-
-CASES: dict[str, tuple[Callable[[Path], None], str]] = {
-    "flip one byte": (_flip, "corrupt-object"),
-    "truncate": (_truncate, "corrupt-object"),
-    "delete": (lambda p: p.unlink(), "missing-object"),
-    "not zstd": (lambda p: p.write_bytes(b"plain text"), "corrupt-object"),
+CASES: dict[str, tuple[Callable[[Path, str], object], str]] = {
+    "flip one byte": (flip_inside, "corrupt-object"),
+    "truncate": (cut_inside, "corrupt-object"),
+    "lose its index record": (drop_record, "missing-object"),
+    "not zstd": (_not_zstd, "corrupt-object"),
 }
 
 
@@ -91,36 +95,53 @@ def test_damaged_object_of_one_snapshot(
 ) -> None:
     path, repo, ids = damaged
     harm, kind = CASES[case]
-    harm(object_path(path, repo, ids[1], "own-1"))
+    digest = object_of(repo, ids[1], "own-1")
+    pack, _ = frame_of(path, digest)
+    harm(path, digest)
     code, report = verify_cli(path)
     assert code == 3
     assert report["ok"] is False
-    assert report["damage"] == 1
     damage = [f for f in report["findings"] if f["severity"] == "damage"]
-    assert [f["kind"] for f in damage] == [kind]
-    assert damage[0]["snapshots"] == [ids[1]]
-    assert damage[0]["tenants"] == ["own-1"]
+    (finding,) = [f for f in damage if f["kind"] == kind]
+    assert f"object {digest}" in finding["message"]
+    assert finding["snapshots"] == [ids[1]]
+    assert finding["tenants"] == ["own-1"]
+    if kind == "missing-object":
+        # Its frame is still in the pack, which is intact; only the record is gone.
+        assert finding["location"] == INDEX_PREFIX
+        assert report["damage"] == 1
+    else:
+        # The pack fails its check too, and snapshots need what it holds.
+        assert finding["location"] == pack
+        assert [(f["kind"], f["location"]) for f in damage if f is not finding] == [
+            ("corrupt-pack", pack)
+        ]
+        assert report["damage"] == 2
 
 
 def test_object_replaced_by_another_valid_object(
     damaged: tuple[Path, Repository, list[str]],
 ) -> None:
     path, repo, ids = damaged
-    victim = object_path(path, repo, ids[0], "changing")
-    victim.write_bytes(object_path(path, repo, ids[2], "changing").read_bytes())
+    victim = object_of(repo, ids[0], "own-0")
+    # Its record points at another object's frame: standalone, of the very same size.
+    _, other = frame_of(path, object_of(repo, ids[2], "own-2"))
+    assert other.base is None and other.size == frame_of(path, victim)[1].size
+    rewrite_records(path, {victim: other})
     code, report = verify_cli(path)
     assert code == 3
     (finding,) = [f for f in report["findings"] if f["severity"] == "damage"]
     assert finding["kind"] == "corrupt-object"
+    assert f"object {victim}" in finding["message"]
     assert "hashes to" in finding["message"]
     assert finding["snapshots"] == [ids[0]]
 
 
-def test_shared_object_deleted_hurts_every_snapshot(
+def test_shared_object_lost_hurts_every_snapshot(
     damaged: tuple[Path, Repository, list[str]],
 ) -> None:
     path, repo, ids = damaged
-    object_path(path, repo, ids[0], "shared").unlink()
+    drop_record(path, object_of(repo, ids[0], "shared"))
     code, report = verify_cli(path)
     assert code == 3
     (finding,) = report["findings"]
@@ -148,7 +169,9 @@ def test_manifest_edited_by_hand(damaged: tuple[Path, Repository, list[str]]) ->
     assert code == 3
     assert report["damage"] == 1
     # Unreadable, so its objects can only be reported as unreferenced.
-    assert sorted(kinds(report)) == ["orphan-object", "orphan-object", "tampered-manifest"]
+    assert sorted(kinds(report)) == ["corrupt-manifest", "orphan-object", "orphan-object"]
+    (finding,) = [f for f in report["findings"] if f["severity"] == "damage"]
+    assert finding["snapshots"] == [ids[2]]
 
 
 def test_manifest_that_hashes_right_but_is_not_a_manifest(
@@ -172,27 +195,30 @@ def test_garbage_files_in_every_folder_are_reported_not_damage(
     path, _, _ = damaged
     garbage = [
         "junk.txt",
-        "objects/notes",
-        "objects/ab/garbage.json",
+        "packs/notes",
+        "packs/ab/garbage.json",
+        "packs/zz/" + "0" * 64,
+        "dicts/" + "0" * 63,
         "manifests/notes.txt",
         "locks/held-by-me",
-        "objects/zz/" + "0" * 64,
+        "objects/ab/" + "ab" * 32,  # a format 1 object file is no part of this format
     ]
+    (path / "objects").mkdir(mode=0o700)
     for name in garbage:
-        (path / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (path / name).parent.mkdir(exist_ok=True, mode=0o700)
         (path / name).write_bytes(b"x")
         os.chmod(path / name, 0o600)
-    (path / "objects" / ".tmp-0123456789abcdef").write_bytes(b"partial")
-    os.chmod(path / "objects" / ".tmp-0123456789abcdef", 0o600)
-    os.utime(path / "objects" / ".tmp-0123456789abcdef", (1, 1))  # left by a crash long ago
-    (path / "objects" / ".tmp-fedcba9876543210").write_bytes(b"in flight")
-    os.chmod(path / "objects" / ".tmp-fedcba9876543210", 0o600)
+    (path / "packs" / ".tmp-0123456789abcdef").write_bytes(b"partial")
+    os.chmod(path / "packs" / ".tmp-0123456789abcdef", 0o600)
+    os.utime(path / "packs" / ".tmp-0123456789abcdef", (1, 1))  # left by a crash long ago
+    (path / "packs" / ".tmp-fedcba9876543210").write_bytes(b"in flight")
+    os.chmod(path / "packs" / ".tmp-fedcba9876543210", 0o600)
     code, report = verify_cli(path)
     assert code == 0
     unknown = sorted(f["location"] for f in report["findings"] if f["kind"] == "unknown-file")
     assert unknown == sorted(garbage)
     temp = [f["location"] for f in report["findings"] if f["kind"] == "temp-file"]
-    assert temp == [str(path / "objects" / ".tmp-0123456789abcdef")]
+    assert temp == [str(path / "packs" / ".tmp-0123456789abcdef")]
 
 
 def test_orphans_stale_locks_and_permissions(damaged: tuple[Path, Repository, list[str]]) -> None:
@@ -224,7 +250,7 @@ def test_orphans_stale_locks_and_permissions(damaged: tuple[Path, Repository, li
 def test_config_unknown_version_and_missing(damaged: tuple[Path, Repository, list[str]]) -> None:
     path, _, _ = damaged
     config = json.loads((path / "config").read_text())
-    config["version"] = 3
+    config["version"] += 1
     (path / "config").write_text(json.dumps(config))
     os.chmod(path / "config", 0o600)
     code, report = verify_cli(path)
@@ -240,12 +266,12 @@ def test_config_unknown_version_and_missing(damaged: tuple[Path, Repository, lis
 
 def test_quick_checks_presence_only(damaged: tuple[Path, Repository, list[str]]) -> None:
     path, repo, ids = damaged
-    _flip(object_path(path, repo, ids[1], "own-1"))
+    flip_inside(path, object_of(repo, ids[1], "own-1"))
     code, report = verify_cli(path, "--quick")
     assert code == 0
     assert report["mode"] == "quick"
     assert report["bytes_checked"] == 0
-    object_path(path, repo, ids[2], "own-2").unlink()
+    drop_record(path, object_of(repo, ids[2], "own-2"))
     code, report = verify_cli(path, "--quick")
     assert code == 3
     assert kinds(report) == ["missing-object"]
@@ -253,7 +279,7 @@ def test_quick_checks_presence_only(damaged: tuple[Path, Repository, list[str]])
 
 def test_limit_to_snapshots(damaged: tuple[Path, Repository, list[str]]) -> None:
     path, repo, ids = damaged
-    object_path(path, repo, ids[1], "own-1").unlink()
+    drop_record(path, object_of(repo, ids[1], "own-1"))
     code, report = verify_cli(path, "--snapshot", ids[0][:8], "--snapshot", ids[2])
     assert code == 0
     assert report["snapshots_checked"] == 2
