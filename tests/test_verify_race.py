@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from casbak.backends.local import LocalBackend
+from casbak.findings import VerifyReport
 from casbak.layout import pack_key
 from casbak.maintenance import cleanup, collect_garbage
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
-from casbak.findings import VerifyReport
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock
 
