@@ -61,7 +61,7 @@ class ImportResult(msgspec.Struct, frozen=True):
     bytes: int
 
 
-IMPORT_BATCH_BYTES = 32 * 1024 * 1024
+IMPORT_BATCH_BYTES = 4 * 1024 * 1024
 """Objects an import gathers before writing them as one pack."""
 
 
