@@ -23,9 +23,9 @@ import msgspec
 
 from casbak.errors import IntegrityError
 from casbak.ids import DIGEST_LENGTH, Digest
-from casbak.packindex import Location
 from casbak.packs import MAX_CHAIN, PackStore
 from casbak.repository import Repository, Snapshot
+from casbak.store.indexfile import Location
 
 DEFAULT_GRACE = timedelta(hours=1)
 

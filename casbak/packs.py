@@ -40,7 +40,7 @@ from casbak.layout import (
     pack_key,
 )
 from casbak.objects import MAX_OBJECT_BYTES, REFRESH_AFTER, decompress_object, parallel_map
-from casbak.packindex import BASE_PREFIX_BYTES, IndexFile, Location, encode_index, parse_index
+from casbak.store.indexfile import BASE_PREFIX_BYTES, IndexFile, Location, encode_index, parse_index
 
 MAX_PACK_BYTES = 4 * 1024 * 1024
 MAX_CHAIN = 8

@@ -320,7 +320,7 @@ def test_deltas_before_their_base_in_one_pack(tmp_path: Path) -> None:
 
 
 def test_bases_first_orders_packs_by_what_their_deltas_need() -> None:
-    from casbak.packindex import Location
+    from casbak.store.indexfile import Location
 
     def at(pack: str, base: str | None = None) -> Location:
         return Location(Digest(pack * 64), 0, 1, 1, Digest(base * 64) if base else None, None)

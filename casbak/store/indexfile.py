@@ -1,4 +1,4 @@
-"""Format 2 pack index files: which object lives where, encoded and decoded.
+"""Index files: which object lives where, encoded and decoded.
 
 Pure: bytes in, records out. An index file is a zstd frame holding a msgpack
 map (see docs/FORMAT.md): the packs it covers, each with the dictionary its

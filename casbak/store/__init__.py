@@ -1,0 +1,1 @@
+"""The pack store: documents in packs of zstd frames, found through index files."""
