@@ -30,7 +30,7 @@ from casbak.errors import (
     IntegrityError,
     ObjectMissing,
 )
-from casbak.ids import DIGEST_LENGTH, Digest, hash_bytes
+from casbak.ids import Digest, hash_bytes
 from casbak.layout import (
     DICTIONARY_PREFIX,
     INDEX_PREFIX,
@@ -154,24 +154,21 @@ class PackStore:
             except CasbakError:
                 continue  # its problem is reported when the whole index is decoded
             if found is not None:
-                if found.base is not None and len(found.base) != DIGEST_LENGTH:
-                    found = self._resolve_one(found)
-                return found
+                return self._resolve_one(found)
         return None
 
     def _resolve_one(self, location: Location) -> Location:
         """A base prefix resolved without decoding the whole index (left as is if ambiguous)."""
-        assert location.base is not None
-        prefix = location.base
+        prefix = location.unresolved_base
+        if prefix is None:
+            return location
         matches = {d for d in self._overlay if d.startswith(prefix)}
         for _, parsed in self._files():
             try:
                 matches.update(parsed.starting_with(prefix))
             except CasbakError:
                 continue
-        if len(matches) == 1:
-            return msgspec.structs.replace(location, base=matches.pop())
-        return location
+        return location.resolved(matches)
 
     def _files(self) -> list[tuple[str, IndexFile]]:
         if self._parsed is None:
@@ -328,9 +325,9 @@ class PackStore:
             raise CorruptData(what, "delta chain is too long (a loop?)")
         if location.size > MAX_OBJECT_BYTES:
             raise CorruptData(what, f"declares {location.size} bytes")
+        if location.unresolved_base is not None:
+            return self._decode_ambiguous(digest, location, frame, depth, base_of)[1]
         if location.base is not None:
-            if len(location.base) != DIGEST_LENGTH:
-                return self._decode_ambiguous(digest, location, frame, depth, base_of)
             try:
                 base = (base_of or self.read)(location.base, depth + 1)
             except ObjectMissing:
@@ -361,19 +358,34 @@ class PackStore:
         frame: bytes,
         depth: int,
         base_of: Callable[[str, int], bytes] | None,
-    ) -> bytes:
-        """A delta whose base prefix names no object, or several: try each candidate."""
-        assert location.base is not None
-        candidates = [d for d in self.index() if d.startswith(location.base)]
+    ) -> tuple[Location, bytes]:
+        """A delta whose base prefix names no object, or several: try each candidate.
+
+        Returns the location with the base that fits, and the decoded bytes.
+        """
+        prefix = location.unresolved_base
+        assert prefix is not None
+        candidates = [d for d in self.index() if d.startswith(prefix)]
         for candidate in candidates:
             try:
-                resolved = msgspec.structs.replace(location, base=candidate)
-                return self.decode_frame(digest, resolved, frame, depth, base_of)
+                resolved = msgspec.structs.replace(location, base=candidate, unresolved_base=None)
+                return resolved, self.decode_frame(digest, resolved, frame, depth, base_of)
             except IntegrityError:
                 continue
         raise CorruptData(
-            f"object {digest}", f"its delta base {location.base}... is missing or does not fit"
+            f"object {digest}", f"its delta base {prefix}... is missing or does not fit"
         )
+
+    def settle(self, digest: str, location: Location, frame: bytes) -> Location:
+        """Check that a frame reads back; its location, with the base it decoded against.
+
+        What moves a frame to a new pack records its base, and an unresolved
+        one is known only once the frame has decoded against it.
+        """
+        if location.unresolved_base is not None:
+            return self._decode_ambiguous(digest, location, frame, 0, None)[0]
+        self.decode_frame(digest, location, frame)
+        return location
 
     def read_stored(self, digest: str) -> bytes:
         """An object as a standalone zstd frame (what bundles carry)."""
@@ -421,7 +433,7 @@ class PackStore:
             if location is None:
                 continue
             found[digest] = location
-            if location.base is not None and len(location.base) == DIGEST_LENGTH:
+            if location.base is not None:
                 pending.append(location.base)
         return found
 
@@ -480,9 +492,9 @@ class PackStore:
         """How many delta steps lead from this object to a standalone one."""
         depth = 0
         location = self.locate(digest)
-        while location is not None and location.base is not None and depth <= MAX_CHAIN * 4:
+        while location is not None and location.is_delta and depth <= MAX_CHAIN * 4:
             depth += 1
-            location = self.locate(location.base)
+            location = None if location.base is None else self.locate(location.base)
         return depth
 
     # -- writing ---------------------------------------------------------------
@@ -751,11 +763,11 @@ class PackStore:
             for digest, location in sorted(held[pack_id], key=lambda item: item[1].offset):
                 frame = data[location.offset : location.offset + location.length]
                 try:
-                    self.decode_frame(digest, location, frame)
+                    settled = self.settle(digest, location, frame)
                 except IntegrityError:
                     continue
                 by_dictionary.setdefault(location.dictionary, []).append(
-                    (digest, frame, location.base, location.size)
+                    (digest, frame, settled.base, location.size)
                 )
                 keepalive()
         moved: dict[Digest, Location] = {}
@@ -884,8 +896,8 @@ class PackStore:
                 group = dictionary_id
             else:
                 frame = self.frame(digest)[1]
-                self.decode_frame(digest, location, frame)  # never copy damage forward
-                base, group = location.base, location.dictionary
+                base = self.settle(digest, location, frame).base  # never copy damage forward
+                group = location.dictionary
             by_dictionary.setdefault(group, []).append((digest, frame, base, location.size))
             keepalive()
         return by_dictionary
@@ -1088,8 +1100,8 @@ def _resolve_bases(found: dict[Digest, Location]) -> dict[Digest, Location]:
     """Replace each base prefix by the one indexed object id it starts with."""
     prefixes: dict[str, list[Digest]] = {}
     for location in found.values():
-        if location.base is not None and len(location.base) != DIGEST_LENGTH:
-            prefixes.setdefault(location.base, [])
+        if location.unresolved_base is not None:
+            prefixes.setdefault(location.unresolved_base, [])
     if not prefixes:
         return found
     width = BASE_PREFIX_BYTES * 2
@@ -1098,8 +1110,6 @@ def _resolve_bases(found: dict[Digest, Location]) -> dict[Digest, Location]:
         if matches is not None:
             matches.append(digest)
     for digest, location in found.items():
-        if location.base is not None and len(location.base) != DIGEST_LENGTH:
-            matches = prefixes[location.base]
-            if len(matches) == 1:
-                found[digest] = msgspec.structs.replace(location, base=matches[0])
+        if location.unresolved_base is not None:
+            found[digest] = location.resolved(prefixes[location.unresolved_base])
     return found

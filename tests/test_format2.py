@@ -429,14 +429,14 @@ def test_a_base_prefix_with_two_candidates_is_settled_by_the_hash(repo: Reposito
     base = location.base
     impostor = base[:16] + ("0" if base[16] != "0" else "1") * 48
     index[impostor] = index[base]  # same bytes, so it cannot hash to the impostor's name
-    index[delta] = msgspec.structs.replace(location, base=base[:16])
+    index[delta] = msgspec.structs.replace(location, base=None, unresolved_base=base[:16])
     packs._bases.clear()
     canonical = packs.read(delta)
     assert json.loads(canonical)["id"] in documents
     # gc cannot tell which candidate is the base: losing either means a standalone copy.
     assert rebase_targets(index, {delta, base}, {impostor}) == {delta: None}
     assert rebase_targets(index, {delta, base, impostor}, ()) == {}
-    index[delta] = msgspec.structs.replace(location, base="ab" * 8)
+    index[delta] = msgspec.structs.replace(location, base=None, unresolved_base="ab" * 8)
     packs._bases.clear()
     with pytest.raises(CasbakError, match="delta base"):
         packs.read(delta)
