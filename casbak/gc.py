@@ -23,9 +23,8 @@ import msgspec
 
 from casbak.errors import IntegrityError
 from casbak.ids import Digest
-from casbak.packs import MAX_CHAIN, PackStore
 from casbak.repository import Repository, Snapshot
-from casbak.store.indexfile import Location
+from casbak.store import MAX_CHAIN, Location, PackStore
 
 DEFAULT_GRACE = timedelta(hours=1)
 

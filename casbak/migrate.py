@@ -31,8 +31,8 @@ from casbak.layout import (
 )
 from casbak.model import REPOSITORY_VERSION, encode_config
 from casbak.objects import ObjectStore
-from casbak.packs import PackStore
 from casbak.repository import Repository
+from casbak.store import PackStore
 from casbak.storedmanifest import decode_stored_v2, encode_stored_document
 
 Progress = Callable[[int, int, int], None]

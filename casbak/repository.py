@@ -48,7 +48,7 @@ from casbak.model import (
 )
 from casbak.names import slug
 from casbak.objects import ObjectStore
-from casbak.packs import PackStore
+from casbak.store import PackStore
 from casbak.storedmanifest import (
     Header,
     StoredManifest,

@@ -29,10 +29,10 @@ from casbak.ids import Digest
 from casbak.model import Manifest, ManifestEntry, utc_now
 from casbak.names import tenant_filename
 from casbak.outfiles import atomic_output, sync_folder
-from casbak.packs import PackStore
 from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
 from casbak.sources import STDIN, TenantDocument, read_sources
+from casbak.store import PackStore
 
 ALL_TENANTS = "all-tenants"
 

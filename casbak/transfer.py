@@ -37,8 +37,8 @@ from casbak.layout import manifest_name, object_key
 from casbak.model import encode_manifest, utc_now
 from casbak.objects import ObjectStore, parallel_map
 from casbak.outfiles import atomic_output
-from casbak.packs import PackStore, standalone_frame
 from casbak.repository import Repository, Snapshot
+from casbak.store import PackStore, standalone_frame
 
 Progress = Callable[[int, int, int], None]
 

@@ -40,8 +40,8 @@ from casbak.layout import (
 from casbak.locks import LockManager
 from casbak.model import Manifest, decode_config, decode_manifest
 from casbak.objects import parallel_map
-from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
+from casbak.store import PackStore
 from casbak.storedmanifest import decode_stored
 
 Severity = Literal["damage", "warning", "info"]

@@ -17,8 +17,9 @@ import pytest
 
 from casbak.backends.local import LocalBackend
 from casbak.ids import Digest
-from casbak.packs import INDEX_PREFIX, PACK_PREFIX, PackStore, pack_key
+from casbak.layout import INDEX_PREFIX, PACK_PREFIX, pack_key
 from casbak.repository import Repository
+from casbak.store import PackStore
 from tests.conftest import FakeClock
 from tests.test_cli import run
 from tests.test_format2 import edit, take, tenants

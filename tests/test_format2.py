@@ -22,14 +22,14 @@ from casbak.backends.local import LocalBackend
 from casbak.backends.memory import MemoryBackend
 from casbak.errors import CasbakError
 from casbak.gc import rebase_targets
-from casbak.layout import MANIFEST_PREFIX
+from casbak.layout import INDEX_PREFIX, MANIFEST_PREFIX, PACK_PREFIX
 from casbak.maintenance import cleanup, collect_garbage
 from casbak.migrate import migrate
-from casbak.packs import INDEX_PREFIX, MERGE_INDEXES_OVER, PACK_PREFIX, PackStore
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
+from casbak.store import MERGE_INDEXES_OVER, PackStore
 from casbak.store.indexfile import decode_index
 from casbak.storedmanifest import decode_stored
 from casbak.transfer import export_bundle, import_bundle, select_snapshots

@@ -21,8 +21,9 @@ import casbak.locks as locks_module
 from casbak.backends.local import LocalBackend
 from casbak.errors import CasbakError
 from casbak.ids import Digest, hash_bytes
-from casbak.packs import INDEX_PREFIX, PACK_PREFIX, PackStore, index_key, pack_key
+from casbak.layout import INDEX_PREFIX, PACK_PREFIX, index_key, pack_key
 from casbak.repository import Repository
+from casbak.store import PackStore
 from casbak.store.indexfile import decode_index, encode_index
 from casbak.transfer import import_bundle
 from casbak.verify import verify_repository
