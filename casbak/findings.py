@@ -24,8 +24,8 @@ from casbak.ids import Digest, hash_bytes
 from casbak.layout import CONFIG_KEY, INDEX_PREFIX, PACK_PREFIX, belongs_to_layout, pack_key
 from casbak.locks import LockManager
 from casbak.model import decode_config
-from casbak.packs import PackStore
 from casbak.repository import Repository
+from casbak.store import PackStore
 
 Severity = Literal["damage", "warning", "info"]
 

@@ -22,10 +22,9 @@ from datetime import timedelta
 import msgspec
 
 from casbak.errors import IntegrityError
-from casbak.ids import DIGEST_LENGTH, Digest
-from casbak.packindex import Location
-from casbak.packs import MAX_CHAIN, PackStore
+from casbak.ids import Digest
 from casbak.repository import Repository, Snapshot
+from casbak.store import MAX_CHAIN, Location, PackStore
 
 DEFAULT_GRACE = timedelta(hours=1)
 
@@ -168,32 +167,31 @@ class _Rebaser:
         if steps > MAX_CHAIN * 4:
             return MAX_CHAIN  # a loop in a damaged index: no delta may build on it
         location = self.index.get(digest)
-        base = location.base if location is not None else None
-        if base is not None and digest in self.kept and self._goes(base):
-            base = self._nearest_kept(base, steps)
-            self.targets[digest] = base
-        if base is None:
-            depth = 0
-        elif len(base) != DIGEST_LENGTH:
-            depth = 1  # an unresolved prefix, left as it is
+        if location is not None and location.unresolved_base is not None:
+            depth = self._unresolved(digest, location.unresolved_base)
         else:
-            depth = self.depth(base, steps + 1) + 1
+            base = location.base if location is not None else None
+            if base is not None and digest in self.kept and base in self.doomed:
+                base = self._nearest_kept(base, steps)
+                self.targets[digest] = base
+            depth = 0 if base is None else self.depth(base, steps + 1) + 1
         self._depths[digest] = depth
         return depth
 
-    def _goes(self, base: Digest) -> bool:
-        if len(base) == DIGEST_LENGTH:
-            return base in self.doomed
-        # An unresolved prefix: any candidate may be the real base.
-        return any(candidate.startswith(base) for candidate in self.doomed)
+    def _unresolved(self, digest: Digest, prefix: str) -> int:
+        """The depth of an object whose base is known only by its prefix, left as it is."""
+        if digest in self.kept and any(candidate.startswith(prefix) for candidate in self.doomed):
+            self.targets[digest] = None  # any candidate may be the real base: standalone
+            return 0
+        return 1
 
     def _nearest_kept(self, base: Digest | None, steps: int) -> Digest | None:
         for _ in range(MAX_CHAIN * 4):
-            if base is None or len(base) != DIGEST_LENGTH or base not in self.doomed:
+            if base is None or base not in self.doomed:
                 break
             location = self.index.get(base)
             base = location.base if location is not None else None
-        if base is None or len(base) != DIGEST_LENGTH or base not in self.kept:
+        if base is None or base not in self.kept:
             return None
         return base if self.depth(base, steps + 1) < MAX_CHAIN else None
 

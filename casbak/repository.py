@@ -43,7 +43,7 @@ from casbak.model import (
     utc_now,
 )
 from casbak.names import slug
-from casbak.packs import PackStore
+from casbak.store import PackStore
 from casbak.storedmanifest import (
     Header,
     StoredManifest,

@@ -36,8 +36,8 @@ from casbak.ids import Digest, hash_bytes
 from casbak.layout import manifest_name
 from casbak.model import encode_manifest, utc_now
 from casbak.outfiles import atomic_output
-from casbak.packs import PackStore, standalone_frame
 from casbak.repository import Repository, Snapshot
+from casbak.store import PackStore, standalone_frame
 
 Progress = Callable[[int, int, int], None]
 

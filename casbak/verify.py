@@ -44,8 +44,8 @@ from casbak.layout import (
     pack_key,
 )
 from casbak.model import Manifest
-from casbak.packs import PackStore
 from casbak.repository import Repository, Snapshot
+from casbak.store import PackStore
 from casbak.storedmanifest import decode_manifest_file
 
 Progress = Callable[[int, int, int], None]

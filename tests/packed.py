@@ -11,9 +11,9 @@ from pathlib import Path
 from casbak.backends.local import LocalBackend
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import INDEX_PREFIX, index_key, pack_key
-from casbak.packindex import Location, decode_index, encode_index
-from casbak.packs import PackStore
 from casbak.repository import Repository
+from casbak.store import PackStore
+from casbak.store.indexfile import Location, decode_index, encode_index
 
 
 def packs_of(path: Path) -> PackStore:

@@ -14,17 +14,19 @@ from typing import Any
 import pytest
 import zstandard
 
-import casbak.packs as packs_module
+import casbak.store.bulkread as packs_module
 from casbak.backends.local import LocalBackend
 from casbak.errors import CasbakError, CorruptData, IntegrityError, ObjectMissing
 from casbak.ids import Digest, hash_bytes
+from casbak.layout import PACK_PREFIX, pack_key
 from casbak.maintenance import cleanup
 from casbak.objects import parallel_map
-from casbak.packs import PACK_PREFIX, RANGE_GAP, PackStore, _bases_first, pack_key
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
+from casbak.store import RANGE_GAP, PackStore
+from casbak.store.bulkread import _bases_first
 from casbak.transfer import export_bundle, select_snapshots
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock
@@ -320,7 +322,7 @@ def test_deltas_before_their_base_in_one_pack(tmp_path: Path) -> None:
 
 
 def test_bases_first_orders_packs_by_what_their_deltas_need() -> None:
-    from casbak.packindex import Location
+    from casbak.store import Location
 
     def at(pack: str, base: str | None = None) -> Location:
         return Location(Digest(pack * 64), 0, 1, 1, Digest(base * 64) if base else None, None)

@@ -21,12 +21,13 @@ import pytest
 import casbak.locks as locks_module
 from casbak.backends.local import LocalBackend
 from casbak.errors import CasbakError
+from casbak.layout import PACK_PREFIX, pack_key
 from casbak.maintenance import CleanupReport, cleanup, collect_garbage
-from casbak.packs import PACK_PREFIX, PackStore, pack_key
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values, read_sources
+from casbak.store import PackStore
 from casbak.transfer import export_bundle, import_bundle, select_snapshots
 from casbak.verify import verify_repository
 from tests.conftest import EXAMPLES, FakeClock

@@ -19,13 +19,13 @@ from casbak.backends.local import LocalBackend
 from casbak.backends.memory import MemoryBackend
 from casbak.gc import rebase_targets
 from casbak.ids import Digest
+from casbak.layout import PACK_PREFIX
 from casbak.maintenance import cleanup, collect_garbage
-from casbak.packindex import Location
-from casbak.packs import MAX_CHAIN, PACK_PREFIX, PackStore
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import repository_stats, restore_documents, take_snapshot
 from casbak.sources import documents_from_values
+from casbak.store import MAX_CHAIN, Location, PackStore
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock
 

@@ -20,15 +20,15 @@ import casbak.repository as repository_module
 from casbak.backends.local import LocalBackend
 from casbak.errors import CasbakError
 from casbak.gc import rebase_targets
-from casbak.layout import MANIFEST_PREFIX
+from casbak.layout import INDEX_PREFIX, MANIFEST_PREFIX, PACK_PREFIX
 from casbak.maintenance import cleanup, collect_garbage
 from casbak.migrate import migrate
-from casbak.packindex import decode_index
-from casbak.packs import INDEX_PREFIX, MERGE_INDEXES_OVER, PACK_PREFIX, PackStore
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
+from casbak.store import MERGE_INDEXES_OVER, PackStore
+from casbak.store.indexfile import decode_index
 from casbak.storedmanifest import decode_stored
 from casbak.transfer import export_bundle, import_bundle, select_snapshots
 from casbak.verify import verify_repository
@@ -401,14 +401,14 @@ def test_a_base_prefix_with_two_candidates_is_settled_by_the_hash(repo: Reposito
     base = location.base
     impostor = base[:16] + ("0" if base[16] != "0" else "1") * 48
     index[impostor] = index[base]  # same bytes, so it cannot hash to the impostor's name
-    index[delta] = msgspec.structs.replace(location, base=base[:16])
+    index[delta] = msgspec.structs.replace(location, base=None, unresolved_base=base[:16])
     packs._bases.clear()
     canonical = packs.read(delta)
     assert json.loads(canonical)["id"] in documents
     # gc cannot tell which candidate is the base: losing either means a standalone copy.
     assert rebase_targets(index, {delta, base}, {impostor}) == {delta: None}
     assert rebase_targets(index, {delta, base, impostor}, ()) == {}
-    index[delta] = msgspec.structs.replace(location, base="ab" * 8)
+    index[delta] = msgspec.structs.replace(location, base=None, unresolved_base="ab" * 8)
     packs._bases.clear()
     with pytest.raises(CasbakError, match="delta base"):
         packs.read(delta)

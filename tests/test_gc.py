@@ -205,6 +205,7 @@ def tenant_folder(folder: Path, round_number: int) -> Path:
 @pytest.mark.parametrize("command", ["cleanup", "gc"])
 def test_dry_run_reports_every_figure_of_the_real_run(tmp_path: Path, command: str) -> None:
     from casbak.backends.local import LocalBackend
+    from casbak.layout import PACK_PREFIX
     from tests.test_cli import run
 
     path = tmp_path / "repo"

@@ -22,8 +22,8 @@ from casbak.backends.local import LocalBackend
 from casbak.errors import CasbakError
 from casbak.ids import hash_bytes
 from casbak.layout import INDEX_PREFIX, PACK_PREFIX
-from casbak.packindex import decode_index
 from casbak.repository import Repository
+from casbak.store.indexfile import decode_index
 from casbak.transfer import import_bundle
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock

@@ -10,7 +10,7 @@ import pytest
 
 from casbak.backends.s3 import S3Backend, parse_location
 from casbak.errors import BackendError, RepositoryLocked, UsageError
-from casbak.packs import PACK_PREFIX
+from casbak.layout import PACK_PREFIX
 from casbak.repository import Repository, backend_for
 from casbak.service import restore_documents
 from casbak.verify import verify_repository

@@ -11,7 +11,7 @@ import pytest
 
 from casbak.backends.local import LocalBackend
 from casbak.errors import BackendError, CasbakError, InputError, NotFoundError
-from casbak.packs import PACK_PREFIX
+from casbak.layout import PACK_PREFIX
 from casbak.repository import Repository
 from casbak.service import take_snapshot
 from casbak.sources import documents_from_values, read_sources

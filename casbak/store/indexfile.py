@@ -1,4 +1,4 @@
-"""Format 2 pack index files: which object lives where, encoded and decoded.
+"""Index files: which object lives where, encoded and decoded.
 
 Pure: bytes in, records out. An index file is a zstd frame holding a msgpack
 map (see docs/FORMAT.md): the packs it covers, each with the dictionary its
@@ -9,7 +9,7 @@ object, sorted by digest. The file is named by the blake3 of its stored bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import msgspec
 import zstandard
@@ -49,8 +49,28 @@ class Location(msgspec.Struct, frozen=True, array_like=True):
     length: int
     size: int
     base: Digest | None
-    """The base's id, or while unresolved (just decoded) its 16-hex-digit prefix."""
+    """The full id of the delta base this frame decompresses against; None when the
+    frame is no delta, or when its base is unresolved (see ``unresolved_base``)."""
     dictionary: Digest | None
+    unresolved_base: str | None = None
+    """For a delta whose base is not known as one object id, the 16-hex-digit prefix
+    the index file records for it (``base`` is then None). Index files record only
+    prefixes: everything just decoded from one is unresolved, until the index view
+    finds the one indexed object that starts with it. It stays unresolved when no
+    object does (the base is missing) or several do (the hash check of the decoded
+    object settles which, as it is read)."""
+
+    @property
+    def is_delta(self) -> bool:
+        """Whether the frame decompresses against another object."""
+        return self.base is not None or self.unresolved_base is not None
+
+    def resolved(self, matches: Collection[Digest]) -> Location:
+        """The location with its base settled, when exactly one object id matches it."""
+        if self.unresolved_base is None or len(matches) != 1:
+            return self
+        (match,) = matches
+        return msgspec.structs.replace(self, base=match, unresolved_base=None)
 
 
 def encode_index(locations: Iterable[tuple[Digest, Location]]) -> bytes:
@@ -59,7 +79,8 @@ def encode_index(locations: Iterable[tuple[Digest, Location]]) -> bytes:
     rows = []
     for digest, loc in sorted(locations, key=lambda pair: pair[0]):
         number = packs.setdefault((loc.pack, loc.dictionary or ""), len(packs))
-        base = bytes.fromhex(loc.base)[:BASE_PREFIX_BYTES] if loc.base else _NO_BASE
+        recorded = loc.base or loc.unresolved_base
+        base = bytes.fromhex(recorded)[:BASE_PREFIX_BYTES] if recorded else _NO_BASE
         rows.append(
             _RECORD.pack(bytes.fromhex(digest), number, loc.offset, loc.length, loc.size, base)
         )
@@ -88,9 +109,8 @@ class IndexFile:
         if number >= len(self.packs) or length == 0:
             raise CorruptData(self.what, "record names no pack or is empty")
         pack, dictionary = self.packs[number]
-        return Location(
-            pack, offset, length, size, None if base == _NO_BASE else Digest(base.hex()), dictionary
-        )
+        unresolved = None if base == _NO_BASE else base.hex()
+        return Location(pack, offset, length, size, None, dictionary, unresolved)
 
     def locations(self) -> dict[Digest, Location]:
         """Every record."""

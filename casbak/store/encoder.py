@@ -1,0 +1,76 @@
+"""Encoding documents as new frames: a delta where it pays, else dictionary or plain.
+
+A new version of a tenant already stored is compressed against that earlier
+version as a raw-content dictionary, which turns a small edit into a few
+dozen bytes, as long as the chain of deltas stays short (MAX_CHAIN). Anything
+else is compressed with the repository's trained dictionary, if it has one.
+"""
+
+from __future__ import annotations
+
+import zstandard
+
+from casbak.errors import IntegrityError
+from casbak.ids import Digest
+from casbak.store.dictionaries import Dictionaries
+from casbak.store.frames import MAX_CHAIN, compression_params, raw_content
+from casbak.store.indexview import IndexView
+from casbak.store.reader import ObjectReader
+
+
+class FrameEncoder:
+    """Frames for new objects at the repository's compression level."""
+
+    def __init__(
+        self, level: int, index: IndexView, reader: ObjectReader, dictionaries: Dictionaries
+    ) -> None:
+        self._level = level
+        self._index = index
+        self._reader = reader
+        self._dictionaries = dictionaries
+        self._shared: dict[str, zstandard.ZstdCompressor] = {}
+        """Compressors of standalone frames, by dictionary id ("" for none)."""
+
+    def params(self) -> zstandard.ZstdCompressionParameters:
+        """The settings every frame is written with."""
+        return compression_params(self._level)
+
+    def encode(
+        self, canonical: bytes, base: Digest | None, dictionary_id: Digest | None
+    ) -> tuple[bytes, Digest | None]:
+        """A frame for a document and the base it is a delta of (None: standalone).
+
+        ``base`` is only a suggestion: it is used when it is stored, reads
+        back, and is less than MAX_CHAIN deltas deep.
+        """
+        if base is not None:
+            delta = self._delta(canonical, base)
+            if delta is not None:
+                return delta, base
+        return self._standalone(dictionary_id).compress(canonical), None
+
+    def _delta(self, canonical: bytes, base: Digest) -> bytes | None:
+        if self._index.locate(base) is None or self._index.chain_depth(base) >= MAX_CHAIN:
+            return None
+        try:
+            earlier = self._reader.read(base)
+        except IntegrityError:
+            return None
+        compressor = zstandard.ZstdCompressor(
+            compression_params=self.params(), dict_data=raw_content(earlier)
+        )
+        return compressor.compress(canonical)
+
+    def _standalone(self, dictionary_id: Digest | None) -> zstandard.ZstdCompressor:
+        key = dictionary_id or ""
+        shared = self._shared.get(key)
+        if shared is None:
+            if dictionary_id is not None:
+                shared = zstandard.ZstdCompressor(
+                    compression_params=self.params(),
+                    dict_data=self._dictionaries.get(dictionary_id),
+                )
+            else:
+                shared = zstandard.ZstdCompressor(compression_params=self.params())
+            self._shared[key] = shared
+        return shared

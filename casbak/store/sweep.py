@@ -1,0 +1,172 @@
+"""Sweeping: removing objects by rewriting the packs that hold them, and clearing leftovers.
+
+gc decides what goes; this carries it out (docs/FORMAT.md, "Garbage
+collection"): the other frames of the affected packs are checked and copied,
+kept objects that were deltas of removed ones re-encoded, all into new packs;
+then one merged index file replaces the old ones, and only then are the old
+packs removed. Packs no index names (left by a crash) are removed here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+
+import msgspec
+
+from casbak.backends.base import Backend, ObjectInfo
+from casbak.errors import ObjectMissing
+from casbak.ids import Digest
+from casbak.layout import PACK_PREFIX, pack_key
+from casbak.store.dictionaries import Dictionaries
+from casbak.store.encoder import FrameEncoder
+from casbak.store.indexfile import Location
+from casbak.store.indexview import IndexView
+from casbak.store.reader import ObjectReader
+from casbak.store.writer import FramesByDictionary, PackWriter
+
+
+class SweepResult(msgspec.Struct, frozen=True):
+    """What a sweep removed and rewrote."""
+
+    objects_removed: int
+    bytes_freed: int
+    """Stored bytes of the removed objects' frames."""
+    packs_rewritten: int
+    objects_reencoded: int
+
+
+class Sweeper:
+    """Removes objects from packs, re-encodes what leaned on them, clears unindexed packs."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        index: IndexView,
+        reader: ObjectReader,
+        writer: PackWriter,
+        encoder: FrameEncoder,
+        dictionaries: Dictionaries,
+    ) -> None:
+        self._backend = backend
+        self._index = index
+        self._reader = reader
+        self._writer = writer
+        self._encoder = encoder
+        self._dictionaries = dictionaries
+
+    def sweep(
+        self,
+        doomed: Iterable[str],
+        keepalive: Callable[[], None] = lambda: None,
+        reencode: Mapping[str, str | None] | None = None,
+    ) -> SweepResult:
+        """Remove objects: rewrite the packs that hold them without them.
+
+        ``reencode`` names kept objects compressed against a doomed one, each
+        with its new base (None: standalone); their packs are rewritten too,
+        with a new frame for each of them. New packs and a merged index become
+        durable first; only then are the old index files and packs removed, so
+        a crash leaves every surviving object indexed, readable, at least once
+        (duplicates are harmless).
+        """
+        index = self._index.index()
+        gone = {Digest(digest) for digest in doomed if digest in index}
+        rebased = {
+            Digest(digest): None if base is None else Digest(base)
+            for digest, base in (reencode or {}).items()
+            if digest in index and digest not in gone
+        }
+        if not gone and not rebased:
+            return SweepResult(0, 0, 0, 0)
+        affected = {index[digest].pack for digest in (*gone, *rebased)}
+        by_dictionary = self._surviving_frames(index, affected, gone, rebased, keepalive)
+        old_files = self._index.file_keys()
+        surviving = {
+            digest: location
+            for digest, location in index.items()
+            if location.pack not in affected and digest not in gone
+        }
+        for dictionary_id, frames in by_dictionary.items():
+            surviving.update(self._writer.write_pack_files(frames, dictionary_id)[0])
+        self._writer.replace_index_files(surviving, old_files, whole=True)
+        # Packs are named by their content, so a rewritten pack can come out
+        # byte for byte like an old one (identical delta frames of different
+        # objects): a pack the new index names is never removed.
+        named = {location.pack for location in surviving.values()}
+        for pack_id in sorted(affected - named):
+            try:
+                self._backend.delete(pack_key(pack_id))
+            except ObjectMissing:
+                pass
+            keepalive()
+        self._backend.sync()
+        freed = sum(index[digest].length for digest in gone)
+        return SweepResult(len(gone), freed, len(affected), len(rebased))
+
+    def _surviving_frames(
+        self,
+        index: Mapping[Digest, Location],
+        affected: Collection[str],
+        gone: Collection[Digest],
+        rebased: Mapping[Digest, Digest | None],
+        keepalive: Callable[[], None],
+    ) -> FramesByDictionary:
+        """The frames of the affected packs that stay, by dictionary: copied or re-encoded."""
+        moving = [
+            (digest, location)
+            for digest, location in sorted(index.items(), key=lambda item: item[1].offset)
+            if location.pack in affected and digest not in gone
+        ]
+        dictionary_id = self._dictionaries.for_new_frames(()) if rebased else None
+        by_dictionary: FramesByDictionary = {}
+        for digest, location in moving:
+            if digest in rebased:
+                frame, base = self._reencode(digest, rebased[digest], dictionary_id)
+                group = dictionary_id
+            else:
+                frame = self._reader.frame(digest)[1]
+                base = self._reader.settle(digest, location, frame).base  # never copy damage
+                group = location.dictionary
+            by_dictionary.setdefault(group, []).append((digest, frame, base, location.size))
+            keepalive()
+        return by_dictionary
+
+    def _reencode(
+        self, digest: Digest, base: Digest | None, dictionary_id: Digest | None
+    ) -> tuple[bytes, Digest | None]:
+        """A new frame for a kept object: a delta against ``base`` if smaller, else standalone."""
+        canonical = self._reader.read(digest)  # decoded through its old chain, still there
+        standalone = self._encoder.encode(canonical, None, dictionary_id)
+        if base is None:
+            return standalone
+        delta = self._encoder.encode(canonical, base, dictionary_id)
+        return delta if len(delta[0]) < len(standalone[0]) else standalone
+
+    def unindexed_packs(
+        self, older_than: float, now: float | None = None
+    ) -> tuple[ObjectInfo, ...]:
+        """Packs no index names (left by a crash) older than ``older_than`` seconds."""
+        named = {pack_key(location.pack) for location in self._index.index().values()}
+        current = self._backend.now() if now is None else now
+        return tuple(
+            info
+            for info in self._backend.list(PACK_PREFIX)
+            if info.key not in named and current - info.mtime >= older_than
+        )
+
+    def delete_unindexed(
+        self, older_than: float, only: Collection[str] | None = None
+    ) -> tuple[ObjectInfo, ...]:
+        """Remove packs no index names older than ``older_than`` seconds (of ``only``, if given).
+
+        Both are judged again here, so a pack indexed or refreshed since it was
+        planned for removal stays.
+        """
+        removed = tuple(
+            info for info in self.unindexed_packs(older_than) if only is None or info.key in only
+        )
+        for info in removed:
+            self._backend.delete(info.key)
+        if removed:
+            self._backend.sync()
+        return removed
