@@ -23,12 +23,12 @@ from casbak.store.indexfile import Location
 from casbak.store.indexview import FEW, IndexView
 from casbak.store.reader import ObjectReader
 
-LOCAL_CONCURRENCY = 4
+LOCAL_CONCURRENCY = 1
 """Pack reads in flight on backends that name no concurrency of their own (local, memory)."""
 RANGE_GAP = 256 * 1024
 """Wanted frames of one pack closer than this are fetched by one request: the
 bytes between them cost less than another round trip."""
-READ_AHEAD = 32 * 1024 * 1024
+READ_AHEAD = 16 * 1024 * 1024
 """Bytes of fetched packs and ranges a bulk read holds before it has decoded them."""
 _KEPT_BASES = 32 * 1024 * 1024
 """Decoded objects a bulk read keeps because objects still to come are deltas of them."""

@@ -17,6 +17,10 @@ from casbak.store.frames import MAX_CHAIN, compression_params, raw_content
 from casbak.store.indexview import IndexView
 from casbak.store.reader import ObjectReader
 
+LARGE_DOCUMENT = 1024 * 1024
+"""Documents above this many bytes are compressed at LARGE_DOCUMENT_LEVEL at most."""
+LARGE_DOCUMENT_LEVEL = 3
+
 
 class FrameEncoder:
     """Frames for new objects at the repository's compression level."""
@@ -29,11 +33,16 @@ class FrameEncoder:
         self._reader = reader
         self._dictionaries = dictionaries
         self._shared: dict[str, zstandard.ZstdCompressor] = {}
-        """Compressors of standalone frames, by dictionary id ("" for none)."""
+        """Compressors of standalone frames, by dictionary id ("" for none) and level."""
 
-    def params(self) -> zstandard.ZstdCompressionParameters:
-        """The settings every frame is written with."""
-        return compression_params(self._level)
+    def params(self, size: int = 0) -> zstandard.ZstdCompressionParameters:
+        """The settings a frame of a document of ``size`` bytes is written with."""
+        return compression_params(self._level_for(size))
+
+    def _level_for(self, size: int) -> int:
+        # A high level's match window and tables on a multi-MiB document cost
+        # tens of MiB of memory for little gain; tenant documents are far smaller.
+        return min(self._level, LARGE_DOCUMENT_LEVEL) if size > LARGE_DOCUMENT else self._level
 
     def encode(
         self, canonical: bytes, base: Digest | None, dictionary_id: Digest | None
@@ -47,7 +56,7 @@ class FrameEncoder:
             delta = self._delta(canonical, base)
             if delta is not None:
                 return delta, base
-        return self._standalone(dictionary_id).compress(canonical), None
+        return self._standalone(dictionary_id, len(canonical)).compress(canonical), None
 
     def _delta(self, canonical: bytes, base: Digest) -> bytes | None:
         if self._index.locate(base) is None or self._index.chain_depth(base) >= MAX_CHAIN:
@@ -57,20 +66,21 @@ class FrameEncoder:
         except IntegrityError:
             return None
         compressor = zstandard.ZstdCompressor(
-            compression_params=self.params(), dict_data=raw_content(earlier)
+            compression_params=self.params(len(canonical)), dict_data=raw_content(earlier)
         )
         return compressor.compress(canonical)
 
-    def _standalone(self, dictionary_id: Digest | None) -> zstandard.ZstdCompressor:
-        key = dictionary_id or ""
+    def _standalone(self, dictionary_id: Digest | None, size: int) -> zstandard.ZstdCompressor:
+        level = self._level_for(size)
+        key = f"{dictionary_id or ''}:{level}"
         shared = self._shared.get(key)
         if shared is None:
             if dictionary_id is not None:
                 shared = zstandard.ZstdCompressor(
-                    compression_params=self.params(),
+                    compression_params=compression_params(level),
                     dict_data=self._dictionaries.get(dictionary_id),
                 )
             else:
-                shared = zstandard.ZstdCompressor(compression_params=self.params())
+                shared = zstandard.ZstdCompressor(compression_params=compression_params(level))
             self._shared[key] = shared
         return shared
