@@ -19,6 +19,7 @@ from casbak.repository import Repository
 from casbak.service import restore_documents, take_snapshot
 from casbak.sources import documents_from_values
 from casbak.transfer import export_bundle, select_snapshots
+from casbak.verify import verify_repository
 
 CASBAK = shutil.which("casbak") or str(Path(sys.executable).parent / "casbak")
 SOAK = int(os.environ.get("CASBAK_SOAK", "1"))
@@ -138,6 +139,10 @@ def _repository_with_garbage(path: Path) -> tuple[Repository, list[str]]:
     return repo, keep
 
 
+def _reopened(path: Path) -> Repository:
+    return Repository.open(LocalBackend(path))
+
+
 def _gc_holding_its_lock(path: Path) -> tuple[subprocess.Popen[bytes], float]:
     """Start a gc and wait until it holds the exclusive lock; return it and that moment."""
     proc = subprocess.Popen(
@@ -153,7 +158,7 @@ def _gc_holding_its_lock(path: Path) -> tuple[subprocess.Popen[bytes], float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, seed: int) -> None:
-    repo, keep = _repository_with_garbage(tmp_path / "repo")
+    _, keep = _repository_with_garbage(tmp_path / "repo")
     # The kill lands while gc works: somewhere in the time a gc of a copy held its lock.
     shutil.copytree(tmp_path / "repo", tmp_path / "trial")
     trial, locked = _gc_holding_its_lock(tmp_path / "trial")
@@ -166,11 +171,15 @@ def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, see
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    def sound() -> None:
+    def sound() -> Repository:
+        # Opened afresh: what is on disk counts, not what this process still holds in memory.
+        repo = _reopened(tmp_path / "repo")
         assert {s.id for s in repo.snapshots()} == set(keep)
         for sid in keep:
             _, documents = restore_documents(repo, sid)
             assert len(documents) == 20
+        assert verify_repository(repo).ok
+        return repo
 
     sound()
     # The killed process's lock is stale (its pid is gone), so the next gc runs at once.
@@ -190,10 +199,9 @@ def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, see
         check=True,
     )
     assert json.loads(rerun.stdout)["snapshots_kept"] == len(keep)
-    sound()
+    repo = sound()
     referenced = {e.object for s in repo.snapshots() for e in s.manifest.entries.values()}
-    after = Repository.open(LocalBackend(tmp_path / "repo"))
-    assert {d for d, _ in after.objects.list()} == referenced
+    assert {d for d, _ in repo.objects.list()} == referenced
 
 
 @pytest.mark.slow
@@ -201,7 +209,7 @@ def test_gc_killed_at_random_point_leaves_a_sound_repository(tmp_path: Path, see
 @pytest.mark.parametrize("command", ["snapshot", "import"])
 def test_cli_killed_at_random_moment(tmp_path: Path, seed: int, command: str) -> None:
     """SIGKILL a snapshot or import process at a random moment; nothing done is lost."""
-    repo, keep = _repository_with_garbage(tmp_path / "repo")
+    _, keep = _repository_with_garbage(tmp_path / "repo")
     big = tmp_path / "big.json"
     big.write_text(
         json.dumps([{"id": f"k{i}", "pad": "z" * (i % 50), "seed": seed} for i in range(800)])
@@ -221,8 +229,7 @@ def test_cli_killed_at_random_moment(tmp_path: Path, seed: int, command: str) ->
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    from casbak.verify import verify_repository
-
+    repo = _reopened(tmp_path / "repo")
     assert verify_repository(repo).ok
     for sid in keep:
         assert len(restore_documents(repo, sid)[1]) == 20
@@ -232,6 +239,7 @@ def test_cli_killed_at_random_moment(tmp_path: Path, seed: int, command: str) ->
         check=False,
     )
     assert rerun.returncode == 0, rerun.stderr
+    repo = _reopened(tmp_path / "repo")
     assert verify_repository(repo).ok
     latest = restore_documents(repo, "latest")[1]
     assert len(latest) == 800
