@@ -132,10 +132,6 @@ def test_grace_spares_young_unreferenced_objects(
     assert (real.objects_removed, real.objects_spared_young, real.objects_reencoded) == (1, 0, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known data loss: gc deletes, as an old pack, the new pack that has the same name",
-)
 def test_a_reencoded_frame_identical_to_the_old_one_keeps_its_pack(
     repo: Repository, clock: FakeClock
 ) -> None:
