@@ -50,6 +50,9 @@ def canonicalize_untrusted(value: Any, where: str) -> bytes:
         return _ENCODER.encode(value)
     except UnicodeEncodeError as exc:
         raise InputError(f"{where}: string holds a lone surrogate, not valid Unicode") from exc
+    except ValueError as exc:
+        # Python refuses to write integers of thousands of digits as text.
+        raise InputError(f"{where}: an integer too long to write exactly") from exc
 
 
 def decode_canonical(data: bytes) -> Any:
@@ -141,6 +144,11 @@ def _diagnose(data: bytes, where: str) -> str:
             f"{where}:{_line_col(data, offset)}: malformed JSON: unexpected {found!r} "
             f"(byte {offset})"
         )
+    except RecursionError:
+        return f"{where}: nesting deeper than {MAX_DEPTH} levels"
+    except ValueError:  # after JSONDecodeError, which is one too
+        # Python refuses to convert integers of thousands of digits.
+        return f"{where}: malformed JSON: a number too long to read exactly"
     if text[end:].strip():
         offset = len(text[:end].encode("utf-8"))
         offset += len(data[offset:]) - len(data[offset:].lstrip())

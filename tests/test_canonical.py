@@ -185,3 +185,22 @@ def test_pretty_keeps_sorted_order_and_values() -> None:
     assert text.endswith(b"\n")
     assert canonicalize(decode_canonical(text)) == canonical
     assert text.index(b'"a"') < text.index(b'"b"')
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": ' + b"1" * 5000 + b"}",
+        b'{"a": ' + b"1" * 5000 + b",}",
+        b"[" * 995 + b"1,,",
+    ],
+)
+def test_inputs_beyond_the_parsers_limits_are_clear_errors(raw: bytes) -> None:
+    with pytest.raises(InputError) as caught:
+        decode_json(raw, "f.json")
+    assert str(caught.value).startswith("f.json: ")
+
+
+def test_an_integer_too_long_from_the_api_is_a_clear_error() -> None:
+    with pytest.raises(InputError, match="too long"):
+        canonicalize_untrusted({"a": 10**5000}, "api")
