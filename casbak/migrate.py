@@ -81,9 +81,19 @@ def migrate(
 
 
 def _rewrite_format_2_manifests(repo: Repository, keepalive: Callable[[], None]) -> int:
-    """Each ``.snap`` file again as a ``.json`` file: same fields, same parent, same id."""
+    """Each ``.snap`` file again as a ``.json`` file: same fields, same parent, same id.
+
+    A ``.json`` file left by an interrupted run whose ``.snap`` is gone (an
+    older casbak removed that snapshot since) goes too, or the snapshot would
+    come back without its objects.
+    """
     count = 0
-    for key in repo.backend.list_names(MANIFEST_PREFIX):
+    names = list(repo.backend.list_names(MANIFEST_PREFIX))
+    snaps = {key.removesuffix(".snap") for key in names if key.endswith(".snap")}
+    for key in names:
+        if key.endswith(".json") and key.removesuffix(".json") not in snaps:
+            repo.backend.delete(key)
+            continue
         if snapshot_id_from_key(key, 2) is None:
             continue
         document = decode_stored_v2(repo.backend.get(key), f"manifest {key}")

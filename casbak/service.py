@@ -23,6 +23,7 @@ from casbak.errors import (
     InputError,
     IntegrityError,
     NotFoundError,
+    ObjectMissing,
     StaleCache,
 )
 from casbak.ids import Digest
@@ -245,6 +246,8 @@ def restore_documents(
     documents = {}
     for tenant_id in chosen:
         result = found[Digest(entries[tenant_id].object)]
+        if isinstance(result, BackendError) and not isinstance(result, ObjectMissing):
+            raise result  # the storage failed (denied, unreachable): no damage, no repair
         if isinstance(result, CasbakError):
             raise IntegrityError(
                 f"cannot restore tenant {tenant_id} of snapshot {snapshot.id[:12]}: {result}; "
