@@ -1,7 +1,7 @@
-"""A repository: config, objects, manifests and locks on one backend.
+"""A repository: config, the pack store, manifests and locks on one backend.
 
-Layout (see docs/FORMAT.md): ``config``, ``objects/<2 hex>/<digest>``,
-``manifests/<time>_<operation>_<target>_<snapshot id>.json``, ``locks/``.
+Layout in `casbak.layout`, format in docs/FORMAT.md. Only the current format
+is opened for use; older ones only for `casbak migrate`.
 """
 
 from __future__ import annotations

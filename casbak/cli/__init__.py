@@ -45,7 +45,8 @@ def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
 
     \b
     Exit codes: 0 ok, 1 error, 2 usage, 3 damage found, 10 no repository,
-    11 repository locked, 12 unsupported format version.
+    11 repository locked, 12 unsupported or older format version (see migrate),
+    130 interrupted.
     """
     ctx.obj = Context(repo, json_output, quiet)
 

@@ -36,7 +36,8 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     each finding with its kind and location, and for damage the snapshots and
     tenants it hurts; also orphan objects, unknown and temporary files, stale
     locks and loose permissions. Exit 0 when no damage, 3 when damage is found,
-    12 when the repository's format is newer than this casbak.
+    12 when the repository's format is newer than this casbak, or older
+    (run 'casbak migrate').
     """
     from casbak.findings import check_config, config_failure_report
     from casbak.repository import Repository, backend_for

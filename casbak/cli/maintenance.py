@@ -1,4 +1,4 @@
-"""CLI commands that remove data: gc and cleanup."""
+"""CLI commands that rewrite the repository: gc and cleanup (which remove data), migrate."""
 
 from __future__ import annotations
 
@@ -171,8 +171,8 @@ def migrate(ctx: Context, lock_timeout: float) -> None:
     Every other command refuses an older repository (exit 12) and points
     here. Format 1 objects are read and checked on the way into packs; format
     2 manifests are rewritten as JSON. The config is switched only once
-    everything is stored, so an interrupted run leaves a working repository;
-    run migrate again to finish it.
+    everything is stored, so an interrupted run leaves the old repository as
+    it was (plus files a rerun reuses); run migrate again to finish it.
     """
     from casbak.migrate import migrate as run_migrate
 
