@@ -116,14 +116,17 @@ class LocalBackend:
             _raise_os_error(exc, "write", path)
         self._dirty.add(path.parent)
 
-    def get(self, key: str) -> bytes:
+    def _open_for_read(self, key: str) -> tuple[int, Path]:
         path = self._path(key)
         try:
-            fd = os.open(path, _READ_FLAGS)
+            return os.open(path, _READ_FLAGS), path
         except FileNotFoundError:
             raise ObjectMissing(key) from None
         except OSError as exc:
             _raise_os_error(exc, "read", path)
+
+    def get(self, key: str) -> bytes:
+        fd, path = self._open_for_read(key)
         try:
             chunks = []
             while chunk := os.read(fd, 1 << 20):
@@ -136,13 +139,7 @@ class LocalBackend:
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         validate_range(offset, length)
-        path = self._path(key)
-        try:
-            fd = os.open(path, _READ_FLAGS)
-        except FileNotFoundError:
-            raise ObjectMissing(key) from None
-        except OSError as exc:
-            _raise_os_error(exc, "read", path)
+        fd, path = self._open_for_read(key)
         try:
             chunks = []
             while length > 0 and (chunk := os.pread(fd, min(length, 1 << 20), offset)):

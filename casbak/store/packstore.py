@@ -24,7 +24,7 @@ from casbak.store.indexview import IndexView
 from casbak.store.reader import BaseOf, ObjectReader, RecentBytes
 from casbak.store.repair import Repairer
 from casbak.store.sweep import Sweeper, SweepResult
-from casbak.store.writer import PackWriter, StoreResult
+from casbak.store.writer import PackWriter, Parts, StoreResult
 
 
 class PackStore:
@@ -38,9 +38,10 @@ class PackStore:
         reader = self._reader = ObjectReader(backend, view, dictionaries)
         self._bulk = BulkReader(backend, view, reader, self.concurrency)
         encoder = self._encoder = FrameEncoder(compression_level, view, reader, dictionaries)
-        writer = self._writer = PackWriter(backend, view, reader, encoder, dictionaries)
-        self._repairer = Repairer(backend, view, reader, writer, encoder, dictionaries)
-        self._sweeper = Sweeper(backend, view, reader, writer, encoder, dictionaries)
+        parts = Parts(backend, view, reader, encoder, dictionaries)
+        writer = self._writer = PackWriter(parts)
+        self._repairer = Repairer(parts, writer)
+        self._sweeper = Sweeper(parts, writer)
 
     # -- the index ---------------------------------------------------------
 

@@ -9,36 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
 
-from casbak.backends.base import Backend
 from casbak.errors import CasbakError, IntegrityError, ObjectMissing
 from casbak.ids import Digest, hash_bytes
-from casbak.store.dictionaries import Dictionaries
-from casbak.store.encoder import FrameEncoder
 from casbak.store.frames import Frame
 from casbak.store.indexfile import Location
-from casbak.store.indexview import IndexView
-from casbak.store.reader import ObjectReader
-from casbak.store.writer import FramesByDictionary, PackWriter, StoreResult
+from casbak.store.writer import FramesByDictionary, PackWriter, Parts, StoreResult, UsesParts
 
 
-class Repairer:
+class Repairer(UsesParts):
     """Heals the store: repairs objects, rescues damaged packs' intact frames, supersedes."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        index: IndexView,
-        reader: ObjectReader,
-        writer: PackWriter,
-        encoder: FrameEncoder,
-        dictionaries: Dictionaries,
-    ) -> None:
-        self._backend = backend
-        self._index = index
-        self._reader = reader
+    def __init__(self, parts: Parts, writer: PackWriter) -> None:
+        super().__init__(parts)
         self._writer = writer
-        self._encoder = encoder
-        self._dictionaries = dictionaries
 
     def repair(
         self, documents: Mapping[Digest, bytes], keepalive: Callable[[], None] = lambda: None

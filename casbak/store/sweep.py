@@ -13,16 +13,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 
 import msgspec
 
-from casbak.backends.base import Backend, ObjectInfo
+from casbak.backends.base import ObjectInfo
 from casbak.errors import ObjectMissing
 from casbak.ids import Digest
 from casbak.layout import PACK_PREFIX, pack_key
-from casbak.store.dictionaries import Dictionaries
-from casbak.store.encoder import FrameEncoder
 from casbak.store.indexfile import Location
-from casbak.store.indexview import IndexView
-from casbak.store.reader import ObjectReader
-from casbak.store.writer import FramesByDictionary, PackWriter
+from casbak.store.writer import FramesByDictionary, PackWriter, Parts, UsesParts
 
 
 class SweepResult(msgspec.Struct, frozen=True):
@@ -35,24 +31,12 @@ class SweepResult(msgspec.Struct, frozen=True):
     objects_reencoded: int
 
 
-class Sweeper:
+class Sweeper(UsesParts):
     """Removes objects from packs, re-encodes what leaned on them, clears unindexed packs."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        index: IndexView,
-        reader: ObjectReader,
-        writer: PackWriter,
-        encoder: FrameEncoder,
-        dictionaries: Dictionaries,
-    ) -> None:
-        self._backend = backend
-        self._index = index
-        self._reader = reader
+    def __init__(self, parts: Parts, writer: PackWriter) -> None:
+        super().__init__(parts)
         self._writer = writer
-        self._encoder = encoder
-        self._dictionaries = dictionaries
 
     def sweep(
         self,

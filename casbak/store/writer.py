@@ -10,6 +10,7 @@ and a writer that finds too many index files merges them.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import msgspec
 
@@ -42,22 +43,25 @@ class StoreResult(msgspec.Struct, frozen=True):
     bytes_added: int
 
 
-class PackWriter:
-    """New packs and index files, each durable before anything that relies on it."""
+class Parts(NamedTuple):
+    """The parts of the engine below the ones that write, which each of those uses."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        index: IndexView,
-        reader: ObjectReader,
-        encoder: FrameEncoder,
-        dictionaries: Dictionaries,
-    ) -> None:
-        self._backend = backend
-        self._index = index
-        self._reader = reader
-        self._encoder = encoder
-        self._dictionaries = dictionaries
+    backend: Backend
+    view: IndexView
+    reader: ObjectReader
+    encoder: FrameEncoder
+    dictionaries: Dictionaries
+
+
+class UsesParts:
+    """Holds the parts below (as ``_backend``, ``_index``, ...) for a part that writes."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._backend, self._index, self._reader, self._encoder, self._dictionaries = parts
+
+
+class PackWriter(UsesParts):
+    """New packs and index files, each durable before anything that relies on it."""
 
     def store(
         self,
