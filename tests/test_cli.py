@@ -349,3 +349,24 @@ def test_verify_damage_is_its_report_and_exit_code_3_only(repo: Path) -> None:
     assert err == ""  # the report says it all; no second, generic error line
     code, out, err = run(repo, "verify")
     assert code == 3 and "DAMAGE" in out and err == ""
+
+
+def test_ctrl_c_exits_130_with_one_line(repo: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "casbak", "--repo", str(repo), "snapshot", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)  # waiting on stdin by now; the signal lands wherever it is
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.decode().strip().startswith("casbak: error: interrupted")
+    assert len(err.decode().strip().splitlines()) == 1
+    assert json.loads(run(repo, "--json", "list")[1])["snapshots"] == []

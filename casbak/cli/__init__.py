@@ -69,6 +69,12 @@ for _command in (
     cli.add_command(_command)
 
 
+def _interrupted(json_errors: bool) -> int:
+    message = "interrupted; the repository is consistent (run the command again to finish)"
+    report_error("Interrupted", message, 130, json_errors)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code; the only place errors become codes."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -80,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return returned
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort; the interrupt is still its cause.
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            return _interrupted(json_errors)
         report_error("Aborted", "aborted", 1, json_errors)
         return 1
     except click.ClickException as exc:
@@ -94,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_error(type(exc).__name__, str(exc), exc.exit_code, json_errors)
         return exc.exit_code
     except KeyboardInterrupt:
-        report_error("Interrupted", "interrupted", 130, json_errors)
-        return 130
+        return _interrupted(json_errors)
     except Exception as exc:
         # A bug, not a user error: one line by default, the traceback on request.
         if os.environ.get("CASBAK_DEBUG"):
