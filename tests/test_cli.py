@@ -281,7 +281,7 @@ def test_gc_and_cleanup_commands(tmp_path: Path) -> None:
 
     code, out, _ = run(repo, "cleanup", "--keep-last", "1", "--grace", "1h")
     assert code == 0
-    assert "removed 1 snapshots (1 kept), 0 objects" in out
+    assert "removed 1 snapshot (1 kept), 0 objects" in out
     assert "spared 3 unreferenced objects younger than the grace period" in out
     assert "keep   " in out and "last snapshot" in out
 
@@ -370,3 +370,14 @@ def test_ctrl_c_exits_130_with_one_line(repo: Path) -> None:
     assert err.decode().strip().startswith("casbak: error: interrupted")
     assert len(err.decode().strip().splitlines()) == 1
     assert json.loads(run(repo, "--json", "list")[1])["snapshots"] == []
+
+
+def test_counts_are_singular_or_plural_as_english_wants(repo: Path) -> None:
+    one = json.dumps({"id": "solo", "v": 1})
+    code, out, _ = run(repo, "snapshot", "-", input=one)
+    assert code == 0 and ": 1 tenant, 1 new object (" in out
+    code, out, _ = run(repo, "verify")
+    assert "checked 1 snapshot, 1 object stored (" in out
+    code, out, _ = run(repo, "snapshot", "-", input=json.dumps({"id": "solo", "v": 2}))
+    code, out, _ = run(repo, "cleanup", "--keep-last", "1", "--grace", "0s")
+    assert "removed 1 snapshot (1 kept), 1 object" in out

@@ -186,7 +186,7 @@ def test_verify_and_stats_count_the_same_objects(tmp_path: Path, command: str) -
         checked = json.loads(run(path, "--json", "verify")[1])
         assert stats["objects_stored"] == checked["objects_stored"] == 1, when
         assert "objects stored     1" in run(path, "stats")[1]
-        assert ", 1 objects stored (" in run(path, "verify")[1]
+        assert ", 1 object stored (" in run(path, "verify")[1]
         run(path, command, "--grace", "0s", *(["--keep-last", "1"] if command == "cleanup" else []))
     assert len(list(repo.backend.list(PACK_PREFIX))) == 1
 

@@ -241,7 +241,7 @@ def test_dry_run_reports_every_figure_of_the_real_run(tmp_path: Path, command: s
 
     code, out, _ = run(path, command, "--dry-run", *options)
     assert code == 0
-    for done in ("orphan packs", "would rewrite", "would re-encode"):
+    for done in ("orphan pack", "would rewrite", "would re-encode"):
         assert done in out
     assert ("would rebase" in out) == (command == "cleanup")
     code, out, _ = run(path, "--json", command, "--dry-run", *options)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import ProgressBar, human_size
+from casbak.cli.output import ProgressBar, count, human_size
 from casbak.errors import DamageFound, FormatVersionError
 
 
@@ -101,7 +101,8 @@ def _render_verify(report: Any) -> str:
         lines.append(line)
     verdict = "no damage" if report.ok else f"{report.damage} damaged"
     lines.append(
-        f"checked {report.snapshots_checked} snapshots, {report.objects_stored} objects stored "
+        f"checked {count(report.snapshots_checked, 'snapshot')}, "
+        f"{count(report.objects_stored, 'object')} stored "
         f"({human_size(report.bytes_checked)} read, {report.mode}): {verdict}"
     )
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
-from casbak.cli.output import human_size, table
+from casbak.cli.output import count, human_size, table
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -134,8 +134,9 @@ def snapshot(
     ctx.emit(
         result,
         lambda: (
-            f"snapshot {result.snapshot.id[:12]} saved: {result.snapshot.tenants} tenants, "
-            f"{result.new_objects} new objects ({human_size(result.bytes_added)} added), "
+            f"snapshot {result.snapshot.id[:12]} saved: "
+            f"{count(result.snapshot.tenants, 'tenant')}, "
+            f"{count(result.new_objects, 'new object')} ({human_size(result.bytes_added)} added), "
             f"{result.reused_objects} unchanged"
         ),
     )
@@ -256,7 +257,7 @@ def restore(
     paths = write_restored(documents, Path(out), force=force)
     ctx.emit(
         {"snapshot": snap.id, "files": [str(path) for path in paths]},
-        lambda: f"restored {len(paths)} tenants from {snap.id[:12]} into {out}",
+        lambda: f"restored {count(len(paths), 'tenant')} from {snap.id[:12]} into {out}",
     )
 
 

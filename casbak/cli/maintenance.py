@@ -13,7 +13,7 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.output import ProgressBar, human_size
+from casbak.cli.output import ProgressBar, count, human_size
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,14 +37,18 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
         for kept in report.kept:
             lines.append(f"keep   {kept.id[:12]}  {'; '.join(kept.reasons)}")
         lines += [f"remove {snapshot_id[:12]}" for snapshot_id in report.removed]
-    orphans = f", {report.orphan_packs_removed} orphan packs" if report.orphan_packs_removed else ""
+    orphans = (
+        f", {count(report.orphan_packs_removed, 'orphan pack')}"
+        if report.orphan_packs_removed
+        else ""
+    )
     lines.append(
-        f"{verb} {report.snapshots_removed} snapshots ({report.snapshots_kept} kept), "
-        f"{report.objects_removed} objects{orphans}, {human_size(report.bytes_freed)}"
+        f"{verb} {count(report.snapshots_removed, 'snapshot')} ({report.snapshots_kept} kept), "
+        f"{count(report.objects_removed, 'object')}{orphans}, {human_size(report.bytes_freed)}"
         + _render_rewrites(report)
         + (
-            f"; spared {report.objects_spared_young} unreferenced objects younger than the grace"
-            " period"
+            f"; spared {count(report.objects_spared_young, 'unreferenced object')} "
+            "younger than the grace period"
             if report.objects_spared_young
             else ""
         )
@@ -54,14 +58,14 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
 
 def _render_rewrites(report: Any) -> str:
     done = [
-        (report.manifests_rebased, "rebase", "rebased", "manifests"),
-        (report.packs_rewritten, "rewrite", "rewrote", "packs"),
-        (report.objects_reencoded, "re-encode", "re-encoded", "objects"),
+        (report.manifests_rebased, "rebase", "rebased", "manifest"),
+        (report.packs_rewritten, "rewrite", "rewrote", "pack"),
+        (report.objects_reencoded, "re-encode", "re-encoded", "object"),
     ]
     parts = [
-        f"{'would ' + verb if report.dry_run else past} {count} {what}"
-        for count, verb, past, what in done
-        if count
+        f"{'would ' + verb if report.dry_run else past} {count(number, what)}"
+        for number, verb, past, what in done
+        if number
     ]
     return "; " + ", ".join(parts) if parts else ""
 
@@ -182,8 +186,9 @@ def migrate(ctx: Context, lock_timeout: float) -> None:
     ctx.emit(
         result,
         lambda: (
-            f"format {result.from_version} -> {result.to_version}: {result.snapshots} "
-            f"snapshots, {result.objects} objects; stored {human_size(result.bytes_before)} -> "
+            f"format {result.from_version} -> {result.to_version}: "
+            f"{count(result.snapshots, 'snapshot')}, {count(result.objects, 'object')}; "
+            f"stored {human_size(result.bytes_before)} -> "
             f"{human_size(result.bytes_after)}"
         ),
     )

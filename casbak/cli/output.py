@@ -35,6 +35,11 @@ class ProgressBar:
             self._bar.__exit__(None, None, None)
 
 
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """A number and its noun, singular or plural as English wants (``1 tenant``, ``2 tenants``)."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def human_size(count: int) -> str:
     """A byte count as people read it (``12.3 KiB``)."""
     value = float(count)

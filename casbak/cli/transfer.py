@@ -14,7 +14,7 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.output import ProgressBar, human_size
+from casbak.cli.output import ProgressBar, count, human_size
 
 
 @click.command("export")
@@ -61,7 +61,7 @@ def export_command(
     ctx.emit(
         result,
         lambda: (
-            f"exported {result.manifests} snapshots, {result.objects} objects "
+            f"exported {count(result.manifests, 'snapshot')}, {count(result.objects, 'object')} "
             f"({human_size(result.bytes)})"
         ),
         err=to_stderr,
@@ -91,7 +91,7 @@ def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
     ctx.emit(
         result,
         lambda: (
-            f"imported {result.manifests} snapshots ({result.manifests_skipped} already "
+            f"imported {count(result.manifests, 'snapshot')} ({result.manifests_skipped} already "
             f"present); objects: {result.objects} new, {result.objects_healed} repaired, "
             f"{result.objects_skipped} already present; {human_size(result.bytes)} written"
         ),
