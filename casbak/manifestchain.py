@@ -18,7 +18,7 @@ from casbak.ids import Digest, hash_bytes
 from casbak.model import Manifest, ManifestEntry, encode_manifest
 from casbak.storedmanifest import StoredManifest, rebuild
 
-MAX_CHAIN = 256
+MAX_PARENTS = 256
 """Longest parent chain followed; writers keep chains far shorter, so more means a loop."""
 _ENTRY_CACHE = 96
 _REREADS = 3
@@ -106,7 +106,7 @@ class ManifestChains:
                 return chain, cached
             document = self._read(*current)
             chain.append((*current, document))
-            if len(chain) > MAX_CHAIN:
+            if len(chain) > MAX_PARENTS:
                 raise CorruptData(f"manifest {key}", "parent chain is too long (a loop?)")
             if not document.parent:
                 break

@@ -15,7 +15,7 @@ from typing import TypeVar
 import zstandard
 
 from casbak.backends.base import Backend, ObjectInfo
-from casbak.errors import AlreadyExists, CasbakError, ChecksumMismatch, CorruptData, ObjectMissing
+from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData, ObjectMissing
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import OBJECT_PREFIX, object_id_from_key, object_key
 
@@ -172,28 +172,6 @@ class ObjectStore:
     def read(self, digest: str) -> bytes:
         """Return the canonical bytes of an object, verified against its digest."""
         return decompress_object(digest, self.backend.get(object_key(digest)))
-
-    def read_many(self, digests: Iterable[str]) -> Iterator[tuple[Digest, bytes | CasbakError]]:
-        """`read` of many objects (each once), overlapped on backends that gain from it.
-
-        Each object's error is handed back with it, not raised, as
-        `PackStore.read_many` does.
-        """
-
-        def one(digest: Digest) -> tuple[Digest, bytes | CasbakError]:
-            try:
-                return digest, self.read(digest)
-            except CasbakError as exc:
-                return digest, exc
-
-        wanted = list(dict.fromkeys(Digest(digest) for digest in digests))
-        return parallel_map(one, wanted, self.concurrency)
-
-    def read_stored(self, digest: str) -> bytes:
-        """Return an object's stored (compressed) bytes after checking they decode to its name."""
-        stored = self.backend.get(object_key(digest))
-        decompress_object(digest, stored)
-        return stored
 
     def put_stored(self, digest: str, stored: bytes, *, replace: bool = False) -> None:
         """Store already-checked compressed bytes (bundle import, healing a damaged object)."""

@@ -18,7 +18,7 @@ from casbak.layout import PACK_PREFIX, pack_key
 from casbak.store.bulkread import LOCAL_CONCURRENCY, BulkReader
 from casbak.store.dictionaries import Dictionaries
 from casbak.store.encoder import FrameEncoder
-from casbak.store.frames import Frame, standalone_frame
+from casbak.store.frames import Frame
 from casbak.store.indexfile import Location
 from casbak.store.indexview import IndexView
 from casbak.store.reader import BaseOf, ObjectReader, RecentBytes
@@ -118,10 +118,6 @@ class PackStore:
     ) -> bytes:
         """Decompress and re-hash a frame, refusing any size other than the indexed one."""
         return self._reader.decode_frame(digest, location, frame, depth, base_of)
-
-    def read_stored(self, digest: str) -> bytes:
-        """An object as a standalone zstd frame (what bundles carry)."""
-        return standalone_frame(self._reader.read(digest))
 
     def read_many(
         self,
