@@ -21,10 +21,15 @@ INDEX_PREFIX = "index/"
 DICTIONARY_PREFIX = "dicts/"
 MANIFEST_PREFIX = "manifests/"
 LOCK_PREFIX = "locks/"
+CATALOG_PREFIX = "catalog/"
+CATALOG_HEAD_KEY = "catalog/head"
+CATALOG_LOCK_KEY = "catalog/compacting"
+CATALOG_JOURNAL_PREFIX = "catalog/journal/"
+CATALOG_PART_PREFIX = "catalog/parts/"
 OBJECT_PREFIX = "objects/"
 """Format 1 kept one file per object here; bundles still name their objects so."""
 
-MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json"}
+MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json", 4: ".json"}
 """Formats 1 and 3 store manifests as JSON; format 2 stored them compressed."""
 _MANIFEST_NAME = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d_[A-Za-z0-9-]+_[A-Za-z0-9-]+_(?P<id>[0-9a-f]{64})"
@@ -58,8 +63,28 @@ def lock_key(kind: str, token: str) -> str:
     return f"{LOCK_PREFIX}{kind}-{token}.json"
 
 
+def catalog_journal_key(seq: int) -> str:
+    """Key of the catalog's journal entry number ``seq`` (zero-padded, so listings sort)."""
+    return f"{CATALOG_JOURNAL_PREFIX}{seq:012d}"
+
+
+def catalog_part_key(name: str) -> str:
+    """Key of a catalog part, named by the blake3 of its bytes."""
+    return f"{CATALOG_PART_PREFIX}{name}"
+
+
+def is_catalog_key(key: str) -> bool:
+    """Whether ``key`` has the shape of a catalog file (format 4 and later)."""
+    if key in (CATALOG_HEAD_KEY, CATALOG_LOCK_KEY):
+        return True
+    if key.startswith(CATALOG_JOURNAL_PREFIX):
+        number = key[len(CATALOG_JOURNAL_PREFIX) :]
+        return len(number) == 12 and number.isdigit() and number.isascii()
+    return _flat_id(key, CATALOG_PART_PREFIX) is not None
+
+
 def manifest_name(
-    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 3
+    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 4
 ) -> str:
     """File name of a manifest: readable prefix, then the snapshot id that makes it unique."""
     return (
@@ -69,7 +94,7 @@ def manifest_name(
 
 
 def manifest_key(
-    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 3
+    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 4
 ) -> str:
     """Storage key of a manifest."""
     return MANIFEST_PREFIX + manifest_name(timestamp, operation, target_id, snapshot_id, version)
@@ -116,9 +141,11 @@ def is_lock_key(key: str) -> bool:
     return key.startswith(LOCK_PREFIX) and bool(_LOCK_NAME.fullmatch(key[len(LOCK_PREFIX) :]))
 
 
-def belongs_to_layout(key: str, version: int = 3) -> bool:
+def belongs_to_layout(key: str, version: int = 4) -> bool:
     """Whether ``key`` is a file a repository of ``version`` may hold (else verify warns)."""
     if key == CONFIG_KEY or is_lock_key(key) or snapshot_id_from_key(key, version) is not None:
+        return True
+    if version >= 4 and is_catalog_key(key):
         return True
     if version == 1:
         return object_id_from_key(key) is not None

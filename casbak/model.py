@@ -15,8 +15,8 @@ from casbak.errors import CorruptData, FormatVersionError
 from casbak.names import slug, stamp
 
 FORMAT_NAME = "casbak"
-REPOSITORY_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+REPOSITORY_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 """Versions a config may name; only REPOSITORY_VERSION is used, older ones are migrated."""
 MANIFEST_VERSION = 1
 

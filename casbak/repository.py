@@ -9,15 +9,27 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
+from casbak import history
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
+from casbak.catalog import COMPACT_AFTER, Catalog, CatalogView
+from casbak.catalogdata import (
+    CATALOG_VERSION,
+    Added,
+    JournalEntry,
+    SnapshotRecord,
+    TenantEntry,
+    micros_of,
+)
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 from casbak.errors import (
     AlreadyExists,
     AmbiguousError,
+    BackendError,
     CasbakError,
     ChecksumMismatch,
     FormatVersionError,
@@ -25,10 +37,18 @@ from casbak.errors import (
     NotFoundError,
     ObjectMissing,
     RepositoryExists,
+    RepositoryLocked,
     RepositoryNotFound,
 )
+from casbak.history import Holder
 from casbak.ids import Digest, hash_bytes
-from casbak.layout import CONFIG_KEY, MANIFEST_PREFIX, manifest_key, snapshot_id_from_key
+from casbak.layout import (
+    CATALOG_PART_PREFIX,
+    CONFIG_KEY,
+    MANIFEST_PREFIX,
+    manifest_key,
+    snapshot_id_from_key,
+)
 from casbak.locks import LockManager
 from casbak.manifestchain import ManifestChains
 from casbak.model import (
@@ -42,7 +62,6 @@ from casbak.model import (
     encode_manifest,
     utc_now,
 )
-from casbak.names import slug
 from casbak.store import PackStore
 from casbak.storedmanifest import (
     Header,
@@ -52,7 +71,9 @@ from casbak.storedmanifest import (
 )
 from casbak.tokens import random_hex
 
+T = TypeVar("T")
 MIN_PREFIX = 4
+_CATALOG_ATTEMPTS = 4
 MAX_DELTA_DEPTH = 64
 """A manifest this many deltas from a whole one is stored whole again."""
 DELTA_FROM = 32
@@ -118,6 +139,7 @@ class Repository:
         self.objects = PackStore(backend, config.compression_level)
         self.locks = LockManager(backend)
         self._keys: dict[Digest, str] | None = None
+        self.catalog = Catalog(backend)
         self._chains = ManifestChains(self._read_document, self._keys_naming, self.manifest_keys)
 
     @classmethod
@@ -185,6 +207,13 @@ class Repository:
         data = encode_stored(snapshot_id, manifest, parent)
         if parent is not None:
             header = msgspec.structs.replace(header, parent=parent[0], depth=parent[2] + 1)
+        # The catalog hears of the snapshot first: a crash before the put
+        # leaves a journal entry naming a manifest that is not there, which
+        # readers skip; the other order could leave a snapshot it never shows.
+        told = added_of(snapshot_id, key, header, manifest)
+        waiting = self.catalog.append(
+            JournalEntry(CATALOG_VERSION, self.catalog.clock(), added=[told])
+        )
         try:
             self.backend.put(key, data)
         except AlreadyExists:
@@ -192,25 +221,60 @@ class Repository:
         self.backend.sync()
         if self._keys is not None:
             self._keys[snapshot_id] = key
+        if waiting >= COMPACT_AFTER:
+            self.catalog.compact()
         return Snapshot(snapshot_id, key, header, manifest)
 
     def latest_of_target(self, target_id: str, before: datetime | None = None) -> Snapshot | None:
-        """The newest readable snapshot of a target (found by name, then confirmed)."""
-        wanted = f"_{slug(target_id)}_"
-        candidates = sorted(
-            (key for key in self.manifest_keys().values() if wanted in key), reverse=True
+        """The newest snapshot of a target (at or before ``before``), from the catalog."""
+        limit = None if before is None else micros_of(before)
+
+        def newest_of_target(view: CatalogView) -> Snapshot | None:
+            for holder in history.of_target(view, target_id):
+                if limit is None or holder.micros <= limit:
+                    return self.snapshot_of(view, holder)
+            return None
+
+        return self.ask(newest_of_target)
+
+    def view(self) -> CatalogView:
+        """A reading of the catalog; one is rebuilt from the manifests when there is none."""
+        view = self.catalog.view()
+        return view if view is not None else self.rebuild_catalog()
+
+    def snapshot_of(self, view: CatalogView, holder: Holder) -> Snapshot:
+        """The snapshot a catalog answer names; its manifest is read when asked for."""
+        found = history.record(view, holder)
+        snapshot_id = Digest(found.hex_id)
+        return Snapshot(
+            snapshot_id,
+            found.key,
+            header_of_record(found),
+            loader=lambda: self.rebuild(snapshot_id, found.key),
         )
-        for key in candidates[:4]:
-            found = snapshot_id_from_key(key)
-            assert found is not None
+
+    def rebuild_catalog(self) -> CatalogView:
+        """Read every manifest and write a new catalog of them (used when there is none).
+
+        A snapshot that cannot be read is left out (verify names it). The new
+        catalog is written only when no gc or cleanup holds the repository;
+        else it serves this reading alone.
+        """
+        journal_end = self.catalog.journal_end()
+        added = []
+        for snapshot_id, key in sorted(self.manifest_keys().items(), key=lambda item: item[1]):
             try:
-                snap = self.load(found, key)
+                snap = self.load(snapshot_id, key)
+                added.append(added_of(snapshot_id, key, snap.header, snap.manifest))
+            except FormatVersionError:
+                raise  # written by a newer casbak: this one must not hide it
             except CasbakError:
-                continue  # a damaged candidate is no base for anything
-            header = snap.header
-            if header.target_id == target_id and (before is None or header.timestamp <= before):
-                return snap
-        return None
+                continue  # removed meanwhile, or damaged (verify names it)
+        try:
+            with self.locks.shared("catalog", 0):
+                return self.catalog.write_fresh(added, journal_end)
+        except (RepositoryLocked, BackendError):
+            return self.catalog.build_fresh(added, journal_end)
 
     def _delta_parent(
         self, manifest: Manifest
@@ -263,25 +327,36 @@ class Repository:
         return self._decode_stored(snapshot_id, key, self.backend.get(key))
 
     def _keys_naming(self, snapshot_id: Digest) -> dict[Digest, str]:
-        """Manifest keys naming ``snapshot_id`` if it exists: the last listing, else a new one."""
+        """Manifest keys naming ``snapshot_id`` if it exists: the catalog's, else a listing."""
         if self._keys and snapshot_id in self._keys:
             return self._keys
+        view = self.catalog.view()
+        holder = history.find(view, bytes.fromhex(snapshot_id)) if view is not None else None
+        if view is not None and holder is not None:
+            return {snapshot_id: history.record(view, holder).key}
         return self.manifest_keys()
 
-    def snapshots(self) -> list[Snapshot]:
-        """Every snapshot, newest first by the timestamp inside the manifest.
+    def snapshots(self, limit: int | None = None) -> list[Snapshot]:
+        """Snapshots newest first by the timestamp inside the manifest (the newest ``limit``).
 
-        A manifest removed (by a cleanup, readers take no lock) between the
-        listing and its read is left out: it is gone, not damaged.
+        They come from the catalog; a manifest is read only when a snapshot's
+        entries are asked for.
         """
-        found = []
-        for sid, key in self.manifest_keys().items():
+        return self.ask(
+            lambda view: [self.snapshot_of(view, holder) for holder in history.newest(view, limit)]
+        )
+
+    def ask(self, question: Callable[[CatalogView], T]) -> T:
+        """Answer a question from one catalog reading, reading again if a compaction or
+        cleanup replaced the catalog meanwhile (a part of the old one is then gone).
+        """
+        for attempt in range(1, _CATALOG_ATTEMPTS + 1):
             try:
-                found.append(self.load(sid, key))
+                return question(self.view())
             except ObjectMissing as exc:
-                if exc.key != key:
+                if not exc.key.startswith(CATALOG_PART_PREFIX) or attempt == _CATALOG_ATTEMPTS:
                     raise
-        return sort_newest_first(found)
+        raise AssertionError("unreachable")
 
     def resolve(self, reference: str) -> Snapshot:
         """Find one snapshot by full id, unique prefix, ``latest`` or ``latest:TARGET``.
@@ -329,40 +404,85 @@ class Repository:
     def delete_snapshots(self, keys: Collection[str], keepalive: Callable[[], None] = _idle) -> int:
         """Remove manifests, first rebasing every kept delta whose parent goes; how many rebased.
 
-        A kept format 2 manifest whose parent is removed is rewritten (same
-        key, same id: same logical content) as a delta of its nearest kept
-        ancestor, or whole; only after those rewrites are durable do the
-        removals start, so every manifest stays readable at every moment.
+        The caller holds the exclusive lock. A kept delta manifest whose
+        parent is removed is rewritten (same key, same id: same logical
+        content) as a delta of its nearest kept ancestor, or whole; only after
+        those rewrites are durable do the removals start, so every manifest
+        stays readable at every moment. The catalog is taken down first and
+        written again without the removed snapshots last, so it keeps nothing
+        of them (a crash in between leaves no catalog: the next reader builds one).
         """
-        rebased = 0
-        if keys:
-            removing = set(keys)
-            by_id = self.manifest_keys()
-            headers = {sid: self.load(sid, key).header for sid, key in by_id.items()}
-            for sid, key in sorted(by_id.items(), key=lambda item: item[1]):
-                parent = headers[sid].parent
-                if key in removing or parent is None or by_id.get(parent) not in removing:
-                    continue
-                while parent is not None and by_id.get(parent) in removing:
-                    parent = headers[parent].parent if parent in headers else None
-                manifest = self.rebuild(sid, key)
-                base = None
-                if parent is not None and parent in by_id:
-                    base = (
-                        parent,
-                        self.rebuild(parent, by_id[parent]).entries,
-                        headers[parent].depth,
-                    )
-                self.backend.put(key, encode_stored(sid, manifest, base), overwrite=True)
-                rebased += 1
-                keepalive()
-            self.backend.sync()
+        if not keys:
+            return 0
+        removing = set(keys)
+        by_id = self.manifest_keys()
+        view = self.view()
+        headers = {sid: self.load(sid, key).header for sid, key in by_id.items()}
+        rebased: dict[bytes, tuple[bytes, int]] = {}
+        for sid, key in sorted(by_id.items(), key=lambda item: item[1]):
+            parent = headers[sid].parent
+            if key in removing or parent is None or by_id.get(parent) not in removing:
+                continue
+            while parent is not None and by_id.get(parent) in removing:
+                parent = headers[parent].parent if parent in headers else None
+            manifest = self.rebuild(sid, key)
+            base = None
+            if parent is not None and parent in by_id:
+                base = (parent, self.rebuild(parent, by_id[parent]).entries, headers[parent].depth)
+            self.backend.put(key, encode_stored(sid, manifest, base), overwrite=True)
+            rebased[bytes.fromhex(sid)] = (
+                (bytes.fromhex(base[0]), base[2] + 1) if base is not None else (b"", 0)
+            )
+            keepalive()
+        self.backend.sync()
+        removed_ids = {bytes.fromhex(sid) for sid, key in by_id.items() if key in removing}
+        survivors = history.everything_but(view, removed_ids, rebased)
+        self.catalog.invalidate()
         for key in keys:
             self.backend.delete(key)
             keepalive()
         self.backend.sync()
         self._keys = None
-        return rebased
+        self.catalog.write_fresh(survivors, self.catalog.journal_end(), purge=True)
+        return len(rebased)
+
+
+def added_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest) -> Added:
+    """What the catalog is told of a stored snapshot."""
+    record = SnapshotRecord(
+        bytes.fromhex(snapshot_id),
+        key,
+        _TIME_ENCODER.encode(header.timestamp).decode()[1:-1],
+        header.operation,
+        header.target_id,
+        header.description,
+        list(header.tags),
+        header.tenants,
+        bytes.fromhex(header.parent) if header.parent else b"",
+        header.depth,
+    )
+    entries = [
+        TenantEntry(tenant_id, bytes.fromhex(entry.object), entry.size)
+        for tenant_id, entry in manifest.entries.items()
+    ]
+    return Added(record, micros_of(header.timestamp), entries)
+
+
+def header_of_record(record: SnapshotRecord) -> Header:
+    """A snapshot's header as the catalog keeps it."""
+    return Header(
+        record.description,
+        record.operation,
+        list(record.tags),
+        record.target_id,
+        record.time(),
+        record.tenants,
+        Digest(record.parent.hex()) if record.parent else None,
+        record.depth,
+    )
+
+
+_TIME_ENCODER = msgspec.json.Encoder()
 
 
 def sort_newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:

@@ -1,0 +1,390 @@
+"""The catalog on a backend: a head, immutable parts, and a journal of what changed since.
+
+docs/FORMAT.md (Catalog) gives the layout. Writers tell the catalog of a new
+snapshot *before* its manifest is stored (a journal entry naming a manifest
+that never arrived is skipped: readers check the manifest is there), and of
+removals before the manifests go. Readers take the head and the journal
+entries after it; no question lists the manifests. Once the journal is
+`COMPACT_AFTER` entries long, the writer that noticed folds it into new parts
+under a small compaction lock (one compactor at a time, so heads only move
+forward), writes a new head, and only then deletes what the head before it
+needed: a reader holding that older head meets a missing part and starts over.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from itertools import count
+from typing import TypeVar
+
+import msgspec
+
+from casbak.backends.base import Backend
+from casbak.catalogdata import (
+    BUCKETS,
+    CATALOG_VERSION,
+    CHUNK,
+    Added,
+    Bucket,
+    Chunk,
+    Folding,
+    Head,
+    JournalEntry,
+    decode_part,
+    empty_bucket,
+    encode_part,
+    part_name,
+)
+from casbak.errors import AlreadyExists, CasbakError, CorruptData, ObjectMissing
+from casbak.layout import (
+    CATALOG_HEAD_KEY,
+    CATALOG_JOURNAL_PREFIX,
+    CATALOG_LOCK_KEY,
+    CATALOG_PART_PREFIX,
+    catalog_journal_key,
+    catalog_part_key,
+)
+
+COMPACT_AFTER = 32
+"""Journal entries after which a writer folds them into the parts."""
+GHOST_AFTER = 3600.0
+"""Seconds after which a journaled snapshot whose manifest never arrived is dropped."""
+STALE_COMPACTION = 300.0
+"""Seconds after which a compaction lock is taken for a crashed compactor's."""
+_ATTEMPTS = 4
+_PART_CACHE = 256
+
+P = TypeVar("P", Chunk, Bucket)
+
+
+class CatalogView:
+    """One consistent reading: a head, its parts (loaded on demand) and the journal after it."""
+
+    def __init__(self, catalog: Catalog, head: Head, journal: list[JournalEntry]) -> None:
+        self.catalog = catalog
+        self.head = head
+        self.journal = journal
+        removed = {sid for entry in journal for sid in entry.removed}
+        self.removed = removed
+        self._times: dict[int, array[int]] = {}
+        self.added: dict[bytes, Added] = {}
+        for entry in journal:
+            for added in entry.added:
+                if added.record.id not in removed:
+                    self.added[added.record.id] = added
+
+    def chunk(self, index: int) -> Chunk:
+        """A chunk of this head."""
+        return self.catalog.part(self.head.chunks[index], Chunk)
+
+    def times(self, index: int) -> array[int]:
+        """The times of a chunk's positions (µs), decoded once per reading."""
+        found = self._times.get(index)
+        if found is None:
+            found = self._times[index] = self.chunk(index).times()
+        return found
+
+    def bucket(self, index: int) -> Bucket:
+        """A bucket of this head."""
+        return self.catalog.part(self.head.buckets[index], Bucket)
+
+    def alive(self, position: int) -> bool:
+        """Whether the snapshot at a compacted position still exists."""
+        chunk = self.chunk(position // CHUNK)
+        return bool(chunk.alive[position % CHUNK]) and (
+            chunk.id_at(position % CHUNK) not in self.removed
+        )
+
+
+class Catalog:
+    """Reads, appends to, compacts and rewrites the catalog of one repository."""
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.clock = clock
+        self._parts: dict[str, Chunk | Bucket] = {}
+        self._next = 1
+
+    def part(self, name: str, kind: type[P]) -> P:
+        """A part by name (immutable, so cached); ObjectMissing when a compaction removed it."""
+        found = self._parts.get(name)
+        if found is None:
+            found = decode_part(self.backend.get(catalog_part_key(name)), kind, f"catalog {name}")
+            if len(self._parts) >= _PART_CACHE:
+                self._parts.pop(next(iter(self._parts)))
+            self._parts[name] = found
+        assert isinstance(found, kind)
+        return found
+
+    def head(self) -> Head | None:
+        """The current head, or None when there is no catalog."""
+        try:
+            data = self.backend.get(CATALOG_HEAD_KEY)
+        except ObjectMissing:
+            return None
+        head = decode_part(data, Head, f"catalog {CATALOG_HEAD_KEY}")
+        if head.version != CATALOG_VERSION or len(head.buckets) != BUCKETS:
+            raise CorruptData(f"catalog {CATALOG_HEAD_KEY}", "unknown catalog version")
+        return head
+
+    def view(self) -> CatalogView | None:
+        """A consistent reading, or None when there is no catalog (it must be rebuilt).
+
+        Journal additions whose manifest is not (yet) stored are left out.
+        """
+        for attempt in range(_ATTEMPTS):
+            head = self.head()
+            if head is None:
+                return None
+            try:
+                journal = list(self._journal_after(head.journal))
+                view = CatalogView(self, head, [self._present(entry) for entry in journal])
+                for name in head.chunks[-1:]:
+                    self.part(name, Chunk)
+                return view
+            except ObjectMissing:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _present(self, entry: JournalEntry) -> JournalEntry:
+        kept = [added for added in entry.added if self.backend.stat(added.record.key) is not None]
+        if len(kept) == len(entry.added):
+            return entry
+        return msgspec.structs.replace(entry, added=kept)
+
+    def _journal_after(self, folded: int) -> Iterator[JournalEntry]:
+        for seq in count(folded + 1):
+            try:
+                data = self.backend.get(catalog_journal_key(seq))
+            except ObjectMissing:
+                self._next = max(self._next, seq)
+                return
+            yield decode_part(data, JournalEntry, f"catalog journal {seq}")
+
+    def append(self, entry: JournalEntry) -> int:
+        """Add a journal entry durably; returns how many entries wait to be folded.
+
+        Entries take the first free number after the head's; one put in a
+        number a compaction already folded (and so deleted) is put again
+        after the new head, since nothing reads below a head.
+        """
+        data = encode_part(entry)
+        while True:
+            head = self.head()
+            folded = head.journal if head is not None else 0
+            seq = max(self._next, folded + 1)
+            while True:
+                try:
+                    self.backend.put(catalog_journal_key(seq), data)
+                    break
+                except AlreadyExists:
+                    seq += 1
+            self.backend.sync()
+            self._next = seq + 1
+            after = self.head()
+            if after is None or after.journal < seq:
+                return seq - (after.journal if after is not None else 0)
+
+    def compact(self) -> bool:
+        """Fold the journal into new parts, if no other compaction runs; whether it did."""
+        if not self._take_compaction_lock():
+            return False
+        try:
+            head = self.head()
+            if head is None:
+                return False
+            entries = list(self._foldable(head.journal))
+            if entries:
+                self._write_head(self._fold(head, [entry for _, entry in entries]), head)
+                self._drop_journal(head.journal)
+            return True
+        finally:
+            self._release_compaction_lock()
+
+    def _foldable(self, folded: int) -> Iterator[tuple[int, JournalEntry]]:
+        """Journal entries after the head, up to one whose manifest may still be on its way."""
+        now = self.clock()
+        for seq, entry in zip(count(folded + 1), self._journal_after(folded), strict=False):
+            present = self._present(entry)
+            if len(present.added) < len(entry.added) and now - entry.written < GHOST_AFTER:
+                return
+            yield seq, present
+
+    def _fold(self, head: Head, entries: list[JournalEntry], *, store: bool = True) -> Head:
+        folding = Folding(head, self._chunk_copy(head), self._bucket_copy(head))
+        locate = self._locate(head)
+        for entry in entries:
+            folding.apply(entry, locate)
+        folding.finish()
+        chunks = list(head.chunks)
+        buckets = list(head.buckets)
+        for index, chunk in sorted(folding.chunks.items()):
+            name = self._store_part(chunk, store=store)
+            if index < len(chunks):
+                chunks[index] = name
+            else:
+                chunks.append(name)
+        for index, bucket in folding.buckets.items():
+            buckets[index] = self._store_part(bucket, store=store)
+        if store:
+            self.backend.sync()
+        return Head(
+            CATALOG_VERSION,
+            head.journal + len(entries),
+            folding.positions,
+            folding.snapshots,
+            chunks,
+            buckets,
+        )
+
+    def _chunk_copy(self, head: Head) -> Callable[[int], Chunk]:
+        def load(index: int) -> Chunk:
+            chunk = self.part(head.chunks[index], Chunk)
+            return Chunk(chunk.ids, chunk.micros, chunk.alive, list(chunk.records))
+
+        return load
+
+    def _bucket_copy(self, head: Head) -> Callable[[int], Bucket]:
+        def load(index: int) -> Bucket:
+            bucket = self.part(head.buckets[index], Bucket)
+            return Bucket(dict(bucket.tenants), dict(bucket.targets))
+
+        return load
+
+    def _locate(self, head: Head) -> dict[bytes, int]:
+        locate: dict[bytes, int] = {}
+        for index, name in enumerate(head.chunks):
+            ids = self.part(name, Chunk).ids
+            base = index * CHUNK
+            for offset in range(0, len(ids), 32):
+                locate[ids[offset : offset + 32]] = base + offset // 32
+        return locate
+
+    def _store_part(self, part: Chunk | Bucket, *, store: bool = True) -> str:
+        data = encode_part(part)
+        name = part_name(data)
+        if store:
+            try:
+                self.backend.put(catalog_part_key(name), data)
+            except AlreadyExists:
+                pass  # the same bytes: the same part
+        self._parts[name] = part
+        return name
+
+    def _write_head(self, head: Head, previous: Head | None) -> None:
+        self.backend.put(CATALOG_HEAD_KEY, encode_part(head), overwrite=True)
+        self.backend.sync()
+        if previous is not None:
+            keep = set(head.chunks) | set(head.buckets)
+            for name in set(previous.chunks) | set(previous.buckets):
+                if name not in keep:
+                    self._delete(catalog_part_key(name))
+
+    def _drop_journal(self, folded_before: int) -> None:
+        """Delete the entries the previous head had folded, newest first, down to a gap.
+
+        Not the ones just folded: an append that raced this compaction may
+        have put itself in one of those numbers, and it re-reads the head and
+        puts itself again only when the head has moved past it.
+        """
+        for seq in range(folded_before, 0, -1):
+            key = catalog_journal_key(seq)
+            if self.backend.stat(key) is None:
+                break
+            self._delete(key)
+        self.backend.sync()
+
+    def _purge(self, head: Head, upto: int) -> None:
+        """Delete folded journal entries and every part ``head`` does not name."""
+        for key in list(self.backend.list_names(CATALOG_JOURNAL_PREFIX)):
+            number = key[len(CATALOG_JOURNAL_PREFIX) :]
+            if number.isdigit() and int(number) <= upto:
+                self._delete(key)
+        named = {catalog_part_key(name) for name in [*head.chunks, *head.buckets]}
+        for key in list(self.backend.list_names(CATALOG_PART_PREFIX)):
+            if key not in named:
+                self._delete(key)
+        self.backend.sync()
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.backend.delete(key)
+        except ObjectMissing:
+            pass
+
+    def write_fresh(
+        self, added: list[Added], journal_end: int, *, purge: bool = False
+    ) -> CatalogView:
+        """Replace the catalog with one holding exactly ``added`` (after a full read).
+
+        ``journal_end`` is the last journal entry that existed before that read
+        began: later entries are applied on top by readers (a snapshot told
+        twice is one snapshot). When another process compacts, nothing is
+        written and the new catalog serves this reading alone. With ``purge``
+        (only under the exclusive lock: no append can race it) every journal
+        entry up to ``journal_end`` is deleted, so nothing of a removed
+        snapshot stays behind.
+        """
+        if not self._take_compaction_lock():
+            return self.build_fresh(added, journal_end)
+        try:
+            previous = self.head()
+            head = self._fresh_head(added, journal_end, store=True)
+            self._write_head(head, previous)
+            if purge:
+                self._purge(head, journal_end)
+        finally:
+            self._release_compaction_lock()
+        self._next = max(self._next, journal_end + 1)
+        return self._view_of(head)
+
+    def build_fresh(self, added: list[Added], journal_end: int) -> CatalogView:
+        """A catalog of ``added`` held in memory only (see `write_fresh`)."""
+        return self._view_of(self._fresh_head(added, journal_end, store=False))
+
+    def _view_of(self, head: Head) -> CatalogView:
+        journal = [self._present(entry) for entry in self._journal_after(head.journal)]
+        return CatalogView(self, head, journal)
+
+    def _fresh_head(self, added: list[Added], journal_end: int, *, store: bool) -> Head:
+        empty_name = self._store_part(empty_bucket(), store=store)
+        start = Head(CATALOG_VERSION, journal_end, 0, 0, [], [empty_name] * BUCKETS)
+        entry = JournalEntry(CATALOG_VERSION, self.clock(), added=added)
+        head = self._fold(start, [entry], store=store)
+        return msgspec.structs.replace(head, journal=journal_end)
+
+    def journal_end(self) -> int:
+        """The number of the newest journal entry (0 when none)."""
+        head = self.head()
+        folded = head.journal if head is not None else 0
+        last = folded
+        for last in count(folded + 1):
+            if self.backend.stat(catalog_journal_key(last)) is None:
+                return last - 1
+        raise AssertionError("unreachable")
+
+    def invalidate(self) -> None:
+        """Remove the head: until a catalog is written again, readers rebuild it."""
+        self._delete(CATALOG_HEAD_KEY)
+        self.backend.sync()
+
+    def _take_compaction_lock(self) -> bool:
+        stamp = msgspec.json.encode({"since": self.clock()})
+        try:
+            self.backend.put(CATALOG_LOCK_KEY, stamp)
+            return True
+        except AlreadyExists:
+            info = self.backend.stat(CATALOG_LOCK_KEY)
+            if info is None or self.backend.now() - info.mtime < STALE_COMPACTION:
+                return False
+        try:
+            self.backend.put(CATALOG_LOCK_KEY, stamp, overwrite=True)
+        except CasbakError:
+            return False
+        return True
+
+    def _release_compaction_lock(self) -> None:
+        self._delete(CATALOG_LOCK_KEY)

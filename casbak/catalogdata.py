@@ -1,0 +1,314 @@
+"""The catalog's content: snapshot records, tenant and target histories. Pure.
+
+The catalog is a derived cache of what the manifests say (docs/FORMAT.md,
+Catalog): never the only copy of anything, rebuilt from the manifests when
+missing. Its content is split so that a question reads little:
+
+- records of snapshots, by *position* (assigned in the order the catalog
+  learns of them, never reused), in chunks of `CHUNK`; each chunk keeps the
+  ids and times of its positions as flat arrays, and every record as raw
+  bytes decoded only when shown;
+- `BUCKETS` buckets, a tenant or target in the one its name hashes to:
+  per tenant, every (position, version) that holds it; per target, the
+  positions of its snapshots.
+
+New snapshots and removals reach it first as journal entries, which a
+compaction folds into new parts (`fold`).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+import blake3
+import msgspec
+import zstandard
+
+from casbak.errors import CorruptData
+
+CATALOG_VERSION = 1
+BUCKETS = 64
+CHUNK = 4096
+_TIME = msgspec.json.Decoder(datetime)
+_ZSTD_LEVEL = 3
+
+
+class SnapshotRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One snapshot as `list` and `log` show it, and where its manifest is."""
+
+    id: bytes
+    key: str
+    timestamp: str
+    operation: str
+    target_id: str
+    description: str
+    tags: list[str]
+    tenants: int
+    parent: bytes
+    depth: int
+    provenance: dict[str, str] = {}
+
+    @property
+    def hex_id(self) -> str:
+        """The snapshot id as it is written everywhere else."""
+        return self.id.hex()
+
+    def time(self) -> datetime:
+        """The manifest's timestamp."""
+        return _TIME.decode(b'"' + self.timestamp.encode() + b'"')
+
+
+class TenantEntry(msgspec.Struct, array_like=True, frozen=True):
+    """A tenant a journaled snapshot holds: id, object digest (32 bytes), size."""
+
+    tenant_id: str
+    object: bytes
+    size: int
+
+
+class Added(msgspec.Struct, array_like=True, frozen=True):
+    """A snapshot the catalog learns of, with every tenant it holds."""
+
+    record: SnapshotRecord
+    micros: int
+    entries: list[TenantEntry]
+
+
+class JournalEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one writer tells the catalog: snapshots added, snapshot ids removed."""
+
+    version: int
+    written: float
+    added: list[Added] = []
+    removed: list[bytes] = []
+
+
+class Chunk(msgspec.Struct, array_like=True):
+    """`CHUNK` positions: ids (32 bytes each), times (µs), alive flags, raw records."""
+
+    ids: bytes
+    micros: bytes
+    alive: bytes
+    records: list[msgspec.Raw]
+
+    def times(self) -> array[int]:
+        """The times of the chunk's positions, in µs since the epoch."""
+        found = array("q")
+        found.frombytes(self.micros)
+        return found
+
+    def id_at(self, index: int) -> bytes:
+        """The snapshot id at an index of this chunk."""
+        return self.ids[index * 32 : index * 32 + 32]
+
+
+class TenantHistory(msgspec.Struct, array_like=True):
+    """Every snapshot that holds a tenant: parallel arrays of positions and versions."""
+
+    objects: list[bytes]
+    sizes: list[int]
+    positions: bytes
+    versions: bytes
+
+    def occurrences(self) -> Iterator[tuple[int, int]]:
+        """(position, index into ``objects``) for each snapshot that holds the tenant."""
+        positions, versions = array("I"), array("I")
+        positions.frombytes(self.positions)
+        versions.frombytes(self.versions)
+        return zip(positions, versions, strict=True)
+
+
+class Bucket(msgspec.Struct, array_like=True):
+    """Tenants and targets whose names hash here; tenants stay raw until asked for."""
+
+    tenants: dict[str, msgspec.Raw]
+    targets: dict[str, bytes]
+
+    def target_positions(self, target_id: str) -> array[int]:
+        """Positions of the target's snapshots."""
+        found = array("I")
+        found.frombytes(self.targets.get(target_id, b""))
+        return found
+
+    def tenant(self, tenant_id: str) -> TenantHistory | None:
+        """The tenant's history, if any snapshot holds it."""
+        raw = self.tenants.get(tenant_id)
+        return None if raw is None else _HISTORY.decode(raw)
+
+
+class Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The catalog's entry point: which parts hold it, and how much journal is folded in."""
+
+    version: int
+    journal: int
+    positions: int
+    snapshots: int
+    chunks: list[str]
+    buckets: list[str]
+
+
+_HISTORY = msgspec.msgpack.Decoder(TenantHistory)
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODERS: dict[type, msgspec.msgpack.Decoder[object]] = {}
+T = TypeVar("T")
+
+
+def bucket_of(name: str) -> int:
+    """The bucket a tenant or target id belongs to."""
+    return blake3.blake3(name.encode("utf-8", "surrogatepass")).digest(1)[0] % BUCKETS
+
+
+def encode_part(part: Chunk | Bucket | JournalEntry | Head) -> bytes:
+    """A part or journal entry as stored: zstd of msgpack."""
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(_ENCODER.encode(part))
+
+
+def decode_part(data: bytes, kind: type[T], what: str) -> T:
+    """Decode a stored part, or raise CorruptData naming it."""
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        decoder = _DECODERS[kind] = msgspec.msgpack.Decoder(kind)
+    try:
+        value = decoder.decode(zstandard.ZstdDecompressor().decompress(data))
+    except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CorruptData(what, "not a valid catalog part") from exc
+    assert isinstance(value, kind)
+    return value
+
+
+def part_name(data: bytes) -> str:
+    """Parts are named by the hash of their bytes, so an unchanged part keeps its name."""
+    return blake3.blake3(data).hexdigest()
+
+
+def decode_record(raw: msgspec.Raw | bytes) -> SnapshotRecord:
+    """A record kept raw in a chunk."""
+    return _RECORD.decode(raw)
+
+
+_RECORD = msgspec.msgpack.Decoder(SnapshotRecord)
+
+
+def empty_chunk() -> Chunk:
+    """A chunk with no positions yet."""
+    return Chunk(b"", b"", b"", [])
+
+
+def empty_bucket() -> Bucket:
+    """A bucket with no tenants or targets yet."""
+    return Bucket({}, {})
+
+
+class Folding:
+    """Applies journal entries to parts loaded on demand; says which parts changed.
+
+    ``chunk(i)`` and ``bucket(i)`` return the current parts (loaded by the
+    caller's functions); positions of removed snapshots are marked dead in
+    their chunk and left in tenant histories, where readers skip them.
+    """
+
+    def __init__(
+        self,
+        head: Head,
+        load_chunk: Callable[[int], Chunk],
+        load_bucket: Callable[[int], Bucket],
+    ) -> None:
+        self.positions = head.positions
+        self.snapshots = head.snapshots
+        self._load_chunk = load_chunk
+        self._load_bucket = load_bucket
+        self.chunks: dict[int, Chunk] = {}
+        self.buckets: dict[int, Bucket] = {}
+        self._histories: dict[str, TenantHistory] = {}
+        self._chunk_count = len(head.chunks)
+
+    def chunk(self, index: int) -> Chunk:
+        """A chunk to change (loaded once)."""
+        if index not in self.chunks:
+            self.chunks[index] = (
+                self._load_chunk(index) if index < self._chunk_count else empty_chunk()
+            )
+        return self.chunks[index]
+
+    def bucket(self, index: int) -> Bucket:
+        """A bucket to change (loaded once)."""
+        if index not in self.buckets:
+            self.buckets[index] = self._load_bucket(index)
+        return self.buckets[index]
+
+    def apply(self, entry: JournalEntry, locate: dict[bytes, int]) -> None:
+        """Fold one journal entry in; ``locate`` maps every known id to its position."""
+        for added in entry.added:
+            if added.record.id in locate:
+                continue  # a snapshot told twice (a retried append) is one snapshot
+            self._add(added, locate)
+        for removed in entry.removed:
+            position = locate.pop(removed, None)
+            if position is not None:
+                chunk = self.chunk(position // CHUNK)
+                alive = bytearray(chunk.alive)
+                if alive[position % CHUNK]:
+                    alive[position % CHUNK] = 0
+                    self.snapshots -= 1
+                chunk.alive = bytes(alive)
+
+    def _add(self, added: Added, locate: dict[bytes, int]) -> None:
+        position = self.positions
+        self.positions += 1
+        self.snapshots += 1
+        locate[added.record.id] = position
+        chunk = self.chunk(position // CHUNK)
+        chunk.ids += added.record.id
+        chunk.micros += array("q", [added.micros]).tobytes()
+        chunk.alive += b"\x01"
+        chunk.records.append(msgspec.Raw(_ENCODER.encode(added.record)))
+        target = self.bucket(bucket_of(added.record.target_id)).targets
+        target[added.record.target_id] = (
+            target.get(added.record.target_id, b"") + array("I", [position]).tobytes()
+        )
+        for entry in added.entries:
+            history = self._history(entry.tenant_id)
+            try:
+                version = history.objects.index(entry.object)
+            except ValueError:
+                version = len(history.objects)
+                history.objects.append(entry.object)
+                history.sizes.append(entry.size)
+            history.positions += array("I", [position]).tobytes()
+            history.versions += array("I", [version]).tobytes()
+
+    def _history(self, tenant_id: str) -> TenantHistory:
+        history = self._histories.get(tenant_id)
+        if history is None:
+            history = self.bucket(bucket_of(tenant_id)).tenant(tenant_id) or TenantHistory(
+                [], [], b"", b""
+            )
+            self._histories[tenant_id] = history
+        return history
+
+    def finish(self) -> None:
+        """Write changed tenant histories back into their (raw) buckets."""
+        for tenant_id, history in self._histories.items():
+            bucket = self.bucket(bucket_of(tenant_id))
+            bucket.tenants[tenant_id] = msgspec.Raw(_ENCODER.encode(history))
+        self._histories.clear()
+
+
+def added_for(
+    record: SnapshotRecord, micros: int, entries: Iterable[tuple[str, bytes, int]]
+) -> Added:
+    """A journal addition from a record and the (tenant, object, size) it holds."""
+    return Added(record, micros, [TenantEntry(*entry) for entry in entries])
+
+
+def micros_of(moment: datetime) -> int:
+    """µs since the epoch, the catalog's sortable time."""
+    return round(moment.timestamp() * 1_000_000)
+
+
+def newest_first(found: Sequence[tuple[int, bytes, int]]) -> list[tuple[int, bytes, int]]:
+    """(µs, id, position) triples ordered newest first; ties by id, largest first."""
+    return sorted(found, key=lambda item: (item[0], item[1]), reverse=True)
