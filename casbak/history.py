@@ -20,7 +20,11 @@ from casbak.catalogdata import (
     TenantEntry,
     bucket_of,
     decode_record,
+    micros_of,
 )
+from casbak.ids import Digest
+from casbak.model import Manifest
+from casbak.storedmanifest import Header
 
 
 class Holder(NamedTuple):
@@ -198,3 +202,74 @@ def everything_but(
             added = msgspec.structs.replace(added, record=changed)
         found.append(added)
     return found
+
+
+def at_or_before(view: CatalogView, micros: int) -> Holder | None:
+    """The newest snapshot at or before a time (µs)."""
+    best: Holder | None = None
+    for holder in _journaled(view):
+        if holder.micros <= micros and (best is None or _sort_key(holder) > _sort_key(best)):
+            best = holder
+    for chunk_index in range(len(view.head.chunks)):
+        times = view.times(chunk_index)
+        for index, moment in enumerate(times):
+            if moment > micros or (best is not None and moment < best.micros):
+                continue
+            held = _at(view, chunk_index * CHUNK + index)
+            if held is not None and (best is None or _sort_key(held) > _sort_key(best)):
+                best = held
+    return best
+
+
+def versions(holders: list[TenantHolder]) -> list[list[TenantHolder]]:
+    """Holders (newest first) grouped into runs of one version: what `log` lists."""
+    runs: list[list[TenantHolder]] = []
+    for holder in holders:
+        if runs and runs[-1][0].version == holder.version:
+            runs[-1].append(holder)
+        else:
+            runs.append([holder])
+    return runs
+
+
+def is_at_or_before(holder: Holder, limit: Holder) -> bool:
+    """Whether ``holder`` comes no later than ``limit`` in history order."""
+    return _sort_key(holder) <= _sort_key(limit)
+
+
+def added_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest) -> Added:
+    """What the catalog is told of a stored snapshot."""
+    found = SnapshotRecord(
+        bytes.fromhex(snapshot_id),
+        key,
+        _TIME_ENCODER.encode(header.timestamp).decode()[1:-1],
+        header.operation,
+        header.target_id,
+        header.description,
+        list(header.tags),
+        header.tenants,
+        bytes.fromhex(header.parent) if header.parent else b"",
+        header.depth,
+    )
+    entries = [
+        TenantEntry(tenant_id, bytes.fromhex(entry.object), entry.size)
+        for tenant_id, entry in manifest.entries.items()
+    ]
+    return Added(found, micros_of(header.timestamp), entries)
+
+
+def header_of_record(found: SnapshotRecord) -> Header:
+    """A snapshot's header as the catalog keeps it."""
+    return Header(
+        found.description,
+        found.operation,
+        list(found.tags),
+        found.target_id,
+        found.time(),
+        found.tenants,
+        Digest(found.parent.hex()) if found.parent else None,
+        found.depth,
+    )
+
+
+_TIME_ENCODER = msgspec.json.Encoder()

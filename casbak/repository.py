@@ -9,41 +9,30 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 
 from casbak import history
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
-from casbak.catalog import COMPACT_AFTER, Catalog, CatalogView
+from casbak.catalog import COMPACT_AFTER, CatalogView
 from casbak.catalogdata import (
     CATALOG_VERSION,
-    Added,
     JournalEntry,
-    SnapshotRecord,
-    TenantEntry,
-    micros_of,
 )
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 from casbak.errors import (
     AlreadyExists,
-    AmbiguousError,
-    BackendError,
     CasbakError,
     ChecksumMismatch,
     FormatVersionError,
     InputError,
-    NotFoundError,
     ObjectMissing,
     RepositoryExists,
-    RepositoryLocked,
     RepositoryNotFound,
 )
-from casbak.history import Holder
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import (
-    CATALOG_PART_PREFIX,
     CONFIG_KEY,
     MANIFEST_PREFIX,
     manifest_key,
@@ -69,46 +58,16 @@ from casbak.storedmanifest import (
     decode_manifest_file,
     encode_stored,
 )
+from casbak.timeline import Snapshot, TenantVersion, Timeline
 from casbak.tokens import random_hex
 
-T = TypeVar("T")
+__all__ = ["Repository", "Snapshot", "TenantVersion", "backend_for", "local_backend"]
+
 MIN_PREFIX = 4
-_CATALOG_ATTEMPTS = 4
 MAX_DELTA_DEPTH = 64
 """A manifest this many deltas from a whole one is stored whole again."""
 DELTA_FROM = 32
 """Snapshots of fewer tenants are stored full: a delta would save nothing."""
-
-
-class Snapshot:
-    """A snapshot: id, storage key, metadata, and its manifest (rebuilt on demand)."""
-
-    __slots__ = ("_loader", "_manifest", "header", "id", "key")
-
-    def __init__(
-        self,
-        snapshot_id: Digest,
-        key: str,
-        header: Header,
-        manifest: Manifest | None = None,
-        loader: Callable[[], Manifest] | None = None,
-    ) -> None:
-        self.id = snapshot_id
-        self.key = key
-        self.header = header
-        self._manifest = manifest
-        self._loader = loader
-
-    @property
-    def manifest(self) -> Manifest:
-        """Every entry; format 2 rebuilds it from deltas (verified) each time it is asked."""
-        if self._manifest is not None:
-            return self._manifest
-        assert self._loader is not None
-        return self._loader()
-
-    def __repr__(self) -> str:
-        return f"Snapshot({self.id[:12]}, {self.key!r})"
 
 
 def header_of(manifest: Manifest) -> Header:
@@ -139,7 +98,14 @@ class Repository:
         self.objects = PackStore(backend, config.compression_level)
         self.locks = LockManager(backend)
         self._keys: dict[Digest, str] | None = None
-        self.catalog = Catalog(backend)
+        self.timeline = Timeline(
+            backend,
+            self.locks,
+            load=self.load,
+            manifest_keys=self.manifest_keys,
+            rebuild=self.rebuild,
+        )
+        self.catalog = self.timeline.catalog
         self._chains = ManifestChains(self._read_document, self._keys_naming, self.manifest_keys)
 
     @classmethod
@@ -210,7 +176,7 @@ class Repository:
         # The catalog hears of the snapshot first: a crash before the put
         # leaves a journal entry naming a manifest that is not there, which
         # readers skip; the other order could leave a snapshot it never shows.
-        told = added_of(snapshot_id, key, header, manifest)
+        told = history.added_of(snapshot_id, key, header, manifest)
         waiting = self.catalog.append(
             JournalEntry(CATALOG_VERSION, self.catalog.clock(), added=[told])
         )
@@ -225,56 +191,25 @@ class Repository:
             self.catalog.compact()
         return Snapshot(snapshot_id, key, header, manifest)
 
+    def snapshots(self, limit: int | None = None) -> list[Snapshot]:
+        """Snapshots newest first (the newest ``limit``); see `Timeline.snapshots`."""
+        return self.timeline.snapshots(limit)
+
+    def resolve(self, reference: str, now: datetime | None = None) -> Snapshot:
+        """One snapshot by reference (`casbak.references`); see `Timeline.resolve`."""
+        return self.timeline.resolve(reference, now)
+
+    def resolve_tenant(self, reference: str, now: datetime | None = None) -> TenantVersion:
+        """A tenant's version by TENANT@REF; see `Timeline.resolve_tenant`."""
+        return self.timeline.resolve_tenant(reference, now)
+
     def latest_of_target(self, target_id: str, before: datetime | None = None) -> Snapshot | None:
-        """The newest snapshot of a target (at or before ``before``), from the catalog."""
-        limit = None if before is None else micros_of(before)
-
-        def newest_of_target(view: CatalogView) -> Snapshot | None:
-            for holder in history.of_target(view, target_id):
-                if limit is None or holder.micros <= limit:
-                    return self.snapshot_of(view, holder)
-            return None
-
-        return self.ask(newest_of_target)
+        """The newest snapshot of a target (at or before ``before``)."""
+        return self.timeline.latest_of_target(target_id, before)
 
     def view(self) -> CatalogView:
-        """A reading of the catalog; one is rebuilt from the manifests when there is none."""
-        view = self.catalog.view()
-        return view if view is not None else self.rebuild_catalog()
-
-    def snapshot_of(self, view: CatalogView, holder: Holder) -> Snapshot:
-        """The snapshot a catalog answer names; its manifest is read when asked for."""
-        found = history.record(view, holder)
-        snapshot_id = Digest(found.hex_id)
-        return Snapshot(
-            snapshot_id,
-            found.key,
-            header_of_record(found),
-            loader=lambda: self.rebuild(snapshot_id, found.key),
-        )
-
-    def rebuild_catalog(self) -> CatalogView:
-        """Read every manifest and write a new catalog of them (used when there is none).
-
-        A snapshot that cannot be read is left out (verify names it). The new
-        catalog is written only when no gc or cleanup holds the repository;
-        else it serves this reading alone.
-        """
-        journal_end = self.catalog.journal_end()
-        added = []
-        for snapshot_id, key in sorted(self.manifest_keys().items(), key=lambda item: item[1]):
-            try:
-                snap = self.load(snapshot_id, key)
-                added.append(added_of(snapshot_id, key, snap.header, snap.manifest))
-            except FormatVersionError:
-                raise  # written by a newer casbak: this one must not hide it
-            except CasbakError:
-                continue  # removed meanwhile, or damaged (verify names it)
-        try:
-            with self.locks.shared("catalog", 0):
-                return self.catalog.write_fresh(added, journal_end)
-        except (RepositoryLocked, BackendError):
-            return self.catalog.build_fresh(added, journal_end)
+        """A reading of the catalog (rebuilt from the manifests when there is none)."""
+        return self.timeline.view()
 
     def _delta_parent(
         self, manifest: Manifest
@@ -336,67 +271,6 @@ class Repository:
             return {snapshot_id: history.record(view, holder).key}
         return self.manifest_keys()
 
-    def snapshots(self, limit: int | None = None) -> list[Snapshot]:
-        """Snapshots newest first by the timestamp inside the manifest (the newest ``limit``).
-
-        They come from the catalog; a manifest is read only when a snapshot's
-        entries are asked for.
-        """
-        return self.ask(
-            lambda view: [self.snapshot_of(view, holder) for holder in history.newest(view, limit)]
-        )
-
-    def ask(self, question: Callable[[CatalogView], T]) -> T:
-        """Answer a question from one catalog reading, reading again if a compaction or
-        cleanup replaced the catalog meanwhile (a part of the old one is then gone).
-        """
-        for attempt in range(1, _CATALOG_ATTEMPTS + 1):
-            try:
-                return question(self.view())
-            except ObjectMissing as exc:
-                if not exc.key.startswith(CATALOG_PART_PREFIX) or attempt == _CATALOG_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
-    def resolve(self, reference: str) -> Snapshot:
-        """Find one snapshot by full id, unique prefix, ``latest`` or ``latest:TARGET``.
-
-        A manifest file name or path also works, so paths returned by the
-        Python API can be handed back.
-        """
-        keys = self.manifest_keys()
-        name = Path(reference).name
-        by_name = (
-            snapshot_id_from_key(MANIFEST_PREFIX + name)
-            if name.endswith((".json", ".snap"))
-            else None
-        )
-        if by_name is not None and by_name in keys:
-            return self.load(by_name, keys[by_name])
-        if reference == "latest" or reference.startswith("latest:"):
-            target = reference.partition(":")[2] or None
-            candidates = [
-                snap
-                for snap in self.snapshots()
-                if target is None or snap.header.target_id == target
-            ]
-            if not candidates:
-                what = f" of target {target!r}" if target else ""
-                raise NotFoundError(f"no snapshot{what} in {self.backend.describe()}")
-            return candidates[0]
-        if len(reference) < MIN_PREFIX:
-            raise InputError(
-                f"snapshot reference {reference!r} is too short: give {MIN_PREFIX}+ hex characters"
-            )
-        matches = [sid for sid in keys if sid.startswith(reference.lower())]
-        if not matches:
-            raise NotFoundError(f"no snapshot matches {reference!r}")
-        if len(matches) > 1:
-            raise AmbiguousError(
-                f"{reference!r} matches {len(matches)} snapshots; give more characters"
-            )
-        return self.load(matches[0], keys[matches[0]])
-
     def delete_snapshot(self, snapshot: Snapshot) -> None:
         """Remove a manifest (its objects stay until gc)."""
         self.delete_snapshots([snapshot.key])
@@ -445,44 +319,6 @@ class Repository:
         self._keys = None
         self.catalog.write_fresh(survivors, self.catalog.journal_end(), purge=True)
         return len(rebased)
-
-
-def added_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest) -> Added:
-    """What the catalog is told of a stored snapshot."""
-    record = SnapshotRecord(
-        bytes.fromhex(snapshot_id),
-        key,
-        _TIME_ENCODER.encode(header.timestamp).decode()[1:-1],
-        header.operation,
-        header.target_id,
-        header.description,
-        list(header.tags),
-        header.tenants,
-        bytes.fromhex(header.parent) if header.parent else b"",
-        header.depth,
-    )
-    entries = [
-        TenantEntry(tenant_id, bytes.fromhex(entry.object), entry.size)
-        for tenant_id, entry in manifest.entries.items()
-    ]
-    return Added(record, micros_of(header.timestamp), entries)
-
-
-def header_of_record(record: SnapshotRecord) -> Header:
-    """A snapshot's header as the catalog keeps it."""
-    return Header(
-        record.description,
-        record.operation,
-        list(record.tags),
-        record.target_id,
-        record.time(),
-        record.tenants,
-        Digest(record.parent.hex()) if record.parent else None,
-        record.depth,
-    )
-
-
-_TIME_ENCODER = msgspec.json.Encoder()
 
 
 def sort_newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:

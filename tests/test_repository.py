@@ -8,6 +8,7 @@ import pytest
 
 from casbak.backends.local import LocalBackend
 from casbak.backends.memory import MemoryBackend
+from casbak.catalogdata import Added, SnapshotRecord, micros_of
 from casbak.errors import (
     AmbiguousError,
     ChecksumMismatch,
@@ -139,9 +140,16 @@ def test_resolve_by_id_prefix_latest_and_path(memory_repo: Repository, clock: Fa
 
 def test_ambiguous_prefix(memory_repo: Repository) -> None:
     when = datetime(2025, 1, 1, tzinfo=UTC)
+    told = []
     for tail in ("0", "1"):
-        memory_repo.backend.put(manifest_key(when, "op", "t", "abcd" + tail * 60), b"{}")
-    with pytest.raises(AmbiguousError, match="matches 2 snapshots"):
+        sid = "abcd" + tail * 60
+        key = manifest_key(when, "op", "t", sid)
+        record = SnapshotRecord(
+            bytes.fromhex(sid), key, "2025-01-01T00:00:00Z", "op", "t", "", [], 0, b"", 0
+        )
+        told.append(Added(record, micros_of(when), []))
+    memory_repo.catalog.write_fresh(told, 0)
+    with pytest.raises(AmbiguousError, match="several snapshots"):
         memory_repo.resolve("abcd")
 
 
