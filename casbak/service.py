@@ -1,4 +1,4 @@
-"""Use cases: take a snapshot, get tenants back, compare snapshots, count.
+"""Use cases: take a snapshot, get tenants back, count (comparing is in snapshotdiff).
 
 Each function takes an open Repository and returns a result Struct that the
 CLI renders as text or JSON and the Python API hands to callers.
@@ -14,9 +14,8 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from casbak.canonical import decode_canonical, pretty
+from casbak.canonical import pretty
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
-from casbak.diff import Change, diff_values
 from casbak.errors import (
     BackendError,
     CasbakError,
@@ -285,42 +284,6 @@ def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -
             handle.write(pretty(documents[tenant_id]))
     sync_folder(out_dir)
     return list(targets.values())
-
-
-class TenantChanges(msgspec.Struct, frozen=True):
-    """A tenant that differs between two snapshots."""
-
-    tenant_id: str
-    changes: list[Change]
-
-
-class SnapshotDiff(msgspec.Struct, frozen=True):
-    """Differences from snapshot ``old`` to snapshot ``new``."""
-
-    old: str
-    new: str
-    added: list[str]
-    removed: list[str]
-    changed: list[TenantChanges]
-
-
-def diff_snapshots(repo: Repository, old_ref: str, new_ref: str) -> SnapshotDiff:
-    """Tenants added, removed and changed, with changed fields by JSON path."""
-    old, new = repo.resolve(old_ref), repo.resolve(new_ref)
-    before, after = old.manifest.entries, new.manifest.entries
-    changed = []
-    for tenant_id in sorted(before.keys() & after.keys()):
-        if before[tenant_id].object != after[tenant_id].object:
-            old_doc: Any = decode_canonical(repo.objects.read(before[tenant_id].object))
-            new_doc: Any = decode_canonical(repo.objects.read(after[tenant_id].object))
-            changed.append(TenantChanges(tenant_id, diff_values(old_doc, new_doc)))
-    return SnapshotDiff(
-        old.id,
-        new.id,
-        sorted(after.keys() - before.keys()),
-        sorted(before.keys() - after.keys()),
-        changed,
-    )
 
 
 class RepositoryStats(msgspec.Struct, frozen=True):
