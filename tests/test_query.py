@@ -630,3 +630,14 @@ def test_queries_on_the_sso_and_settings_examples() -> None:
     settings_doc = load("large_tenant_settings.json")
     assert matches("$.JITDisabled == false and $.enableInactivity == true", settings_doc)
     assert matches("$.inactivityTime == 60.0", settings_doc) is False
+
+
+def test_readme_query_examples_compile_and_the_grammar_is_documented() -> None:
+    readme = (DESCOPE.parent.parent / "README.md").read_text()
+    section = readme.split("### Query grammar for find --where", 1)[1].split("\n### ", 1)[0]
+    blocks = section.split("```")[1::2]
+    assert "or_expr" in blocks[0]
+    examples = [line for line in blocks[1].splitlines() if line.strip()]
+    assert len(examples) >= 5
+    for example in examples:
+        assert str(compile_query(example)) == example
