@@ -133,3 +133,14 @@ class DescopeError(CasbakError):
 
 class StaleCache(CasbakError):
     """Documents vouched for by the raw-bytes cache are gone: read the sources in full."""
+
+
+class QueryError(InputError):
+    """A query (``find --where``) that does not parse; the message names the column."""
+
+    def __init__(self, reason: str, column: int, line: int | None = None) -> None:
+        where = f"column {column}" if line is None else f"line {line}, column {column}"
+        super().__init__(f"bad query at {where}: {reason}")
+        self.reason = reason
+        self.column = column
+        self.line = line
