@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import casbak.locks as locks_module
 from casbak import BackupService
 from casbak.backends.local import LocalBackend
 from casbak.errors import InputError, NotFoundError, Refused, UsageError
@@ -21,6 +23,7 @@ from casbak.service import repository_stats, restore_documents, take_snapshot
 from casbak.sources import documents_from_values
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock, tree_state
+from tests.faulty import Crash, injected
 from tests.test_cli import run
 
 
@@ -155,6 +158,42 @@ def test_a_delta_manifest_of_a_forgotten_snapshot_is_rebased(tmp_path: Path) -> 
     assert len(restore_documents(repo, second)[1]) == 40
 
 
+def test_a_crash_while_forgetting_a_delta_and_its_parent_leaves_every_manifest_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = tmp_path / "template"
+    repo = Repository.init(LocalBackend(template))
+    clock = FakeClock()
+    tenants = [{"id": f"t{i:02d}", "v": 0} for i in range(40)]
+    chain = []
+    for version in range(3):
+        tenants[0] = {"id": "t00", "v": version}
+        chain.append(backup(repo, clock, tenants))
+    assert repo.resolve(chain[2]).header.depth == 2
+    expected = restore_documents(repo, chain[2])[1]
+
+    def fresh() -> Repository:
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        shutil.copytree(template, tmp_path / "run")
+        return open_repo(tmp_path / "run")
+
+    with injected() as proxy:
+        forget(fresh(), chain[:2], grace=timedelta(0))
+    monkeypatch.setattr(locks_module, "_process_alive", lambda _pid: False)
+    for point in range(1, proxy.count + 1):
+        repo = fresh()
+        with pytest.raises(Crash), injected(fail_at=point):
+            forget(repo, chain[:2], grace=timedelta(0))
+        repo = open_repo(tmp_path / "run")
+        assert verify_repository(repo).ok, point
+        assert restore_documents(repo, chain[2])[1] == expected
+        left = [sid for sid in chain[:2] if sid in repo.manifest_keys()]
+        if left:
+            forget(repo, left, grace=timedelta(0))
+        assert [s.id for s in repo.snapshots()] == [chain[2]]
+        assert verify_repository(repo).ok
+
+
 def test_cli_forget_text_json_and_errors(history: tuple[Path, dict[str, str]]) -> None:
     path, ids = history
     code, out, err = run(path, "forget", "latest")
@@ -221,3 +260,25 @@ def test_python_api_forget_backups(tmp_path: Path) -> None:
     assert service.list_backups() == [second]
     assert service.forget_backups(second, force=True) == 1
     assert service.list_backups() == []
+
+
+def test_delete_snapshots_removes_a_delta_before_its_parent(tmp_path: Path) -> None:
+    """Whatever order callers name them in, so a crash between removals breaks no manifest."""
+    repo = Repository.init(LocalBackend(tmp_path / "repo"))
+    clock = FakeClock()
+    tenants = [{"id": f"t{i:02d}", "v": 0} for i in range(40)]
+    chain = []
+    for version in range(3):
+        tenants[0] = {"id": "t00", "v": version}
+        chain.append(repo.resolve(backup(repo, clock, tenants)))
+    assert [snap.header.depth for snap in chain] == [0, 1, 2]
+    deleted: list[str] = []
+    delete = repo.backend.delete
+
+    def recording(key: str) -> None:
+        deleted.append(key)
+        delete(key)
+
+    repo.backend.delete = recording  # type: ignore[method-assign]
+    repo.delete_snapshots([snap.key for snap in chain])
+    assert deleted == [snap.key for snap in reversed(chain)]
