@@ -407,16 +407,17 @@ def retag_snapshots(
         raise UsageError(f"tag {both[0]!r} is both added and removed")
     with repo.locks.exclusive("tag", lock_timeout) as lock:
         chosen = {snap.id: snap for snap in map(repo.resolve, references)}
+        # Every manifest is read (and proven) before anything is written.
+        manifests = {sid: snap.manifest for sid, snap in chosen.items()}
         results, old_keys = [], []
-        for snap in chosen.values():
-            manifest = snap.manifest
+        for sid, manifest in manifests.items():
             tags = sorted((set(manifest.tags) | set(add)) - set(remove))
             if set(tags) == set(manifest.tags):
-                results.append(Retagged(snap.id, snap.id, list(manifest.tags), False))
+                results.append(Retagged(sid, sid, list(manifest.tags), False))
                 continue
             new = repo.write_manifest(msgspec.structs.replace(manifest, tags=tags))
-            results.append(Retagged(snap.id, new.id, tags, True))
-            old_keys.append(snap.key)
+            results.append(Retagged(sid, new.id, tags, True))
+            old_keys.append(chosen[sid].key)
             lock.refresh()
         repo.delete_snapshots(old_keys, lock.refresh)
     return results

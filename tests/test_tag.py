@@ -151,6 +151,20 @@ def test_an_unknown_reference_changes_nothing(
     assert tree_state(tmp_path / "repo") == before
 
 
+def test_a_damaged_manifest_stops_the_tag_before_anything_is_written(
+    template: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    repo, ids = copy(template, tmp_path / "repo")
+    damaged = tmp_path / "repo" / repo.resolve(ids[2]).key
+    damaged.write_bytes(damaged.read_bytes().replace(b'"description":""', b'"description":"x"'))
+    before = tree_state(tmp_path / "repo")
+    code, _, err = run(tmp_path / "repo", "tag", ids[0], ids[2], "--add", "x")
+    assert code == 3
+    assert ids[2] in err
+    assert err.count("\n") == 1
+    assert tree_state(tmp_path / "repo") == before
+
+
 def test_a_crash_between_the_write_and_the_removal_leaves_both_snapshots(
     template: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -170,3 +170,17 @@ def test_unlock_in_a_real_process(repo: Path) -> None:
     assert removed["since"] == "2025-11-17T10:30:00Z"
     again = subprocess.run([*casbak, "unlock"], capture_output=True, check=False)
     assert (again.returncode, again.stdout) == (0, b"no locks to remove\n")
+
+
+def test_a_record_someone_else_removed_meanwhile_is_not_reported(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = plant(repo, "00000000000000ff")
+    opened = Repository.open(LocalBackend(repo))
+    listed = opened.locks.holders()
+    # Another process clears it between unlock's listing and its removal.
+    monkeypatch.setattr(opened.locks, "holders", lambda: listed)
+    (repo / key).unlink()
+    assert opened.locks.remove(key) is False
+    assert unlock(opened) == unlock(opened, force=True)
+    assert unlock(opened).removed == []
