@@ -34,6 +34,10 @@ class AmbiguousError(CasbakError):
     """A snapshot prefix matches more than one snapshot."""
 
 
+class Refused(CasbakError):
+    """A change that a safety rule forbids unless forced (``--force``); nothing was changed."""
+
+
 class RepositoryError(CasbakError):
     """Something is wrong with the repository as a whole."""
 
@@ -52,6 +56,12 @@ class RepositoryLocked(RepositoryError):
     """A lock could not be had within the timeout."""
 
     exit_code = 11
+
+
+class StillLocked(RepositoryLocked):
+    """unlock left live locks in place and has reported whose they are: only the exit code."""
+
+    reported = True
 
 
 class FormatVersionError(RepositoryError):
