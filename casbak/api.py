@@ -180,3 +180,34 @@ class BackupService:
             tags=list(manifest.tags),
             tenants={tenant_id: decode_canonical(data) for tenant_id, data in documents.items()},
         )
+
+    def forget_backups(self, *paths_or_ids: Path | str, force: bool = False) -> int:
+        """Remove the named snapshots and the objects only they used; how many were removed.
+
+        The newest snapshot of a target is refused (`Refused`) unless ``force``.
+        """
+        from casbak.maintenance import forget
+
+        report = forget(
+            self.repository,
+            [str(reference) for reference in paths_or_ids],
+            force=force,
+            clock=self.clock,
+            lock_timeout=self.lock_timeout,
+        )
+        return report.snapshots_removed
+
+    def tag_backup(
+        self, path_or_id: Path | str, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> Path:
+        """Change a snapshot's tags; returns its manifest path, which is new if they changed."""
+        from casbak.service import retag_snapshots
+
+        (result,) = retag_snapshots(
+            self.repository,
+            [str(path_or_id)],
+            add=add,
+            remove=remove,
+            lock_timeout=self.lock_timeout,
+        )
+        return self.backup_dir / self.repository.resolve(result.new).key

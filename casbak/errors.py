@@ -34,6 +34,10 @@ class AmbiguousError(CasbakError):
     """A snapshot prefix matches more than one snapshot."""
 
 
+class Refused(CasbakError):
+    """A change that a safety rule forbids unless forced (``--force``); nothing was changed."""
+
+
 class RepositoryError(CasbakError):
     """Something is wrong with the repository as a whole."""
 
@@ -52,6 +56,12 @@ class RepositoryLocked(RepositoryError):
     """A lock could not be had within the timeout."""
 
     exit_code = 11
+
+
+class StillLocked(RepositoryLocked):
+    """unlock left live locks in place and has reported whose they are: only the exit code."""
+
+    reported = True
 
 
 class FormatVersionError(RepositoryError):
@@ -133,3 +143,14 @@ class DescopeError(CasbakError):
 
 class StaleCache(CasbakError):
     """Documents vouched for by the raw-bytes cache are gone: read the sources in full."""
+
+
+class QueryError(InputError):
+    """A query (``find --where``) that does not parse; the message names the column."""
+
+    def __init__(self, reason: str, column: int, line: int | None = None) -> None:
+        where = f"column {column}" if line is None else f"line {line}, column {column}"
+        super().__init__(f"bad query at {where}: {reason}")
+        self.reason = reason
+        self.column = column
+        self.line = line

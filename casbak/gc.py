@@ -89,19 +89,32 @@ def plan_gc(
             young_bytes += info.size
         else:
             doomed[digest] = info.size
-    plan = GcPlan(
-        snapshots_removed=len(snapshots) - len(staying),
-        snapshots_kept=len(staying),
+    plan = msgspec.structs.replace(
+        plan_removal(snapshots, removing),
         objects_referenced=len(referenced),
         objects_removed=len(doomed),
         bytes_freed=sum(doomed.values()),
         objects_spared_young=young,
         bytes_spared_young=young_bytes,
-        manifests_rebased=sum(1 for snap in staying if snap.header.parent in removing),
-        remove_manifests=[snap.key for snap in snapshots if snap.id in removing],
         remove_objects=list(doomed),
     )
     return _plan_packs(repo.objects, plan, kept, grace.total_seconds(), current)
+
+
+def plan_removal(snapshots: list[Snapshot], removing: Collection[str]) -> GcPlan:
+    """The manifest half of a plan: remove snapshots and sweep nothing (a later gc does)."""
+    staying = [snap for snap in snapshots if snap.id not in removing]
+    return GcPlan(
+        snapshots_removed=len(snapshots) - len(staying),
+        snapshots_kept=len(staying),
+        objects_referenced=0,
+        objects_removed=0,
+        bytes_freed=0,
+        objects_spared_young=0,
+        bytes_spared_young=0,
+        manifests_rebased=sum(1 for snap in staying if snap.header.parent in removing),
+        remove_manifests=[snap.key for snap in snapshots if snap.id in removing],
+    )
 
 
 def _check_indexed(packs: PackStore, referenced: set[str]) -> None:

@@ -145,6 +145,15 @@ class LockManager:
             found.append((info.key, record, self._is_stale(record, info.mtime)))
         return found
 
+    def remove(self, key: str) -> bool:
+        """Remove one lock record (see ``casbak unlock``); False if it was gone already."""
+        try:
+            self.backend.delete(key)
+        except ObjectMissing:
+            return False
+        self.backend.sync()
+        return True
+
     def _first_live_holder(self, kind_prefix: str, own_key: str) -> LockRecord | None:
         """First live record whose name starts with ``kind_prefix``; stale ones are removed."""
         for info in self.backend.list(LOCK_PREFIX):

@@ -1,21 +1,31 @@
-"""Use cases that remove data: cleanup (retention, then gc) and gc alone.
+"""Use cases that remove data: cleanup (retention, then gc), forget, gc alone, unlock.
 
-Both run under the exclusive lock, so no snapshot is written while they mark
-and sweep; see docs/FORMAT.md (Concurrency).
+All but unlock run under the exclusive lock, so no snapshot is written while
+they mark and sweep; see docs/FORMAT.md (Concurrency).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
 
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
-from casbak.gc import DEFAULT_GRACE, GcPlan, execute_gc, plan_gc
+from casbak.errors import Refused, UsageError
+from casbak.gc import DEFAULT_GRACE, GcPlan, execute_gc, plan_gc, plan_removal
+from casbak.layout import LOCK_PREFIX
+from casbak.locks import LockRecord
 from casbak.model import utc_now
-from casbak.repository import Repository
-from casbak.retention import Decision, Kept, RetentionPolicy, SnapshotInfo, apply_policy
+from casbak.repository import Repository, Snapshot
+from casbak.retention import (
+    Decision,
+    Kept,
+    RetentionPolicy,
+    SnapshotInfo,
+    apply_policy,
+    safety_reasons,
+)
 
 
 class CleanupReport(msgspec.Struct, frozen=True):
@@ -65,21 +75,71 @@ def cleanup(
     """Apply a retention policy, then collect the garbage it leaves."""
     with repo.locks.exclusive("cleanup", lock_timeout) as lock:
         snapshots = repo.snapshots()
-        infos = [
-            SnapshotInfo(
-                snap.id,
-                snap.header.timestamp,
-                snap.header.target_id,
-                snap.header.operation,
-                tuple(snap.header.tags),
-            )
-            for snap in snapshots
-        ]
-        decision = apply_policy(infos, policy, clock())
+        decision = apply_policy(_infos(snapshots), policy, clock())
         plan = plan_gc(repo, snapshots=snapshots, removing=set(decision.remove), grace=grace)
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace)
     return CleanupReport.of(plan, decision, dry_run)
+
+
+def _infos(snapshots: list[Snapshot]) -> list[SnapshotInfo]:
+    return [
+        SnapshotInfo(
+            snap.id,
+            snap.header.timestamp,
+            snap.header.target_id,
+            snap.header.operation,
+            tuple(snap.header.tags),
+        )
+        for snap in snapshots
+    ]
+
+
+def forget(
+    repo: Repository,
+    references: Sequence[str],
+    *,
+    force: bool = False,
+    prune: bool = True,
+    dry_run: bool = False,
+    grace: timedelta = DEFAULT_GRACE,
+    clock: Callable[[], datetime] = utc_now,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> CleanupReport:
+    """Remove the named snapshots, then (with ``prune``) the objects only they referenced.
+
+    Cleanup's plan, execution and safety rules: naming the newest snapshot of
+    a target, or one dated in the future, is refused (nothing is removed)
+    unless ``force``. Without ``prune`` the objects are left to a later gc.
+    """
+    if not references:
+        raise UsageError("name at least one snapshot to forget")
+    with repo.locks.exclusive("forget", lock_timeout) as lock:
+        snapshots = repo.snapshots()
+        named = {repo.resolve(reference).id for reference in references}
+        if not force:
+            _refuse_protected(snapshots, named, clock())
+        if prune:
+            plan = plan_gc(repo, snapshots=snapshots, removing=named, grace=grace)
+        else:
+            plan = plan_removal(snapshots, named)
+        if not dry_run:
+            plan = execute_gc(repo, plan, lock.refresh, grace)
+    removed: list[str] = [snap.id for snap in snapshots if snap.id in named]
+    return CleanupReport.of(plan, Decision(keep=[], remove=removed), dry_run)
+
+
+def _refuse_protected(snapshots: list[Snapshot], named: Collection[str], now: datetime) -> None:
+    safe = safety_reasons(_infos(snapshots), now)
+    protected = [snap for snap in snapshots if snap.id in named and snap.id in safe]
+    if protected:
+        first = protected[0]
+        more = f" and {len(protected) - 1} more" if len(protected) > 1 else ""
+        raise Refused(
+            f"refusing to forget snapshot {first.id[:12]} ({safe[first.id][0]}){more}: "
+            f"cleanup's safety rules keep {'them' if more else 'it'}; nothing was removed "
+            "(--force overrides)"
+        )
 
 
 def collect_garbage(
@@ -95,3 +155,50 @@ def collect_garbage(
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace)
     return CleanupReport.of(plan, None, dry_run)
+
+
+class LockHolder(msgspec.Struct, frozen=True):
+    """A lock record as unlock reports it (``since`` is None when it cannot be read)."""
+
+    key: str
+    kind: str
+    operation: str
+    host: str
+    pid: int
+    since: datetime | None
+    stale: bool
+
+    @classmethod
+    def of(cls, key: str, record: LockRecord | None, stale: bool) -> LockHolder:
+        """Describe a record; an unreadable one by the kind its name gives."""
+        if record is None:
+            kind = key[len(LOCK_PREFIX) :].partition("-")[0]
+            return cls(key, kind, "unknown", "unknown", 0, None, stale)
+        return cls(
+            key, record.kind, record.operation, record.host, record.pid, record.created, stale
+        )
+
+
+class UnlockReport(msgspec.Struct, frozen=True):
+    """Lock records unlock removed, and the live ones it left in place."""
+
+    removed: list[LockHolder]
+    kept: list[LockHolder]
+
+
+def unlock(repo: Repository, *, force: bool = False) -> UnlockReport:
+    """Remove stale lock records, and with ``force`` live ones too.
+
+    Takes no lock itself: it is what clears the way for those that do. Each
+    record's key is unique, so removing a stale one never removes a newer
+    holder's. A live holder whose record is forced away may still be working
+    (a snapshot notices before it commits; gc and cleanup do not).
+    """
+    removed, kept = [], []
+    for key, record, stale in repo.locks.holders():
+        holder = LockHolder.of(key, record, stale)
+        if not (stale or force):
+            kept.append(holder)
+        elif repo.locks.remove(key):
+            removed.append(holder)
+    return UnlockReport(removed, kept)

@@ -292,6 +292,10 @@ class Repository:
         by_id = self.manifest_keys()
         view = self.view()
         headers = {sid: self.load(sid, key).header for sid, key in by_id.items()}
+        # A delta goes before its parent (it is one deeper), so a crash between
+        # removals never leaves a manifest whose parent is gone.
+        depths = {key: headers[sid].depth for sid, key in by_id.items()}
+        keys = sorted(keys, key=lambda key: depths.get(key, 0), reverse=True)
         rebased: dict[bytes, tuple[bytes, int]] = {}
         for sid, key in sorted(by_id.items(), key=lambda item: item[1]):
             parent = headers[sid].parent

@@ -124,18 +124,14 @@ def apply_policy(
         raise UsageError("empty retention policy: it would remove every snapshot; give a keep rule")
     ordered = sorted(snapshots, key=lambda s: (s.timestamp, s.id), reverse=True)
     reasons: dict[str, list[str]] = {s.id: [] for s in ordered}
+    safe = safety_reasons(ordered, now, keep_newest_of_target=policy.keep_newest_of_target)
+    for snapshot_id, why in safe.items():
+        reasons[snapshot_id].extend(why)
 
     # Future-dated snapshots (a skewed clock) are kept but take no place in
     # the rules, so they cannot crowd out the real newest snapshots.
     present = [snap for snap in ordered if snap.timestamp <= now]
-    for snap in ordered:
-        if snap.timestamp > now:
-            reasons[snap.id].append("dated in the future")
-    newest_of_target: set[str] = set()
     for snap in present:
-        if policy.keep_newest_of_target and snap.target_id not in newest_of_target:
-            newest_of_target.add(snap.target_id)
-            reasons[snap.id].append(f"newest of target {snap.target_id}")
         if policy.keep_within is not None and now - snap.timestamp <= policy.keep_within:
             reasons[snap.id].append(f"within {format_duration(policy.keep_within)}")
         reasons[snap.id].extend(f"tag {tag}" for tag in policy.keep_tags if tag in snap.tags)
@@ -159,6 +155,27 @@ def apply_policy(
         keep=[Kept(s.id, reasons[s.id]) for s in ordered if reasons[s.id]],
         remove=[s.id for s in ordered if not reasons[s.id]],
     )
+
+
+def safety_reasons(
+    snapshots: Sequence[SnapshotInfo], now: datetime, *, keep_newest_of_target: bool = True
+) -> dict[str, list[str]]:
+    """The snapshots the safety rules keep whatever the policy, each with its reason.
+
+    A snapshot dated in the future stays; so does the newest of every target
+    among the others (with ``keep_newest_of_target``). `apply_policy` starts
+    from these, and ``forget`` refuses to remove them without being forced.
+    """
+    ordered = sorted(snapshots, key=lambda s: (s.timestamp, s.id), reverse=True)
+    reasons: dict[str, list[str]] = {}
+    newest_of_target: set[str] = set()
+    for snap in ordered:
+        if snap.timestamp > now:
+            reasons[snap.id] = ["dated in the future"]
+        elif keep_newest_of_target and snap.target_id not in newest_of_target:
+            newest_of_target.add(snap.target_id)
+            reasons[snap.id] = [f"newest of target {snap.target_id}"]
+    return reasons
 
 
 def _groups(ordered: Sequence[SnapshotInfo], group_by: GroupBy) -> dict[str, list[SnapshotInfo]]:

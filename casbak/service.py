@@ -1,4 +1,4 @@
-"""Use cases: take a snapshot, get tenants back, compare snapshots, count.
+"""Use cases: take a snapshot, get tenants back, count (comparing is in snapshotdiff).
 
 Each function takes an open Repository and returns a result Struct that the
 CLI renders as text or JSON and the Python API hands to callers.
@@ -14,9 +14,8 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from casbak.canonical import decode_canonical, pretty
+from casbak.canonical import pretty
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
-from casbak.diff import Change, diff_values
 from casbak.errors import (
     BackendError,
     CasbakError,
@@ -25,6 +24,7 @@ from casbak.errors import (
     NotFoundError,
     ObjectMissing,
     StaleCache,
+    UsageError,
 )
 from casbak.ids import Digest
 from casbak.layout import DICTIONARY_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX, PACK_PREFIX
@@ -287,42 +287,6 @@ def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -
     return list(targets.values())
 
 
-class TenantChanges(msgspec.Struct, frozen=True):
-    """A tenant that differs between two snapshots."""
-
-    tenant_id: str
-    changes: list[Change]
-
-
-class SnapshotDiff(msgspec.Struct, frozen=True):
-    """Differences from snapshot ``old`` to snapshot ``new``."""
-
-    old: str
-    new: str
-    added: list[str]
-    removed: list[str]
-    changed: list[TenantChanges]
-
-
-def diff_snapshots(repo: Repository, old_ref: str, new_ref: str) -> SnapshotDiff:
-    """Tenants added, removed and changed, with changed fields by JSON path."""
-    old, new = repo.resolve(old_ref), repo.resolve(new_ref)
-    before, after = old.manifest.entries, new.manifest.entries
-    changed = []
-    for tenant_id in sorted(before.keys() & after.keys()):
-        if before[tenant_id].object != after[tenant_id].object:
-            old_doc: Any = decode_canonical(repo.objects.read(before[tenant_id].object))
-            new_doc: Any = decode_canonical(repo.objects.read(after[tenant_id].object))
-            changed.append(TenantChanges(tenant_id, diff_values(old_doc, new_doc)))
-    return SnapshotDiff(
-        old.id,
-        new.id,
-        sorted(after.keys() - before.keys()),
-        sorted(before.keys() - after.keys()),
-        changed,
-    )
-
-
 class RepositoryStats(msgspec.Struct, frozen=True):
     """How much the repository holds and how well it deduplicates and compresses."""
 
@@ -369,3 +333,54 @@ def repository_stats(repo: Repository) -> RepositoryStats:
         dedup_ratio=round(logical / unique_bytes, 2) if unique_bytes else 1.0,
         compression_ratio=round(unique_bytes / stored_objects, 2) if stored_objects else 1.0,
     )
+
+
+class Retagged(msgspec.Struct, frozen=True):
+    """A snapshot given new tags: its old id and its new one (the same when unchanged)."""
+
+    old: str
+    new: str
+    tags: list[str]
+    changed: bool
+
+
+def retag_snapshots(
+    repo: Repository,
+    references: Sequence[str],
+    *,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[Retagged]:
+    """Add and remove tags; a changed snapshot gets a new id (its tags are part of its content).
+
+    Each new manifest is written durably before any old one is removed
+    (through `Repository.delete_snapshots`, which rebases deltas of it), so a
+    crash in between leaves both snapshots, each whole. The exclusive lock
+    keeps a concurrent snapshot from choosing an old manifest as its delta parent.
+    """
+    if not references:
+        raise UsageError("name at least one snapshot to tag")
+    if not add and not remove:
+        raise UsageError("give a tag to --add or to --remove")
+    for tag in (*add, *remove):
+        _check_label("tag", tag)
+    both = sorted(set(add) & set(remove))
+    if both:
+        raise UsageError(f"tag {both[0]!r} is both added and removed")
+    with repo.locks.exclusive("tag", lock_timeout) as lock:
+        chosen = {snap.id: snap for snap in map(repo.resolve, references)}
+        # Every manifest is read (and proven) before anything is written.
+        manifests = {sid: snap.manifest for sid, snap in chosen.items()}
+        results, old_keys = [], []
+        for sid, manifest in manifests.items():
+            tags = sorted((set(manifest.tags) | set(add)) - set(remove))
+            if set(tags) == set(manifest.tags):
+                results.append(Retagged(sid, sid, list(manifest.tags), False))
+                continue
+            new = repo.write_manifest(msgspec.structs.replace(manifest, tags=tags))
+            results.append(Retagged(sid, new.id, tags, True))
+            old_keys.append(chosen[sid].key)
+            lock.refresh()
+        repo.delete_snapshots(old_keys, lock.refresh)
+    return results

@@ -4,15 +4,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from casbak.canonical import decode_canonical
-from casbak.diff import Change, child_path, diff_values
 from casbak.errors import BackendError, InputError, NotFoundError
 from casbak.repository import Repository
 from casbak.service import (
-    diff_snapshots,
     list_snapshots,
     render_restored,
     repository_stats,
@@ -114,45 +111,6 @@ def test_write_restored_never_overwrites_without_force(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="cannot create"):
         write_restored(docs, tmp_path / "plain-file" / "out", force=False)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
-
-
-def test_diff_snapshots(memory_repo: Repository, clock: FakeClock) -> None:
-    old = take_snapshot(
-        memory_repo,
-        documents_from_values(
-            [{"id": "a", "n": 1, "l": [1, 2]}, {"id": "gone"}, {"id": "same"}], "x"
-        ),
-        clock=clock,
-    )
-    new = take_snapshot(
-        memory_repo,
-        documents_from_values(
-            [{"id": "a", "n": 1.0, "l": [1], "new key": True}, {"id": "fresh"}, {"id": "same"}], "x"
-        ),
-        clock=clock,
-    )
-    result = diff_snapshots(memory_repo, old.snapshot.id, new.snapshot.id)
-    assert result.added == ["fresh"]
-    assert result.removed == ["gone"]
-    assert [c.tenant_id for c in result.changed] == ["a"]
-    changes = {c.path: c for c in result.changed[0].changes}
-    assert changes["$.n"].kind == "changed"
-    assert changes["$.l[1]"].kind == "removed"
-    assert changes['$["new key"]'].kind == "added"
-
-
-def test_diff_values_details() -> None:
-    assert diff_values({"a": {"b": [1, {"c": 2}]}}, {"a": {"b": [1, {"c": 3}]}}) == [
-        Change("$.a.b[1].c", "changed", old=2, new=3)
-    ]
-    assert diff_values([1], [1, 2]) == [Change("$[1]", "added", new=2)]
-    assert diff_values({"a": True}, {"a": 1}) == [Change("$.a", "changed", old=True, new=1)]
-    assert diff_values({"a": []}, {"a": {}}) == [Change("$.a", "changed", old=[], new={})]
-    assert diff_values("x", "x") == []
-    assert child_path("$", "has space") == '$["has space"]'
-    assert msgspec.json.encode(Change("$.a", "added", new=1)) == (
-        b'{"path":"$.a","kind":"added","new":1}'
-    )
 
 
 def test_read_sources_shapes(tmp_path: Path) -> None:

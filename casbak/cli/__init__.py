@@ -2,7 +2,7 @@
 
 This module holds the group and `main`, and registers the commands of `core`
 (init, snapshot, list, show, restore, diff, stats), `maintenance` (gc, cleanup,
-migrate), `transfer` (export, import) and `checks` (verify). `context` holds
+forget, tag, unlock, migrate), `transfer` (export, import) and `checks` (verify). `context` holds
 what commands share, `output` how they render.
 """
 
@@ -61,7 +61,10 @@ for _command in (
     core.stats,
     checks.verify,
     maintenance.cleanup,
+    maintenance.forget,
     maintenance.gc,
+    maintenance.tag,
+    maintenance.unlock,
     maintenance.migrate,
     transfer.export_command,
     transfer.import_command,

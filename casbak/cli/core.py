@@ -261,18 +261,10 @@ def restore(
     )
 
 
-def _render_changes(changes: Any) -> list[str]:
-    import msgspec
-
-    def value(item: Any) -> str:
-        return "(absent)" if item is msgspec.UNSET else msgspec.json.encode(item).decode()
-
-    return [f"    {c.path}: {value(c.old)} -> {value(c.new)}" for c in changes]
-
-
 def _restore_to_descope(
     ctx: Context, reference: str, tenant_id: str, *, dry_run: bool, yes: bool
 ) -> None:
+    from casbak.cli.diffview import render_changes
     from casbak.descope_live import SdkTenantApi, restore_to_descope
 
     def confirm(changes: Any) -> bool:
@@ -280,7 +272,7 @@ def _restore_to_descope(
             return True
         if not sys.stdin.isatty():
             raise click.UsageError("not on a terminal: pass --yes to restore without asking")
-        click.echo("\n".join(_render_changes(changes)), err=True)
+        click.echo("\n".join(render_changes(changes)), err=True)
         return click.confirm(f"restore tenant {tenant_id!r} in Descope?", err=True)
 
     result = restore_to_descope(
@@ -291,7 +283,7 @@ def _restore_to_descope(
         head = f"tenant {tenant_id} from snapshot {result.snapshot[:12]}"
         if not result.exists:
             head += " (no longer exists in Descope: it will be re-created)"
-        lines = [head, *_render_changes(result.changes)]
+        lines = [head, *render_changes(result.changes)]
         if result.undo_snapshot:
             lines.append(f"live state saved as snapshot {result.undo_snapshot[:12]} (restore)")
         lines += result.actions
@@ -305,22 +297,46 @@ def _restore_to_descope(
 @click.command()
 @click.argument("old_ref", metavar="OLD")
 @click.argument("new_ref", metavar="NEW")
+@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.option(
+    "--stat", is_flag=True, help="Per tenant counts of fields added, removed and changed."
+)
+@click.option(
+    "--name-only",
+    is_flag=True,
+    help="Only the tenants that differ, each with A (added), D (removed) or M (changed).",
+)
 @pass_context
-def diff(ctx: Context, old_ref: str, new_ref: str) -> None:
-    """Show tenants added, removed and changed from snapshot OLD to NEW."""
-    from casbak.service import diff_snapshots
+def diff(
+    ctx: Context,
+    old_ref: str,
+    new_ref: str,
+    tenant_ids: tuple[str, ...],
+    stat: bool,
+    name_only: bool,
+) -> None:
+    """Show tenants added, removed and changed from snapshot OLD to NEW.
 
-    result = diff_snapshots(ctx.open(), old_ref, new_ref)
+    Changed fields are named by JSON path; items of arrays of objects with a
+    unique id, ssoId or name are named by it ($.sso[ssoId="x"].enabled).
+    Removed and old values are red, added and new ones green, on a terminal
+    unless NO_COLOR is set.
+    """
+    from casbak.cli import diffview
+    from casbak.snapshotdiff import diff_names, diff_snapshots, diff_stat
 
-    def human() -> str:
-        lines = [f"+ {tenant}" for tenant in result.added]
-        lines += [f"- {tenant}" for tenant in result.removed]
-        for tenant in result.changed:
-            lines.append(f"~ {tenant.tenant_id}")
-            lines += _render_changes(tenant.changes)
-        return "\n".join(lines) if lines else "no differences"
-
-    ctx.emit(result, human)
+    if stat and name_only:
+        raise click.UsageError("give --stat or --name-only, not both")
+    repo, paint = ctx.open(), diffview.Painter(diffview.use_color(ctx))
+    if name_only:
+        names = diff_names(repo, old_ref, new_ref, tenant_ids)
+        ctx.emit(names, lambda: diffview.render_names(names, paint))
+    elif stat:
+        counts = diff_stat(repo, old_ref, new_ref, tenant_ids)
+        ctx.emit(counts, lambda: diffview.render_stat(counts, paint))
+    else:
+        result = diff_snapshots(repo, old_ref, new_ref, tenant_ids)
+        ctx.emit(result, lambda: diffview.render_diff(result, paint))
 
 
 @click.command()

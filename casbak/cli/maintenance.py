@@ -1,4 +1,4 @@
-"""CLI commands that rewrite the repository: gc and cleanup (which remove data), migrate."""
+"""CLI commands that rewrite the repository: gc, cleanup, forget, tag, unlock, migrate."""
 
 from __future__ import annotations
 
@@ -164,6 +164,128 @@ def cleanup(
     )
     report = run_cleanup(repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
+
+
+@click.command()
+@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Forget the newest snapshot of a target, or one dated in the future, too.",
+)
+@click.option(
+    "--no-prune",
+    is_flag=True,
+    help="Remove only the snapshots; leave their objects to a later 'casbak gc'.",
+)
+@_maintenance_options
+@pass_context
+def forget(
+    ctx: Context,
+    references: tuple[str, ...],
+    force: bool,
+    no_prune: bool,
+    dry_run: bool,
+    grace: Any,
+    lock_timeout: float,
+) -> None:
+    """Remove the named snapshots, then the objects no other snapshot references.
+
+    SNAPSHOT is anything 'show' accepts. As with cleanup, naming the newest
+    snapshot of a target (or one dated in the future) is refused and nothing
+    is removed, unless --force is given.
+    """
+    from casbak.maintenance import forget as run_forget
+
+    report = run_forget(
+        ctx.open(),
+        references,
+        force=force,
+        prune=not no_prune,
+        dry_run=dry_run,
+        grace=grace,
+        lock_timeout=lock_timeout,
+    )
+    left = "\nunreferenced objects are left to 'casbak gc'" if no_prune else ""
+    ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True) + left)
+
+
+@click.command()
+@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.option("--add", multiple=True, metavar="TAG", help="Add this tag (repeatable).")
+@click.option("--remove", multiple=True, metavar="TAG", help="Remove this tag (repeatable).")
+@lock_timeout_option("Seconds to wait for running snapshots to finish.")
+@pass_context
+def tag(
+    ctx: Context,
+    references: tuple[str, ...],
+    add: tuple[str, ...],
+    remove: tuple[str, ...],
+    lock_timeout: float,
+) -> None:
+    """Add or remove tags of snapshots; each changed snapshot gets a new id.
+
+    A snapshot's id is the hash of its manifest, tags included, so the old id
+    is gone afterwards: the output pairs each old id with its new one. A
+    snapshot whose tags would not change is left alone.
+    """
+    from casbak.service import retag_snapshots
+
+    results = retag_snapshots(
+        ctx.open(), references, add=add, remove=remove, lock_timeout=lock_timeout
+    )
+
+    def human() -> str:
+        lines = []
+        for result in results:
+            moved = f"-> {result.new[:12]}" if result.changed else "unchanged      "
+            lines.append(f"{result.old[:12]} {moved}  tags: {', '.join(result.tags) or '-'}")
+        return "\n".join(lines)
+
+    ctx.emit(results, human)
+
+
+def _holder(holder: Any) -> str:
+    if holder.since is None:
+        return f"{holder.kind} lock {holder.key} (unreadable record)"
+    since = holder.since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        f"{holder.kind} lock of {holder.operation!r} on host {holder.host} "
+        f"pid {holder.pid} since {since}"
+    )
+
+
+@click.command()
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove live locks too (their holders may still be running: be sure they are not).",
+)
+@pass_context
+def unlock(ctx: Context, force: bool) -> None:
+    """Remove locks left by processes that died, and say whose they were.
+
+    A live lock is left alone, with a line naming its holder, and the exit
+    code is 11; --force removes it too. Exit 0 when no lock is left.
+    """
+    from casbak.errors import StillLocked
+    from casbak.maintenance import unlock as run_unlock
+
+    # Locks are the same in every format, so an older repository can be
+    # cleared before 'casbak migrate' runs.
+    report = run_unlock(ctx.open(for_migration=True), force=force)
+
+    def human() -> str:
+        lines = [
+            f"removed {'stale' if holder.stale else 'live'} {_holder(holder)}"
+            for holder in report.removed
+        ]
+        lines += [f"kept live {_holder(holder)} (--force removes it)" for holder in report.kept]
+        return "\n".join(lines) or "no locks to remove"
+
+    ctx.emit(report, human)
+    if report.kept:
+        raise StillLocked(f"{count(len(report.kept), 'live lock')} left in place")
 
 
 @click.command()
