@@ -234,6 +234,18 @@ def test_user_and_host_never_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     assert REAL_HOST() == "unknown"
 
 
+def test_an_uninstalled_casbak_records_an_unknown_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> str:
+        raise provenance.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(provenance.metadata, "version", missing)
+    provenance.casbak_version.cache_clear()
+    try:
+        assert provenance.casbak_version() == "unknown"
+    finally:
+        provenance.casbak_version.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("meta", "message"),
     [

@@ -179,9 +179,15 @@ def test_a_damaged_newest_snapshot_is_no_reason_to_skip(
 ) -> None:
     first = snap(local_repo, clock, {"id": "a"})
     key = local_repo.resolve(first.snapshot.id).key
-    (Path(local_repo.backend.describe()) / key).write_text("{}")
+    wire = json.loads(local_repo.backend.get(key))
+    wire["description"] = "edited"  # still readable, but no longer hashes to its id
+    local_repo.backend.put(key, json.dumps(wire).encode(), overwrite=True)
     clock.advance(hours=1)
     assert snap(local_repo, clock, {"id": "a"}, skip_if_unchanged=True).skipped is False
+    (Path(local_repo.backend.describe()) / key).write_text("{}")  # not even readable
+    clock.advance(hours=1)
+    again = snap(local_repo, clock, {"id": "a"}, target_id="b", skip_if_unchanged=True)
+    assert again.skipped is False
 
 
 def test_cli_skip_if_unchanged(repo_dir: Path) -> None:
