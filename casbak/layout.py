@@ -24,8 +24,8 @@ LOCK_PREFIX = "locks/"
 OBJECT_PREFIX = "objects/"
 """Format 1 kept one file per object here; bundles still name their objects so."""
 
-MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json"}
-"""Formats 1 and 3 store manifests as JSON; format 2 stored them compressed."""
+MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json", 4: ".json"}
+"""Formats 1, 3 and 4 store manifests as JSON; format 2 stored them compressed."""
 _MANIFEST_NAME = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d_[A-Za-z0-9-]+_[A-Za-z0-9-]+_(?P<id>[0-9a-f]{64})"
     r"(?P<suffix>\.json|\.snap)"
@@ -59,7 +59,7 @@ def lock_key(kind: str, token: str) -> str:
 
 
 def manifest_name(
-    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 3
+    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 4
 ) -> str:
     """File name of a manifest: readable prefix, then the snapshot id that makes it unique."""
     return (
@@ -69,7 +69,7 @@ def manifest_name(
 
 
 def manifest_key(
-    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 3
+    timestamp: datetime, operation: str, target_id: str, snapshot_id: str, version: int = 4
 ) -> str:
     """Storage key of a manifest."""
     return MANIFEST_PREFIX + manifest_name(timestamp, operation, target_id, snapshot_id, version)
@@ -116,7 +116,7 @@ def is_lock_key(key: str) -> bool:
     return key.startswith(LOCK_PREFIX) and bool(_LOCK_NAME.fullmatch(key[len(LOCK_PREFIX) :]))
 
 
-def belongs_to_layout(key: str, version: int = 3) -> bool:
+def belongs_to_layout(key: str, version: int = 4) -> bool:
     """Whether ``key`` is a file a repository of ``version`` may hold (else verify warns)."""
     if key == CONFIG_KEY or is_lock_key(key) or snapshot_id_from_key(key, version) is not None:
         return True

@@ -42,7 +42,7 @@ from casbak.model import (
     encode_manifest,
     utc_now,
 )
-from casbak.names import slug
+from casbak.names import slug, stamp
 from casbak.store import PackStore
 from casbak.storedmanifest import (
     Header,
@@ -101,6 +101,7 @@ def header_of(manifest: Manifest) -> Header:
         len(manifest.entries),
         None,
         0,
+        dict(manifest.provenance) if isinstance(manifest.provenance, dict) else {},
     )
 
 
@@ -195,12 +196,23 @@ class Repository:
         return Snapshot(snapshot_id, key, header, manifest)
 
     def latest_of_target(self, target_id: str, before: datetime | None = None) -> Snapshot | None:
-        """The newest readable snapshot of a target (found by name, then confirmed)."""
+        """The newest readable snapshot of a target (found by name, then confirmed).
+
+        Names sort by a stamp of whole seconds, so once one is confirmed the
+        others of that second are read too, and the newest by (timestamp, id) wins.
+        """
         wanted = f"_{slug(target_id)}_"
         candidates = sorted(
             (key for key in self.manifest_keys().values() if wanted in key), reverse=True
         )
-        for key in candidates[:4]:
+        best: Snapshot | None = None
+        for tried, key in enumerate(candidates):
+            if best is None and tried == 4:
+                break
+            if best is not None and not key.startswith(
+                MANIFEST_PREFIX + stamp(best.header.timestamp)
+            ):
+                break
             found = snapshot_id_from_key(key)
             assert found is not None
             try:
@@ -208,9 +220,32 @@ class Repository:
             except CasbakError:
                 continue  # a damaged candidate is no base for anything
             header = snap.header
-            if header.target_id == target_id and (before is None or header.timestamp <= before):
-                return snap
-        return None
+            if header.target_id != target_id or (before is not None and header.timestamp > before):
+                continue
+            if best is None or (header.timestamp, snap.id) > (best.header.timestamp, best.id):
+                best = snap
+        return best
+
+    def newest_versions(self, tenant_ids: Iterable[str]) -> dict[str, Digest]:
+        """Each tenant's object in the newest snapshot holding it; a tenant none holds is absent.
+
+        Walks snapshots newest first until every tenant is found. A snapshot
+        that cannot be rebuilt is passed over, as by `latest_of_target`
+        (verify is what reports damage).
+        """
+        wanted = set(tenant_ids)
+        found: dict[str, Digest] = {}
+        for snap in self.snapshots():
+            if len(found) == len(wanted):
+                break
+            try:
+                entries = snap.manifest.entries
+            except CasbakError:
+                continue
+            for tenant_id in wanted - found.keys():
+                if tenant_id in entries:
+                    found[tenant_id] = Digest(entries[tenant_id].object)
+        return found
 
     def _delta_parent(
         self, manifest: Manifest
