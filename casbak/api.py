@@ -28,12 +28,13 @@ from casbak.sources import documents_from_values
 
 
 class LoadedBackup(msgspec.Struct, frozen=True):
-    """A snapshot read back: its metadata, tags and tenant documents by id."""
+    """A snapshot read back: its metadata, tags, tenant documents by id, and provenance."""
 
     snapshot_id: str
     metadata: BackupMetadata
     tags: list[str]
     tenants: dict[str, Any]
+    provenance: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 TenantLike = TenantConfig | Mapping[str, Any]
@@ -78,10 +79,21 @@ class BackupService:
         return self._repo
 
     def create_tenant_backup(
-        self, tenant: TenantLike, operation: str, description: str = ""
+        self,
+        tenant: TenantLike,
+        operation: str,
+        description: str = "",
+        *,
+        meta: Mapping[str, str] | None = None,
     ) -> Path:
-        """Back up one tenant; returns the manifest file's path."""
-        return self.create_backup([tenant], operation, target_id=None, description=description)
+        """Back up one tenant; returns the manifest file's path.
+
+        Like every snapshot it records who took it and where; ``meta`` adds
+        the caller's own pairs (kept as ``meta.KEY``).
+        """
+        return self.create_backup(
+            [tenant], operation, target_id=None, description=description, meta=meta
+        )
 
     def create_backup(
         self,
@@ -90,8 +102,10 @@ class BackupService:
         target_id: str | None = ALL_TENANTS,
         description: str = "",
         tags: Sequence[str] = (),
+        *,
+        meta: Mapping[str, str] | None = None,
     ) -> Path:
-        """Back up many tenants as one snapshot (the ``sync-apply`` case)."""
+        """Back up many tenants as one snapshot (the ``sync-apply`` case), with provenance."""
         values = [
             msgspec.to_builtins(tenant) if isinstance(tenant, TenantConfig) else tenant
             for tenant in tenants
@@ -104,6 +118,7 @@ class BackupService:
             target_id=target_id,
             description=description,
             tags=tags,
+            meta=meta,
             clock=self.clock,
             lock_timeout=self.lock_timeout,
         )
@@ -140,6 +155,7 @@ class BackupService:
         with_settings: bool = False,
         with_sso: bool = False,
         description: str = "",
+        meta: Mapping[str, str] | None = None,
     ) -> Path:
         """Pull tenants through a `TenantApi` (e.g. `SdkTenantApi()`) into one snapshot."""
         from casbak.descope_live import pull_snapshot
@@ -153,6 +169,7 @@ class BackupService:
             operation=operation,
             target_id=tenant_ids[0] if len(tenant_ids) == 1 else ALL_TENANTS,
             description=description,
+            meta=meta,
             clock=self.clock,
             lock_timeout=self.lock_timeout,
         )
@@ -179,6 +196,7 @@ class BackupService:
             ),
             tags=list(manifest.tags),
             tenants={tenant_id: decode_canonical(data) for tenant_id, data in documents.items()},
+            provenance=dict(snapshot.header.provenance),
         )
 
     def forget_backups(self, *paths_or_ids: Path | str, force: bool = False) -> int:

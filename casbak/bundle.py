@@ -25,7 +25,9 @@ from casbak.model import Manifest, decode_manifest
 from casbak.objects import MAX_OBJECT_BYTES, decompress_object
 
 BUNDLE_FORMAT = "casbak-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+"""Version 2 may hold manifests with provenance (format 4); otherwise it is version 1."""
+READABLE_BUNDLE_VERSIONS = (1, 2)
 HEADER_NAME = "casbak-bundle.json"
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
@@ -48,6 +50,16 @@ class BundleHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     manifests: list[BundleManifest]
     objects: int
     object_bytes: int
+
+
+def bundle_version(with_provenance: bool) -> int:
+    """The version a bundle is written as: 1 unless a manifest carries provenance.
+
+    A casbak older than format 4 rejects a manifest with a field it does not
+    know; for such a bundle it then says "upgrade casbak" (the version), not
+    that the bundle is damaged, and it still reads every bundle it could before.
+    """
+    return BUNDLE_VERSION if with_provenance else 1
 
 
 class BundleWriter:
@@ -213,10 +225,11 @@ def _decode_header(data: bytes) -> BundleHeader:
         raise BundleError(f"bundle header is not JSON ({exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
         raise BundleError("not a casbak bundle (header format is not casbak-bundle)")
-    if raw.get("version") != BUNDLE_VERSION:
+    version = raw.get("version")
+    if isinstance(version, bool) or version not in READABLE_BUNDLE_VERSIONS:
         raise BundleError(
-            f"bundle version {raw.get('version')!r} is not supported "
-            f"(this casbak reads version {BUNDLE_VERSION}); upgrade casbak"
+            f"bundle version {version!r} is not supported "
+            f"(this casbak reads versions 1 and {BUNDLE_VERSION}); upgrade casbak"
         )
     try:
         return msgspec.convert(raw, BundleHeader)

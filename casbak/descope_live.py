@@ -24,7 +24,7 @@ from casbak.errors import DescopeError, UsageError
 from casbak.model import utc_now
 from casbak.repository import Repository
 from casbak.service import SnapshotResult, restore_documents, take_snapshot
-from casbak.sources import documents_from_values
+from casbak.sources import TenantDocument, documents_from_values
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 5
@@ -386,10 +386,22 @@ def pull_snapshot(
     **snapshot_options: Any,
 ) -> SnapshotResult:
     """Pull tenants from Descope and store them as one snapshot (nothing stored on failure)."""
+    documents = pull_documents(api, tenant_ids, with_settings=with_settings, with_sso=with_sso)
+    return take_snapshot(repo, documents, **snapshot_options)
+
+
+def pull_documents(
+    api: TenantApi,
+    tenant_ids: Sequence[str] = (),
+    *,
+    with_settings: bool = False,
+    with_sso: bool = False,
+) -> list[TenantDocument]:
+    """Pull tenants from Descope as checked documents, ready to store or to preview."""
     documents = pull_tenants(api, tenant_ids, with_settings=with_settings, with_sso=with_sso)
     if not documents:
         raise DescopeError("Descope API: the project has no tenants to back up")
-    return take_snapshot(repo, documents_from_values(documents, "descope"), **snapshot_options)
+    return documents_from_values(documents, "descope")
 
 
 def restore_to_descope(

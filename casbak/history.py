@@ -128,6 +128,33 @@ def holding(view: CatalogView, tenant_id: str) -> list[TenantHolder]:
     return found
 
 
+def newest_holding(view: CatalogView, tenant_id: str) -> TenantHolder | None:
+    """The newest snapshot holding a tenant, with the version it holds."""
+    best: TenantHolder | None = None
+    for holder in _journaled(view):
+        assert holder.added is not None
+        for entry in holder.added.entries:
+            if entry.tenant_id == tenant_id and (
+                best is None or _sort_key(holder) > _sort_key(best.holder)
+            ):
+                best = TenantHolder(holder, entry.object, entry.size)
+    history = view.bucket(bucket_of(tenant_id)).tenant(tenant_id)
+    if history is not None:
+        occurrences = sorted(
+            history.occurrences(),
+            key=lambda item: (view.times(item[0] // CHUNK)[item[0] % CHUNK], item[0]),
+            reverse=True,
+        )
+        for position, version in occurrences:
+            held = _at(view, position)
+            if held is None:
+                continue
+            if best is None or _sort_key(held) > _sort_key(best.holder):
+                best = TenantHolder(held, history.objects[version], history.sizes[version])
+            break
+    return best
+
+
 def tenants(view: CatalogView) -> Iterator[str]:
     """Every tenant id the catalog knows (held by a snapshot now or once)."""
     seen: set[str] = set()
@@ -250,6 +277,7 @@ def added_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest) 
         header.tenants,
         bytes.fromhex(header.parent) if header.parent else b"",
         header.depth,
+        dict(header.provenance),
     )
     entries = [
         TenantEntry(tenant_id, bytes.fromhex(entry.object), entry.size)
@@ -269,6 +297,7 @@ def header_of_record(found: SnapshotRecord) -> Header:
         found.tenants,
         Digest(found.parent.hex()) if found.parent else None,
         found.depth,
+        dict(found.provenance),
     )
 
 

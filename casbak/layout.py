@@ -30,7 +30,7 @@ OBJECT_PREFIX = "objects/"
 """Format 1 kept one file per object here; bundles still name their objects so."""
 
 MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json", 4: ".json"}
-"""Formats 1 and 3 store manifests as JSON; format 2 stored them compressed."""
+"""Formats 1, 3 and 4 store manifests as JSON; format 2 stored them compressed."""
 _MANIFEST_NAME = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d_[A-Za-z0-9-]+_[A-Za-z0-9-]+_(?P<id>[0-9a-f]{64})"
     r"(?P<suffix>\.json|\.snap)"

@@ -2,9 +2,11 @@
 
 Under the exclusive lock. From format 1: every object is read (and so
 verified) and stored into packs, each new version compressed against its
-tenant's previous one; the format 1 manifests stay as they are (format 3 reads
+tenant's previous one; the format 1 manifests stay as they are (format 4 reads
 a version 1 manifest file as a whole manifest). From format 2: every ``.snap``
-manifest is rewritten as a format 3 ``.json`` file with the same content.
+manifest is rewritten as a ``.json`` file with the same content. From format
+3: nothing is rewritten, as format 4 reads format 3 manifest files as they are
+(they just hold no provenance); every one is read first, to be sure of that.
 Only when all of that is durable is the config rewritten, the single commit
 point; the old files are removed after it. A crash before the commit leaves
 the old repository (plus files a rerun reuses); a crash after it leaves a
@@ -18,7 +20,7 @@ from collections.abc import Callable
 import msgspec
 
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
-from casbak.errors import ObjectMissing
+from casbak.errors import FormatVersionError, IntegrityError, ObjectMissing
 from casbak.ids import Digest
 from casbak.layout import (
     CONFIG_KEY,
@@ -29,16 +31,20 @@ from casbak.layout import (
     PACK_PREFIX,
     snapshot_id_from_key,
 )
-from casbak.model import REPOSITORY_VERSION, encode_config
+from casbak.model import REPOSITORY_VERSION, decode_config, encode_config
 from casbak.objects import ObjectStore
 from casbak.repository import Repository
-from casbak.storedmanifest import decode_stored_v2, encode_stored_document
+from casbak.storedmanifest import decode_manifest_file, decode_stored_v2, encode_stored_document
 
 Progress = Callable[[int, int, int], None]
 
 
 class MigrateResult(msgspec.Struct, frozen=True):
-    """What a migration did; sizes are of the stored files before and after."""
+    """What a migration did; sizes are of the stored files before and after.
+
+    ``damaged_manifests``: format 3 manifest files that could not be read;
+    they are as damaged after the migration as before (verify names them).
+    """
 
     from_version: int
     to_version: int
@@ -46,6 +52,7 @@ class MigrateResult(msgspec.Struct, frozen=True):
     objects: int
     bytes_before: int
     bytes_after: int
+    damaged_manifests: int = 0
 
 
 def _stored_bytes(repo: Repository) -> int:
@@ -65,19 +72,55 @@ def migrate(
     """Migrate ``repo`` to the current format; on a current one, finish an interrupted run."""
     with repo.locks.exclusive("migrate", lock_timeout) as lock:
         before = _stored_bytes(repo)
-        from_version = repo.version
-        snapshots, objects = len(repo.manifest_keys()), 0
+        from_version = _current_version(repo)
+        snapshots, objects, damaged = len(repo.manifest_keys()), 0, 0
         if from_version == 1:
             snapshots, objects = _copy_objects_to_packs(repo, lock.refresh, progress)
         elif from_version == 2:
             snapshots = _rewrite_format_2_manifests(repo, lock.refresh)
+        elif from_version == 3:
+            damaged = _check_format_3_manifests(repo, lock.refresh)
         if from_version != REPOSITORY_VERSION:
             config = msgspec.structs.replace(repo.config, version=REPOSITORY_VERSION)
             repo.backend.put(CONFIG_KEY, encode_config(config), overwrite=True)
             repo.backend.sync()
         _remove_old_files(repo, lock.refresh)
         after = _stored_bytes(repo)
-    return MigrateResult(from_version, REPOSITORY_VERSION, snapshots, objects, before, after)
+    return MigrateResult(
+        from_version, REPOSITORY_VERSION, snapshots, objects, before, after, damaged
+    )
+
+
+def _current_version(repo: Repository) -> int:
+    """The format as the config says now, under the lock: another migrate may have finished."""
+    version = decode_config(repo.backend.get(CONFIG_KEY), CONFIG_KEY).version
+    if version not in (repo.version, REPOSITORY_VERSION):
+        raise FormatVersionError(
+            f"{repo.backend.describe()} changed from format {repo.version} to {version} "
+            "while migrate waited for its lock; run migrate again"
+        )
+    return version
+
+
+def _check_format_3_manifests(repo: Repository, keepalive: Callable[[], None]) -> int:
+    """Read every manifest file as format 4 will; how many are damaged.
+
+    A version format 4 cannot read stops the migration before anything
+    changes; a damaged file is no reason to stay at format 3, where it is
+    just as damaged.
+    """
+    damaged = 0
+    for key in repo.manifest_keys().values():
+        try:
+            decode_manifest_file(key, repo.backend.get(key))
+        except FormatVersionError as exc:
+            raise FormatVersionError(
+                f"{exc}; nothing was changed (the repository stays at format 3)"
+            ) from None
+        except (IntegrityError, ObjectMissing):
+            damaged += 1
+        keepalive()
+    return damaged
 
 
 def _rewrite_format_2_manifests(repo: Repository, keepalive: Callable[[], None]) -> int:

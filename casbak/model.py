@@ -5,6 +5,7 @@ Pure: msgspec Structs and their encoding, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -31,11 +32,18 @@ class ManifestEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     size: NonNegative
 
 
+Provenance = dict[str, str]
+"""Who took a snapshot, where and why: ``user``, ``host``, ``casbak``, ``meta.*``, ``ci.*``."""
+
+
 class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One snapshot. Its id is the blake3 digest of its encoded bytes.
 
-    Fields are declared in sorted order and encoded without whitespace, so the
+    Fields and keys are encoded in sorted order without whitespace, so the
     encoding is canonical JSON and the id is reproducible from the content.
+    ``provenance`` (format 4) is declared last so positional construction
+    keeps working, yet encoded in its sorted place; left unset it is not
+    encoded at all, so a manifest without one hashes exactly as before.
     """
 
     description: str
@@ -45,6 +53,7 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     target_id: str
     timestamp: datetime
     version: int = MANIFEST_VERSION
+    provenance: Provenance | msgspec.UnsetType = msgspec.UNSET
 
 
 class _VersionOnly(msgspec.Struct):
@@ -62,7 +71,9 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retention_days: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_RETENTION_DAYS
 
 
-_MANIFEST_ENCODER = msgspec.json.Encoder(order="deterministic")
+# "sorted" orders struct fields by name too, whatever their declaration order.
+_MANIFEST_ENCODER = msgspec.json.Encoder(order="sorted")
+_CONFIG_ENCODER = msgspec.json.Encoder(order="deterministic")
 _MANIFEST_DECODER = msgspec.json.Decoder(Manifest)
 _CONFIG_DECODER = msgspec.json.Decoder(RepositoryConfig)
 _VERSION_DECODER = msgspec.json.Decoder(_VersionOnly)
@@ -71,6 +82,11 @@ _VERSION_DECODER = msgspec.json.Decoder(_VersionOnly)
 def encode_manifest(manifest: Manifest) -> bytes:
     """Encode a manifest to the exact bytes its id is computed from."""
     return _MANIFEST_ENCODER.encode(manifest)
+
+
+def provenance_field(provenance: Mapping[str, str] | None) -> Provenance | msgspec.UnsetType:
+    """Provenance as a manifest holds it: sorted, and unset when there is none."""
+    return dict(sorted(provenance.items())) if provenance else msgspec.UNSET
 
 
 def decode_manifest(data: bytes, what: str) -> Manifest:
@@ -87,7 +103,7 @@ def decode_manifest(data: bytes, what: str) -> Manifest:
 
 def encode_config(config: RepositoryConfig) -> bytes:
     """Encode the repository config (pretty, people read it)."""
-    return msgspec.json.format(_MANIFEST_ENCODER.encode(config), indent=2) + b"\n"
+    return msgspec.json.format(_CONFIG_ENCODER.encode(config), indent=2) + b"\n"
 
 
 def decode_config(data: bytes, what: str) -> RepositoryConfig:

@@ -81,6 +81,7 @@ def header_of(manifest: Manifest) -> Header:
         len(manifest.entries),
         None,
         0,
+        dict(manifest.provenance) if isinstance(manifest.provenance, dict) else {},
     )
 
 
@@ -210,6 +211,10 @@ class Repository:
     def view(self) -> CatalogView:
         """A reading of the catalog (rebuilt from the manifests when there is none)."""
         return self.timeline.view()
+
+    def newest_versions(self, tenant_ids: Iterable[str]) -> dict[str, Digest]:
+        """Each tenant's object in the newest snapshot holding it; a tenant none holds is absent."""
+        return self.timeline.newest_versions(tenant_ids)
 
     def _delta_parent(
         self, manifest: Manifest

@@ -7,7 +7,7 @@ CLI renders as text or JSON and the Python API hands to callers.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,11 +28,13 @@ from casbak.errors import (
 )
 from casbak.ids import Digest
 from casbak.layout import DICTIONARY_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX, PACK_PREFIX
-from casbak.model import Manifest, ManifestEntry, utc_now
+from casbak.model import Manifest, ManifestEntry, provenance_field, utc_now
 from casbak.names import tenant_filename
 from casbak.outfiles import atomic_output, sync_folder
+from casbak.provenance import collect_provenance
 from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
+from casbak.snapshotplan import SnapshotPreview, preview, unchanged_snapshot
 from casbak.sources import STDIN, TenantDocument, read_sources
 
 ALL_TENANTS = "all-tenants"
@@ -51,6 +53,8 @@ class SnapshotSummary(msgspec.Struct, frozen=True):
     description: str
     tags: list[str]
     tenants: int
+    provenance: dict[str, str]
+    """Who took it and where (user, host, casbak, meta.*, ci.*); {} before format 4."""
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> SnapshotSummary:
@@ -64,11 +68,12 @@ class SnapshotSummary(msgspec.Struct, frozen=True):
             header.description,
             list(header.tags),
             header.tenants,
+            dict(header.provenance),
         )
 
 
 class SnapshotResult(msgspec.Struct, frozen=True):
-    """What a snapshot stored."""
+    """What a snapshot stored; when ``skipped``, the existing snapshot that already holds it all."""
 
     snapshot: SnapshotSummary
     path: str
@@ -76,6 +81,7 @@ class SnapshotResult(msgspec.Struct, frozen=True):
     reused_objects: int
     bytes_added: int
     logical_bytes: int
+    skipped: bool = False
 
 
 def take_snapshot(
@@ -86,6 +92,8 @@ def take_snapshot(
     target_id: str | None = None,
     description: str = "",
     tags: Sequence[str] = (),
+    meta: Mapping[str, str] | None = None,
+    skip_if_unchanged: bool = False,
     clock: Callable[[], datetime] = utc_now,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> SnapshotResult:
@@ -93,25 +101,23 @@ def take_snapshot(
 
     All objects are durable before the manifest is written, under a shared lock
     that keeps gc from sweeping objects this snapshot is about to reference.
+    The manifest records its provenance (`collect_provenance`), with ``meta``
+    as ``meta.KEY``. With ``skip_if_unchanged``, nothing is written when the
+    target's newest snapshot holds exactly these tenants at these versions:
+    the result names that snapshot and says ``skipped``.
     """
-    if target_id is None:
-        target_id = documents[0].tenant_id if len(documents) == 1 else ALL_TENANTS
+    target_id = target_of(documents, target_id)
     _check_label("operation", operation)
     _check_label("target", target_id)
     for tag in tags:
         _check_label("tag", tag)
+    provenance = collect_provenance(meta)
+    if skip_if_unchanged:
+        existing = unchanged_snapshot(repo, target_id, documents)
+        if existing is not None:
+            return _skipped(repo, existing, documents)
     with repo.locks.shared(operation, lock_timeout) as lock:
-        repo.objects.refresh()  # what another process stored or removed since
-        unique = {doc.digest: doc.canonical for doc in documents}
-        vouched = [digest for digest, canonical in unique.items() if canonical is None]
-        if vouched and not _all_stored(repo, vouched):
-            raise StaleCache("a cached document is no longer stored")
-        packs = repo.objects
-        new = len(packs.locate_many(unique)) < len(unique)
-        bases = _earlier_versions(repo, target_id, documents) if new else {}
-        stored = packs.store(unique, bases, lock.refresh)
-        new_objects, bytes_added = stored.new_objects, stored.bytes_added
-        repo.backend.sync()
+        new_objects, bytes_added = _store_objects(repo, documents, target_id, lock.refresh)
         lock.confirm()
         manifest = Manifest(
             description=description,
@@ -120,16 +126,86 @@ def take_snapshot(
             tags=sorted(set(tags)),
             target_id=target_id,
             timestamp=clock(),
+            provenance=provenance_field(provenance),
         )
         snapshot = repo.write_manifest(manifest)
     return SnapshotResult(
         snapshot=SnapshotSummary.of(snapshot),
         path=f"{repo.backend.describe()}/{snapshot.key}",
         new_objects=new_objects,
-        reused_objects=len(unique) - new_objects,
+        reused_objects=len({doc.digest for doc in documents}) - new_objects,
         bytes_added=bytes_added,
         logical_bytes=sum(doc.size for doc in documents),
     )
+
+
+def _store_objects(
+    repo: Repository,
+    documents: Sequence[TenantDocument],
+    target_id: str,
+    keepalive: Callable[[], None],
+) -> tuple[int, int]:
+    """Make every document durable (each once); how many objects and bytes were new."""
+    repo.objects.refresh()  # what another process stored or removed since
+    unique = {doc.digest: doc.canonical for doc in documents}
+    vouched = [digest for digest, canonical in unique.items() if canonical is None]
+    if vouched and not _all_stored(repo, vouched):
+        raise StaleCache("a cached document is no longer stored")
+    packs = repo.objects
+    new = len(packs.locate_many(unique)) < len(unique)
+    bases = _earlier_versions(repo, target_id, documents) if new else {}
+    stored = packs.store(unique, bases, keepalive)
+    repo.backend.sync()
+    return stored.new_objects, stored.bytes_added
+
+
+def target_of(documents: Sequence[TenantDocument], target_id: str | None) -> str:
+    """The target a snapshot is of: as given, else the one tenant's id, else all-tenants."""
+    if target_id is not None:
+        return target_id
+    return documents[0].tenant_id if len(documents) == 1 else ALL_TENANTS
+
+
+def _skipped(
+    repo: Repository, existing: Snapshot, documents: Sequence[TenantDocument]
+) -> SnapshotResult:
+    return SnapshotResult(
+        snapshot=SnapshotSummary.of(existing),
+        path=f"{repo.backend.describe()}/{existing.key}",
+        new_objects=0,
+        reused_objects=len({doc.digest for doc in documents}),
+        bytes_added=0,
+        logical_bytes=sum(doc.size for doc in documents),
+        skipped=True,
+    )
+
+
+def preview_snapshot(
+    repo: Repository, documents: Sequence[TenantDocument], *, target_id: str | None = None
+) -> SnapshotPreview:
+    """What `take_snapshot` would store, per tenant new, changed or unchanged; writes nothing."""
+    target_id = target_of(documents, target_id)
+    _check_label("target", target_id)
+    return preview(repo, documents, target_id)
+
+
+def preview_sources(
+    repo: Repository,
+    sources: Sequence[str],
+    stdin: BinaryIO | None = None,
+    *,
+    use_cache: bool = True,
+    target_id: str | None = None,
+) -> SnapshotPreview:
+    """`preview_snapshot` of files, folders or stdin.
+
+    The raw-bytes cache may spare decoding but is not saved: what it would
+    learn vouches for documents stored, and a dry run stores none.
+    """
+    cache = None
+    if use_cache and STDIN not in sources:
+        cache = RawCache.for_repository(repo.config.repository_id)
+    return preview_snapshot(repo, read_sources(sources, stdin, cache), target_id=target_id)
 
 
 def snapshot_sources(

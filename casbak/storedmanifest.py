@@ -3,12 +3,13 @@
 Pure. A snapshot's id stays the blake3 of its logical manifest encoding
 (metadata plus every entry, `model.encode_manifest`), so ids never change
 between formats, bundles carry that encoding, and a reader proves a rebuilt
-delta by hashing it. What is stored (format 3) is a small JSON document people
-and scripts can read: the metadata and the parent's id in the clear, and the
-entries that differ from the parent as one base64 field holding a zstd frame
-of msgpack (hex digests in JSON would make the repository a tenth larger).
-Format 2 stored the same fields as one zstd frame of msgpack; only
-``casbak migrate`` reads it (`decode_stored_v2`).
+delta by hashing it. What is stored (format 4) is a small JSON document people
+and scripts can read: the metadata, the provenance and the parent's id in the
+clear, and the entries that differ from the parent as one base64 field holding
+a zstd frame of msgpack (hex digests in JSON would make the repository a tenth
+larger). Format 3 files are the same document without provenance, and are
+read as they are. Format 2 stored the same fields as one zstd frame of
+msgpack; only ``casbak migrate`` reads it (`decode_stored_v2`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ import zstandard
 
 from casbak.errors import CorruptData, FormatVersionError
 from casbak.ids import Digest, hash_bytes
-from casbak.model import MANIFEST_VERSION, Manifest, ManifestEntry, decode_manifest
+from casbak.model import (
+    MANIFEST_VERSION,
+    Manifest,
+    ManifestEntry,
+    Provenance,
+    decode_manifest,
+)
 
-STORED_MANIFEST_VERSION = 3
+STORED_MANIFEST_VERSION = 4
+FORMAT_3_MANIFEST_VERSION = 3
+"""Format 3's manifest file: format 4's without provenance, read as it is."""
 FORMAT_2_MANIFEST_VERSION = 2
 MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 FAST_ABOVE = 512 * 1024
@@ -51,6 +60,7 @@ class Header(msgspec.Struct, frozen=True):
     tenants: int
     parent: Digest | None
     depth: int
+    provenance: Provenance = msgspec.field(default_factory=dict)
 
 
 class StoredManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -68,6 +78,7 @@ class StoredManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     depth: int
     entries: list[StoredEntry]
     removed: list[str]
+    provenance: Provenance | msgspec.UnsetType = msgspec.UNSET
 
     def header(self) -> Header:
         """The metadata part."""
@@ -80,6 +91,7 @@ class StoredManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             self.tenants,
             Digest(self.parent.hex()) if self.parent else None,
             self.depth,
+            dict(self.provenance) if isinstance(self.provenance, dict) else {},
         )
 
 
@@ -88,8 +100,12 @@ class _Changes(msgspec.Struct, array_like=True, frozen=True):
     removed: list[str]
 
 
-class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The JSON document of a format 3 manifest file; the metadata comes first for people."""
+class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The JSON document of a manifest file; the metadata comes first for people.
+
+    Encoded in declaration order; ``provenance`` is left out when unset, as in
+    every format 3 file.
+    """
 
     version: int
     snapshot: str
@@ -98,6 +114,7 @@ class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     target_id: str
     description: str
     tags: list[str]
+    provenance: Provenance | msgspec.UnsetType = msgspec.UNSET
     tenants: int
     parent: str | None
     depth: int
@@ -109,6 +126,8 @@ class _Version(msgspec.Struct):
 
 
 _WIRE_DECODER = msgspec.json.Decoder(_Wire)
+# Declaration order for the fields (people read them), sorted keys inside provenance.
+_WIRE_ENCODER = msgspec.json.Encoder(order="deterministic")
 _VERSION_DECODER = msgspec.json.Decoder(_Version)
 
 
@@ -147,12 +166,13 @@ def encode_stored(
             for tenant, entry in sorted(changed.items())
         ],
         removed=removed,
+        provenance=manifest.provenance,
     )
     return encode_stored_document(document)
 
 
 def encode_stored_document(document: StoredManifest) -> bytes:
-    """The format 3 file of a stored manifest (whatever format it was read from)."""
+    """The current format's file of a stored manifest (whatever format it was read from)."""
     packed = msgspec.msgpack.encode(_Changes(document.entries, document.removed))
     # Level 19 on a large manifest needs a window, and memory, of many MiB
     # for little gain over level 3 on what is mostly ids and digests.
@@ -163,6 +183,7 @@ def encode_stored_document(document: StoredManifest) -> bytes:
         description=document.description,
         operation=document.operation,
         parent=document.parent.hex() if document.parent else None,
+        provenance=document.provenance,
         snapshot=document.snapshot.hex(),
         tags=list(document.tags),
         target_id=document.target_id,
@@ -170,11 +191,11 @@ def encode_stored_document(document: StoredManifest) -> bytes:
         timestamp=document.timestamp,
         version=STORED_MANIFEST_VERSION,
     )
-    return msgspec.json.encode(wire) + b"\n"
+    return _WIRE_ENCODER.encode(wire) + b"\n"
 
 
 def decode_stored(stored: bytes, what: str) -> StoredManifest:
-    """Decode a manifest file of the current format.
+    """Decode a manifest file of the current format, or of format 3 (the same without provenance).
 
     A file whose ``version`` is 1 is a whole manifest in its logical encoding,
     as format 1 wrote it (``casbak migrate`` keeps those files): its id is the
@@ -186,7 +207,10 @@ def decode_stored(stored: bytes, what: str) -> StoredManifest:
         raise CorruptData(what, "not a valid manifest (not a JSON object)") from exc
     if version == MANIFEST_VERSION and not isinstance(version, bool):
         return _from_logical(stored, what)
-    if version != STORED_MANIFEST_VERSION or isinstance(version, bool):
+    if isinstance(version, bool) or version not in (
+        STORED_MANIFEST_VERSION,
+        FORMAT_3_MANIFEST_VERSION,
+    ):
         raise FormatVersionError(f"{what}: manifest version {version!r} is unknown")
     try:
         wire = _WIRE_DECODER.decode(stored)
@@ -204,8 +228,10 @@ def decode_stored(stored: bytes, what: str) -> StoredManifest:
         ValueError,
     ) as exc:
         raise CorruptData(what, "not a valid manifest (malformed field)") from exc
+    if wire.version == FORMAT_3_MANIFEST_VERSION and wire.provenance is not msgspec.UNSET:
+        raise CorruptData(what, "a format 3 manifest has no provenance")
     document = StoredManifest(
-        STORED_MANIFEST_VERSION,
+        wire.version,
         snapshot,
         wire.description,
         wire.operation,
@@ -217,6 +243,7 @@ def decode_stored(stored: bytes, what: str) -> StoredManifest:
         wire.depth,
         changes.entries,
         changes.removed,
+        wire.provenance,
     )
     return _checked(document, what)
 
@@ -263,6 +290,7 @@ def _from_logical(stored: bytes, what: str) -> StoredManifest:
             for tenant, entry in sorted(manifest.entries.items())
         ],
         [],
+        manifest.provenance,
     )
 
 
@@ -295,4 +323,5 @@ def rebuild(document: StoredManifest, parent_entries: dict[str, ManifestEntry] |
         tags=header.tags,
         target_id=header.target_id,
         timestamp=header.timestamp,
+        provenance=document.provenance,
     )

@@ -7,7 +7,7 @@ tenant's versions. Every answer comes from one catalog reading (`ask`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -181,6 +181,19 @@ class Timeline:
                 if not exc.key.startswith(CATALOG_PART_PREFIX) or attempt == _CATALOG_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    def newest_versions(self, tenant_ids: Iterable[str]) -> dict[str, Digest]:
+        """Each tenant's object in the newest snapshot holding it; a tenant none holds is absent."""
+
+        def answer(view: CatalogView) -> dict[str, Digest]:
+            found = {}
+            for tenant_id in dict.fromkeys(tenant_ids):
+                newest = history.newest_holding(view, tenant_id)
+                if newest is not None:
+                    found[tenant_id] = Digest(newest.version.hex())
+            return found
+
+        return self.ask(answer)
 
     def resolve(self, reference: str, now: datetime | None = None) -> Snapshot:
         """One snapshot by any reference `casbak.references` describes, but TENANT@REF.

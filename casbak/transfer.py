@@ -22,12 +22,12 @@ import msgspec
 
 from casbak.bundle import (
     BUNDLE_FORMAT,
-    BUNDLE_VERSION,
     BundleHeader,
     BundleManifest,
     BundleWriter,
     CheckedManifest,
     CheckedObject,
+    bundle_version,
     read_bundle,
 )
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
@@ -151,7 +151,7 @@ def _write_bundle(
 ) -> ExportResult:
     header = BundleHeader(
         format=BUNDLE_FORMAT,
-        version=BUNDLE_VERSION,
+        version=bundle_version(any(snap.header.provenance for snap in snapshots)),
         created=clock(),
         manifests=[
             BundleManifest(snap.id, name, len(data))

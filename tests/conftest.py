@@ -73,6 +73,20 @@ def _private_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         os.environ["CASBAK_CACHE_DIR"] = previous
 
 
+@pytest.fixture(autouse=True)
+def _fixed_provenance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots record the same user, host and no CI run on every machine, so ids reproduce.
+
+    tests/test_provenance.py checks the real lookups, saved before this runs.
+    """
+    from casbak import provenance
+
+    monkeypatch.setattr(provenance, "_user", lambda: "tester")
+    monkeypatch.setattr(provenance, "_host", lambda: "testhost")
+    for variable, _key in provenance.CI_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+
 @pytest.fixture
 def memory_repo() -> Repository:
     return Repository.init(MemoryBackend())

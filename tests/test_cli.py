@@ -81,7 +81,9 @@ def test_full_tour(repo: Path, tmp_path: Path) -> None:
         "description",
         "tags",
         "tenants",
+        "provenance",
     }
+    assert listed[0]["provenance"]["user"] == "tester"
     code, out, _ = run(repo, "list", "--tag", "t")
     assert first["snapshot"]["id"][:12] in out
     assert "second" not in out

@@ -34,7 +34,7 @@ from casbak.transfer import export_bundle, import_bundle, select_snapshots
 from casbak.verify import verify_repository
 from tests.conftest import FakeClock, tree_state
 from tests.faulty import Crash, injected
-from tests.oldformats import as_format_1, as_format_2
+from tests.oldformats import as_format_1, as_format_2, as_format_3, without_provenance
 from tests.test_cli import run
 
 
@@ -269,13 +269,17 @@ def test_index_files_are_merged_when_many(repo: Repository) -> None:
     assert verify_repository(fresh).ok
 
 
+OLD_FORMATS = {1: as_format_1, 2: as_format_2, 3: as_format_3}
+
+
 def old_repository(path: Path, version: int, **history_options: int) -> dict[str, Any]:
-    expected = history(Repository.init(LocalBackend(path)), **history_options)
-    (as_format_1 if version == 1 else as_format_2)(path)
+    with without_provenance():
+        expected = history(Repository.init(LocalBackend(path)), **history_options)
+    OLD_FORMATS[version](path)
     return expected
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_older_formats_are_refused_with_a_pointer_to_migrate(tmp_path: Path, version: int) -> None:
     old_repository(tmp_path / "old", version, rounds=2)
     before = tree_state(tmp_path / "old")
@@ -286,19 +290,19 @@ def test_older_formats_are_refused_with_a_pointer_to_migrate(tmp_path: Path, ver
     assert tree_state(tmp_path / "old") == before
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_migrate_keeps_ids_and_content(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old"
     expected = old_repository(path, version)
     code, out, _ = run(path, "--json", "migrate")
     assert code == 0, out
     result = json.loads(out)
-    assert (result["from_version"], result["to_version"]) == (version, 3)
+    assert (result["from_version"], result["to_version"]) == (version, 4)
     assert result["snapshots"] == 5
     if version == 1:
         assert result["bytes_after"] < result["bytes_before"]
     repo = Repository.open(LocalBackend(path))
-    assert repo.version == 3
+    assert repo.version == 4
     assert {snap.id for snap in repo.snapshots()} == set(expected)
     assert_restores(repo, expected)
     assert list(repo.backend.list("objects/")) == []
@@ -314,7 +318,7 @@ def test_migrate_keeps_ids_and_content(tmp_path: Path, version: int) -> None:
     assert verify_repository(Repository.open(LocalBackend(path))).ok
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_migrate_interrupted_at_every_write_point_is_safe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
@@ -338,7 +342,7 @@ def test_migrate_interrupted_at_every_write_point_is_safe(
             except (Crash, CasbakError):
                 finished = False
         repo = Repository.open(LocalBackend(path), for_migration=True)
-        if repo.version == 3:
+        if repo.version == 4:
             report = verify_repository(repo)
             assert not [f for f in report.findings if f.severity == "damage"], (point, report)
             assert_restores(repo, expected)
@@ -350,7 +354,7 @@ def test_migrate_interrupted_at_every_write_point_is_safe(
             }, point
         migrate(Repository.open(LocalBackend(path), for_migration=True), lock_timeout=0)
         repo = Repository.open(LocalBackend(path))
-        assert repo.version == 3
+        assert repo.version == 4
         assert verify_repository(repo).ok
         assert_restores(repo, expected)
         shutil.rmtree(path)

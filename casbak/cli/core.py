@@ -44,6 +44,17 @@ def init(ctx: Context, retention_days: int, compression_level: int) -> None:
     )
 
 
+def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]) -> Any:
+    """``--meta KEY=VALUE`` pairs as a checked map, or a usage error naming the bad one."""
+    from casbak.errors import CasbakError
+    from casbak.provenance import parse_meta
+
+    try:
+        return parse_meta(pairs)
+    except CasbakError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("sources", nargs=-1)
 @click.option(
@@ -76,6 +87,25 @@ def init(ctx: Context, retention_days: int, compression_level: int) -> None:
 @click.option(
     "--tag", "tags", multiple=True, help="Label for filtering and retention (repeatable)."
 )
+@click.option(
+    "--meta",
+    "meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_meta_callback,
+    help="Provenance kept with the snapshot as meta.KEY (repeatable; e.g. ticket=OPS-12).",
+)
+@click.option(
+    "--dry-run",
+    "-n",
+    is_flag=True,
+    help="Write nothing; show per tenant whether it is new, changed or unchanged.",
+)
+@click.option(
+    "--skip-if-unchanged",
+    is_flag=True,
+    help="Store nothing if the target's newest snapshot holds exactly these tenant versions.",
+)
 @lock_timeout_option("Seconds to wait for a lock held by gc.")
 @click.option(
     "--no-cache",
@@ -95,6 +125,9 @@ def snapshot(
     target_id: str | None,
     description: str,
     tags: tuple[str, ...],
+    meta: dict[str, str],
+    dry_run: bool,
+    skip_if_unchanged: bool,
     lock_timeout: float,
     no_cache: bool,
 ) -> None:
@@ -106,40 +139,80 @@ def snapshot(
 
     With --from-descope the tenants come straight from Descope (all of them, or
     those named with --tenant); a pull that fails for any tenant stores nothing.
+
+    Each snapshot records who took it and where (user, host, casbak version,
+    CI run variables when present) plus any --meta pairs; 'show' prints them.
     """
-    from casbak.service import snapshot_sources
+    from casbak.service import preview_snapshot, preview_sources, snapshot_sources
 
     options: dict[str, Any] = {
         "operation": operation,
         "target_id": target_id,
         "description": description,
         "tags": tags,
+        "meta": meta,
+        "skip_if_unchanged": skip_if_unchanged,
         "lock_timeout": lock_timeout,
     }
     if from_descope:
         if sources:
             raise click.UsageError("give SOURCES or --from-descope, not both")
-        from casbak.descope_live import SdkTenantApi, pull_snapshot
+        from casbak.descope_live import SdkTenantApi, pull_documents, pull_snapshot
 
         pulled = {"with_settings": with_settings, "with_sso": with_sso}
+        if dry_run:
+            documents = pull_documents(SdkTenantApi(), pull_ids, **pulled)
+            _emit_preview(ctx, preview_snapshot(ctx.open(), documents, target_id=target_id))
+            return
         result = pull_snapshot(ctx.open(), SdkTenantApi(), pull_ids, **pulled, **options)
     else:
         if pull_ids or with_settings or with_sso:
             raise click.UsageError("--tenant, --with-settings and --with-sso need --from-descope")
         if not sources:
             raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
-        result = snapshot_sources(
-            ctx.open(), sources, sys.stdin.buffer, use_cache=not no_cache, **options
+        stdin, use_cache = sys.stdin.buffer, not no_cache
+        if dry_run:
+            preview = preview_sources(
+                ctx.open(), sources, stdin, use_cache=use_cache, target_id=target_id
+            )
+            _emit_preview(ctx, preview)
+            return
+        result = snapshot_sources(ctx.open(), sources, stdin, use_cache=use_cache, **options)
+    ctx.emit(result, lambda: _render_snapshot(result))
+
+
+def _render_snapshot(result: Any) -> str:
+    summary = result.snapshot
+    if result.skipped:
+        return (
+            f"no snapshot taken: the newest snapshot of {summary.target_id}, "
+            f"{summary.id[:12]}, holds the same {count(summary.tenants, 'tenant')} "
+            "at the same versions"
         )
-    ctx.emit(
-        result,
-        lambda: (
-            f"snapshot {result.snapshot.id[:12]} saved: "
-            f"{count(result.snapshot.tenants, 'tenant')}, "
-            f"{count(result.new_objects, 'new object')} ({human_size(result.bytes_added)} added), "
-            f"{result.reused_objects} unchanged"
-        ),
+    return (
+        f"snapshot {summary.id[:12]} saved: "
+        f"{count(summary.tenants, 'tenant')}, "
+        f"{count(result.new_objects, 'new object')} ({human_size(result.bytes_added)} added), "
+        f"{result.reused_objects} unchanged"
     )
+
+
+def _emit_preview(ctx: Context, preview: Any) -> None:
+    def human() -> str:
+        lines = [
+            f"dry run, nothing written: {count(len(preview.tenants), 'tenant')} "
+            f"of target {preview.target_id}: {preview.new} new, {preview.changed} changed, "
+            f"{preview.unchanged} unchanged"
+        ]
+        lines += [f"  {t.status:<9}  {t.tenant_id}  {t.object[:12]}" for t in preview.tenants]
+        if preview.unchanged_snapshot is not None:
+            lines.append(
+                f"the newest snapshot of {preview.target_id}, {preview.unchanged_snapshot[:12]}, "
+                "holds exactly these versions (--skip-if-unchanged would store nothing)"
+            )
+        return "\n".join(lines)
+
+    ctx.emit(preview, human)
 
 
 @click.command("list")
@@ -196,6 +269,7 @@ def show(ctx: Context, snapshot_ref: str) -> None:
             f"description {s.description}",
             f"tags        {', '.join(s.tags)}",
             f"tenants     {s.tenants}",
+            *_render_provenance(s.provenance),
             "",
         ]
         rows = [("TENANT", "OBJECT", "SIZE")]
@@ -203,6 +277,13 @@ def show(ctx: Context, snapshot_ref: str) -> None:
         return "\n".join(head) + table(rows)
 
     ctx.emit(detail, human)
+
+
+def _render_provenance(provenance: dict[str, str]) -> list[str]:
+    if not provenance:
+        return ["provenance  (not recorded: taken before format 4)"]
+    pairs = [f"{key}={value}" for key, value in provenance.items()]
+    return [f"provenance  {pairs[0]}", *(f"            {pair}" for pair in pairs[1:])]
 
 
 @click.command()

@@ -292,11 +292,12 @@ def unlock(ctx: Context, force: bool) -> None:
 @lock_timeout_option("Seconds to wait for running snapshots to finish.")
 @pass_context
 def migrate(ctx: Context, lock_timeout: float) -> None:
-    """Convert a format 1 or 2 repository to the current format in place; ids stay the same.
+    """Convert a format 1, 2 or 3 repository to the current format in place; ids stay the same.
 
     Every other command refuses an older repository (exit 12) and points
     here. Format 1 objects are read and checked on the way into packs; format
-    2 manifests are rewritten as JSON. The config is switched only once
+    2 manifests are rewritten as JSON; format 3 manifests are read as they are
+    (only the config changes). The config is switched only once
     everything is stored, so an interrupted run leaves the old repository as
     it was (plus files a rerun reuses); run migrate again to finish it.
     """
@@ -312,5 +313,11 @@ def migrate(ctx: Context, lock_timeout: float) -> None:
             f"{count(result.snapshots, 'snapshot')}, {count(result.objects, 'object')}; "
             f"stored {human_size(result.bytes_before)} -> "
             f"{human_size(result.bytes_after)}"
+            + (
+                f"; {count(result.damaged_manifests, 'damaged manifest')} left as it was "
+                "(run 'casbak verify')"
+                if result.damaged_manifests
+                else ""
+            )
         ),
     )
