@@ -339,13 +339,14 @@ class Catalog:
         finally:
             self._release_compaction_lock()
         self._next = max(self._next, journal_end + 1)
-        return self._view_of(head)
+        return self.view_of(head)
 
     def build_fresh(self, added: list[Added], journal_end: int) -> CatalogView:
         """A catalog of ``added`` held in memory only (see `write_fresh`)."""
-        return self._view_of(self._fresh_head(added, journal_end, store=False))
+        return self.view_of(self._fresh_head(added, journal_end, store=False))
 
-    def _view_of(self, head: Head) -> CatalogView:
+    def view_of(self, head: Head) -> CatalogView:
+        """A reading of ``head`` (maybe one held in memory) and the journal after it."""
         journal = [self._present(entry) for entry in self._journal_after(head.journal)]
         return CatalogView(self, head, journal)
 

@@ -84,6 +84,9 @@ def migrate(
             config = msgspec.structs.replace(repo.config, version=REPOSITORY_VERSION)
             repo.backend.put(CONFIG_KEY, encode_config(config), overwrite=True)
             repo.backend.sync()
+        # Older formats have no catalog: build it now, under this lock, rather
+        # than leave the first reader to read every manifest.
+        Repository.open(repo.backend).view(store=True)
         _remove_old_files(repo, lock.refresh)
         after = _stored_bytes(repo)
     return MigrateResult(

@@ -101,7 +101,6 @@ class Repository:
         self._keys: dict[Digest, str] | None = None
         self.timeline = Timeline(
             backend,
-            self.locks,
             load=self.load,
             manifest_keys=self.manifest_keys,
             rebuild=self.rebuild,
@@ -132,7 +131,9 @@ class Repository:
         except AlreadyExists:
             raise RepositoryExists(f"{backend.describe()} is already a casbak repository") from None
         backend.sync()
-        return cls(backend, config)
+        repo = cls(backend, config)
+        repo.catalog.write_fresh([], 0)
+        return repo
 
     @classmethod
     def open(cls, backend: Backend, *, for_migration: bool = False) -> Repository:
@@ -177,6 +178,8 @@ class Repository:
         # The catalog hears of the snapshot first: a crash before the put
         # leaves a journal entry naming a manifest that is not there, which
         # readers skip; the other order could leave a snapshot it never shows.
+        if self.catalog.head() is None:
+            self.view(store=True)  # journal entries need a head to be folded into
         told = history.added_of(snapshot_id, key, header, manifest)
         waiting = self.catalog.append(
             JournalEntry(CATALOG_VERSION, self.catalog.clock(), added=[told])
@@ -208,9 +211,9 @@ class Repository:
         """The newest snapshot of a target (at or before ``before``)."""
         return self.timeline.latest_of_target(target_id, before)
 
-    def view(self) -> CatalogView:
+    def view(self, *, store: bool = False) -> CatalogView:
         """A reading of the catalog (rebuilt from the manifests when there is none)."""
-        return self.timeline.view()
+        return self.timeline.view(store=store)
 
     def newest_versions(self, tenant_ids: Iterable[str]) -> dict[str, Digest]:
         """Each tenant's object in the newest snapshot holding it; a tenant none holds is absent."""
@@ -295,7 +298,7 @@ class Repository:
             return 0
         removing = set(keys)
         by_id = self.manifest_keys()
-        view = self.view()
+        view = self.view(store=True)
         headers = {sid: self.load(sid, key).header for sid, key in by_id.items()}
         # A delta goes before its parent (it is one deeper), so a crash between
         # removals never leaves a manifest whose parent is gone.

@@ -17,21 +17,18 @@ import msgspec
 from casbak import history
 from casbak.backends.base import Backend
 from casbak.catalog import Catalog, CatalogView
-from casbak.catalogdata import micros_of
+from casbak.catalogdata import Head, micros_of
 from casbak.errors import (
     AmbiguousError,
-    BackendError,
     CasbakError,
     FormatVersionError,
     InputError,
     NotFoundError,
     ObjectMissing,
-    RepositoryLocked,
 )
 from casbak.history import Holder
 from casbak.ids import Digest
 from casbak.layout import CATALOG_PART_PREFIX, MANIFEST_PREFIX, snapshot_id_from_key
-from casbak.locks import LockManager
 from casbak.model import Manifest, utc_now
 from casbak.references import Reference, parse_reference
 from casbak.storedmanifest import Header
@@ -94,7 +91,6 @@ class Timeline:
     def __init__(
         self,
         backend: Backend,
-        locks: LockManager,
         *,
         load: Callable[[Digest, str], Snapshot],
         manifest_keys: Callable[[], dict[Digest, str]],
@@ -102,10 +98,10 @@ class Timeline:
     ) -> None:
         self.backend = backend
         self.catalog = Catalog(backend)
-        self._locks = locks
         self._load = load
         self._manifest_keys = manifest_keys
         self._rebuild = rebuild
+        self._memory_head: Head | None = None
 
     def latest_of_target(self, target_id: str, before: datetime | None = None) -> Snapshot | None:
         """The newest snapshot of a target (at or before ``before``), from the catalog."""
@@ -119,10 +115,19 @@ class Timeline:
 
         return self.ask(newest_of_target)
 
-    def view(self) -> CatalogView:
-        """A reading of the catalog; one is rebuilt from the manifests when there is none."""
+    def view(self, *, store: bool = False) -> CatalogView:
+        """A reading of the catalog; one is rebuilt from the manifests when there is none.
+
+        Only a writer (``store``, holding a lock) stores the rebuilt catalog;
+        for a reader it lives in memory, so reading never changes a repository.
+        """
         view = self.catalog.view()
-        return view if view is not None else self.rebuild_catalog()
+        if view is not None:
+            self._memory_head = None
+            return view
+        if self._memory_head is not None and not store:
+            return self.catalog.view_of(self._memory_head)
+        return self.rebuild_catalog(store=store)
 
     def snapshot_of(self, view: CatalogView, holder: Holder) -> Snapshot:
         """The snapshot a catalog answer names; its manifest is read when asked for."""
@@ -135,12 +140,12 @@ class Timeline:
             loader=lambda: self._rebuild(snapshot_id, found.key),
         )
 
-    def rebuild_catalog(self) -> CatalogView:
-        """Read every manifest and write a new catalog of them (used when there is none).
+    def rebuild_catalog(self, *, store: bool) -> CatalogView:
+        """Read every manifest and build a new catalog of them (used when there is none).
 
-        A snapshot that cannot be read is left out (verify names it). The new
-        catalog is written only when no gc or cleanup holds the repository;
-        else it serves this reading alone.
+        A snapshot that cannot be read is left out (verify names it). With
+        ``store`` (the caller holds a lock) the catalog is written; else it
+        serves this process alone.
         """
         journal_end = self.catalog.journal_end()
         added = []
@@ -152,11 +157,11 @@ class Timeline:
                 raise  # written by a newer casbak: this one must not hide it
             except CasbakError:
                 continue  # removed meanwhile, or damaged (verify names it)
-        try:
-            with self._locks.shared("catalog", 0):
-                return self.catalog.write_fresh(added, journal_end)
-        except (RepositoryLocked, BackendError):
-            return self.catalog.build_fresh(added, journal_end)
+        if store:
+            return self.catalog.write_fresh(added, journal_end)
+        view = self.catalog.build_fresh(added, journal_end)
+        self._memory_head = view.head
+        return view
 
     def snapshots(self, limit: int | None = None) -> list[Snapshot]:
         """Snapshots newest first by the timestamp inside the manifest (the newest ``limit``).

@@ -174,6 +174,7 @@ def test_manifest_with_unknown_version(memory_repo: Repository) -> None:
     sid = hash_bytes(data)
     key = manifest_key(manifest.timestamp, "op", "t", sid)
     memory_repo.backend.put(key, data)
+    memory_repo.catalog.invalidate()  # rebuilt from the manifests, this one included
     with pytest.raises(FormatVersionError):
         memory_repo.snapshots()
 
