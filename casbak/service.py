@@ -21,7 +21,6 @@ from casbak.errors import (
     CasbakError,
     InputError,
     IntegrityError,
-    NotFoundError,
     ObjectMissing,
     StaleCache,
     UsageError,
@@ -36,6 +35,7 @@ from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
 from casbak.snapshotplan import SnapshotPreview, preview, unchanged_snapshot
 from casbak.sources import STDIN, TenantDocument, read_sources
+from casbak.tenanthistory import pick
 
 ALL_TENANTS = "all-tenants"
 
@@ -289,17 +289,19 @@ class SnapshotDetail(msgspec.Struct, frozen=True):
 
     snapshot: SnapshotSummary
     tenants: list[TenantEntry]
+    warnings: list[str] = []
 
 
 def show_snapshot(repo: Repository, reference: str) -> SnapshotDetail:
-    """Metadata and entries of one snapshot."""
-    snapshot = repo.resolve(reference)
+    """Metadata and entries of one snapshot; for TENANT@REF, the snapshot and that tenant."""
+    chosen = pick(repo, reference)
     return SnapshotDetail(
-        SnapshotSummary.of(snapshot),
+        SnapshotSummary.of(chosen.snapshot),
         [
-            TenantEntry(tenant_id, entry.object, entry.size)
-            for tenant_id, entry in sorted(snapshot.manifest.entries.items())
+            TenantEntry(tenant_id, digest, size)
+            for tenant_id, (digest, size) in sorted(chosen.entries.items())
         ],
+        chosen.warnings,
     )
 
 
@@ -307,21 +309,26 @@ def restore_documents(
     repo: Repository, reference: str, tenant_ids: Sequence[str] = ()
 ) -> tuple[Snapshot, dict[str, bytes]]:
     """The canonical bytes of the chosen tenants (all when none named), verified."""
-    snapshot = repo.resolve(reference)
-    entries = snapshot.manifest.entries
-    missing = [tenant_id for tenant_id in tenant_ids if tenant_id not in entries]
-    if missing:
-        raise NotFoundError(
-            f"snapshot {snapshot.id[:12]} has no tenant {', '.join(map(repr, missing))}"
-        )
-    chosen = list(dict.fromkeys(tenant_ids)) if tenant_ids else sorted(entries)
+    snapshot, documents, _ = restore_with_warnings(repo, reference, tenant_ids)
+    return snapshot, documents
+
+
+def restore_with_warnings(
+    repo: Repository, reference: str, tenant_ids: Sequence[str] = ()
+) -> tuple[Snapshot, dict[str, bytes], list[str]]:
+    """`restore_documents`, and a warning per tenant of which a newer snapshot holds another copy.
+
+    ``reference`` may be TENANT@REF (`casbak.references`): that tenant's version.
+    """
+    chosen = pick(repo, reference, tenant_ids)
+    snapshot = chosen.snapshot
     # Read together, so a remote repository fetches them in parallel (pack by
     # pack); the first damaged one, in tenant order, is the error, named by
     # its tenant, because whoever restores thinks in tenants and needs the way out.
-    found = dict(repo.objects.read_many(entries[tenant_id].object for tenant_id in chosen))
+    found = dict(repo.objects.read_many(digest for digest, _ in chosen.entries.values()))
     documents = {}
-    for tenant_id in chosen:
-        result = found[Digest(entries[tenant_id].object)]
+    for tenant_id, (digest, _) in chosen.entries.items():
+        result = found[digest]
         if isinstance(result, BackendError) and not isinstance(result, ObjectMissing):
             raise result  # the storage failed (denied, unreachable): no damage, no repair
         if isinstance(result, CasbakError):
@@ -330,7 +337,7 @@ def restore_documents(
                 "repair it by importing a bundle that holds it (casbak import BUNDLE)"
             ) from result
         documents[tenant_id] = result
-    return snapshot, documents
+    return snapshot, documents, chosen.warnings
 
 
 def render_restored(documents: dict[str, bytes]) -> bytes:

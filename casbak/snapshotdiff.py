@@ -81,6 +81,15 @@ class DiffStat(msgspec.Struct, frozen=True):
     total: DiffTotals
 
 
+class _Named(msgspec.Struct, frozen=True):
+    id: str
+
+
+def is_tenant_reference(reference: str) -> bool:
+    """Whether a reference is TENANT@REF (an ``@`` after its first character)."""
+    return "@" in reference[1:] and not reference.startswith("@")
+
+
 class _Compared(msgspec.Struct, frozen=True):
     """Two resolved snapshots, their chosen entries, and the tenants that differ."""
 
@@ -91,9 +100,28 @@ class _Compared(msgspec.Struct, frozen=True):
     differ: list[TenantStatus]
 
 
+def _side(repo: Repository, reference: str) -> tuple[str, dict[str, ManifestEntry], str | None]:
+    """What one side of a diff holds: a snapshot's tenants, or TENANT@REF's one version."""
+    if is_tenant_reference(reference):
+        version = repo.resolve_tenant(reference)
+        entry = ManifestEntry(version.object, version.size)
+        return version.snapshot.id, {version.tenant_id: entry}, version.tenant_id
+    snapshot = repo.resolve(reference)
+    return snapshot.id, dict(snapshot.manifest.entries), None
+
+
 def _compare(repo: Repository, old_ref: str, new_ref: str, tenant_ids: Sequence[str]) -> _Compared:
-    old, new = repo.resolve(old_ref), repo.resolve(new_ref)
-    before, after = dict(old.manifest.entries), dict(new.manifest.entries)
+    (old_id, before, old_tenant), (new_id, after, new_tenant) = (
+        _side(repo, old_ref),
+        _side(repo, new_ref),
+    )
+    scoped = [tenant for tenant in (old_tenant, new_tenant) if tenant is not None]
+    if scoped and not tenant_ids:
+        # TENANT@REF against a snapshot compares that tenant alone, not the
+        # snapshot's others against nothing.
+        tenant_ids = scoped
+    old = _Named(old_id)
+    new = _Named(new_id)
     if tenant_ids:
         unknown = [t for t in dict.fromkeys(tenant_ids) if t not in before and t not in after]
         if unknown:

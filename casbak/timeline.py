@@ -271,9 +271,10 @@ class Timeline:
             line = history.of_target(view, target_id)
             position = next(i for i, h in enumerate(line) if h.snapshot_id == found.snapshot_id)
             if position + parsed.back >= len(line):
+                earlier = len(line) - 1 - position
                 raise NotFoundError(
-                    f"{parsed.text!r}: target {target_id!r} has only {position} snapshot(s) "
-                    f"before {found.snapshot_id.hex()[:12]}"
+                    f"{parsed.text!r}: target {target_id!r} has {earlier} snapshot"
+                    f"{'' if earlier == 1 else 's'} before {found.snapshot_id.hex()[:12]}"
                 )
             found = line[position + parsed.back]
         return found

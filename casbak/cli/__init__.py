@@ -16,7 +16,7 @@ from typing import NoReturn
 import click
 
 from casbak import __version__
-from casbak.cli import checks, core, maintenance, transfer
+from casbak.cli import checks, core, history, maintenance, transfer
 from casbak.cli.context import Context
 from casbak.cli.output import report_error
 from casbak.defaults import DEFAULT_REPOSITORY_DISPLAY, default_repository
@@ -59,6 +59,7 @@ for _command in (
     core.diff,
     core.restore,
     core.stats,
+    history.log,
     checks.verify,
     maintenance.cleanup,
     maintenance.forget,

@@ -252,12 +252,16 @@ def list_command(
 def show(ctx: Context, snapshot_ref: str) -> None:
     """Show a snapshot's metadata and tenants.
 
-    SNAPSHOT is an id, a unique prefix of 4+ characters, latest, or
-    latest:TARGET for the newest snapshot of one target.
+    SNAPSHOT is an id, a unique prefix of 4+ characters, latest,
+    latest:TARGET, @TIME or REF~N; TENANT@REF shows the snapshot holding that
+    version of TENANT, and that tenant alone (see 'casbak --help').
     """
     from casbak.service import show_snapshot
 
     detail = show_snapshot(ctx.open(), snapshot_ref)
+    if not ctx.json_output:
+        for warning in detail.warnings:
+            click.echo(f"warning: {warning}", err=True)
 
     def human() -> str:
         s = detail.snapshot
@@ -321,7 +325,7 @@ def restore(
     Every document is re-hashed as it is read. With --out - the tenant (or
     {"tenants": [...]} for several) goes to stdout, ready for 'casbak snapshot -'.
     """
-    from casbak.service import render_restored, restore_documents, write_restored
+    from casbak.service import render_restored, restore_with_warnings, write_restored
 
     if to_descope:
         if len(tenant_ids) != 1:
@@ -331,13 +335,16 @@ def restore(
     if dry_run or yes:
         raise click.UsageError("--dry-run and --yes go with --to-descope")
 
-    snap, documents = restore_documents(ctx.open(), snapshot_ref, tenant_ids)
+    snap, documents, warnings = restore_with_warnings(ctx.open(), snapshot_ref, tenant_ids)
+    if not ctx.json_output or out == "-":
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
     if out == "-":
         click.echo(render_restored(documents).decode(), nl=False)
         return
     paths = write_restored(documents, Path(out), force=force)
     ctx.emit(
-        {"snapshot": snap.id, "files": [str(path) for path in paths]},
+        {"snapshot": snap.id, "files": [str(path) for path in paths], "warnings": warnings},
         lambda: f"restored {count(len(paths), 'tenant')} from {snap.id[:12]} into {out}",
     )
 
