@@ -130,24 +130,22 @@ class Catalog:
         return head
 
     def view(self) -> CatalogView | None:
-        """A consistent reading, or None when there is no catalog (it must be rebuilt).
+        """A consistent reading, or None when there is none (it must be rebuilt).
 
         Journal additions whose manifest is not (yet) stored are left out.
+        The head is read again after the journal: two compactions finishing
+        meanwhile delete entries after the head first read, which would end
+        the journal early without a sign (its parts may be cached). A catalog
+        that moves on every attempt counts as none: the manifests answer.
         """
-        for attempt in range(_ATTEMPTS):
+        for _ in range(_ATTEMPTS):
             head = self.head()
             if head is None:
                 return None
-            try:
-                journal = list(self._journal_after(head.journal))
-                view = CatalogView(self, head, [self._present(entry) for entry in journal])
-                for name in head.chunks[-1:]:
-                    self.part(name, Chunk)
-                return view
-            except ObjectMissing:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+            journal = [self._present(entry) for entry in self._journal_after(head.journal)]
+            if self.head() == head:
+                return CatalogView(self, head, journal)
+        return None
 
     def _present(self, entry: JournalEntry) -> JournalEntry:
         kept = [added for added in entry.added if self.backend.stat(added.record.key) is not None]
@@ -357,15 +355,44 @@ class Catalog:
         head = self._fold(start, [entry], store=store)
         return msgspec.structs.replace(head, journal=journal_end)
 
-    def journal_end(self) -> int:
-        """The number of the newest journal entry (0 when none)."""
+    def journal_end(self, *, settled: bool = False) -> int:
+        """The number of the newest journal entry, or the head's when it is newer (0: none).
+
+        Listed, not counted up from the head: without a head (a cleanup
+        crashed) the first entries may be long gone while later ones remain.
+        With ``settled``, the entry before the first one whose manifest may
+        still be on its way: a catalog built from a listing of manifests
+        must leave that one (and those after it) to be read on top of it.
+        """
         head = self.head()
         folded = head.journal if head is not None else 0
-        last = folded
-        for last in count(folded + 1):
-            if self.backend.stat(catalog_journal_key(last)) is None:
-                return last - 1
-        raise AssertionError("unreachable")
+        numbers = [
+            int(key[len(CATALOG_JOURNAL_PREFIX) :])
+            for key in self.backend.list_names(CATALOG_JOURNAL_PREFIX)
+            if key[len(CATALOG_JOURNAL_PREFIX) :].isdigit()
+        ]
+        last = max([folded, *numbers])
+        if settled:
+            for seq, entry in zip(count(folded + 1), self._journal_after(folded), strict=False):
+                if self._arriving(entry):
+                    return seq - 1
+        return last
+
+    def _arriving(self, entry: JournalEntry) -> bool:
+        """Whether an entry names a manifest that is not stored yet but may still come."""
+        present = self._present(entry)
+        return len(present.added) < len(entry.added) and self.clock() - entry.written < GHOST_AFTER
+
+    def purge(self) -> None:
+        """Delete what the head does not need: folded journal entries, unnamed parts.
+
+        Only under the exclusive lock, where no append or compaction runs: a
+        compaction lock found then is a dead compactor's, and goes too.
+        """
+        self._delete(CATALOG_LOCK_KEY)
+        head = self.head()
+        if head is not None:
+            self._purge(head, head.journal)
 
     def invalidate(self) -> None:
         """Remove the head: until a catalog is written again, readers rebuild it."""

@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 from casbak.backends.base import Backend
+from casbak.catalogcheck import CORRUPT, Problem
 from casbak.errors import (
     CasbakError,
     ChecksumMismatch,
@@ -242,4 +243,35 @@ def lock_findings(repo: Repository) -> list[Finding]:
             findings.append(
                 Finding("stale-lock", "info", key, f"lock of {who} is stale (removed on next use)")
             )
+    return findings
+
+
+CATALOG_WAY_OUT = (
+    "the catalog is a cache of the manifests, which are what counts and are not "
+    "affected; 'casbak gc' writes it afresh"
+)
+_SHOWN = 20
+
+
+def catalog_findings(problems: list[Problem]) -> list[Finding]:
+    """One warning per kind of catalog problem and file, naming (some of) the snapshots.
+
+    Never damage: what `list`, references and `log` answer may be wrong or
+    fail until gc writes the catalog afresh, but nothing stored is lost.
+    """
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for problem in problems:
+        ids = grouped.setdefault((problem.kind, problem.location, problem.what), [])
+        if problem.snapshot:
+            ids.append(problem.snapshot)
+    findings = []
+    for (kind, location, what), ids in grouped.items():
+        if kind == CORRUPT:
+            message = f"catalog file {what}"
+        else:
+            message = f"the catalog {what}"
+            if ids:
+                message += f" ({len(ids)} snapshot{'' if len(ids) == 1 else 's'})"
+        message = f"{message}; {CATALOG_WAY_OUT}"
+        findings.append(Finding(kind, "warning", location, message, sorted(ids)[:_SHOWN]))
     return findings

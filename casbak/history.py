@@ -72,14 +72,19 @@ def _journaled(view: CatalogView) -> list[Holder]:
 
 
 def newest(view: CatalogView, limit: int | None = None) -> list[Holder]:
-    """Snapshots newest first; with ``limit``, only the newest ones (reading few chunks)."""
+    """Snapshots newest first; with ``limit``, only the newest ones.
+
+    Every chunk's times are read: positions follow the order the catalog
+    learned of snapshots, not their times (an import adds old ones), so a
+    chunk of old snapshots says nothing of the chunks before it.
+    """
     found = _journaled(view)
     for chunk_index in range(len(view.head.chunks) - 1, -1, -1):
         if limit is not None and len(found) >= limit:
             threshold = sorted(found, key=_sort_key, reverse=True)[limit - 1]
             times = view.times(chunk_index)
             if not times or max(times) < threshold.micros:
-                break
+                continue
         found.extend(_compacted(view, chunk_index))
     found.sort(key=_sort_key, reverse=True)
     return found if limit is None else found[:limit]
@@ -142,7 +147,10 @@ def newest_holding(view: CatalogView, tenant_id: str) -> TenantHolder | None:
     if history is not None:
         occurrences = sorted(
             history.occurrences(),
-            key=lambda item: (view.times(item[0] // CHUNK)[item[0] % CHUNK], item[0]),
+            key=lambda item: (
+                view.times(item[0] // CHUNK)[item[0] % CHUNK],
+                view.chunk(item[0] // CHUNK).id_at(item[0] % CHUNK),
+            ),
             reverse=True,
         )
         for position, version in occurrences:
@@ -266,7 +274,16 @@ def is_at_or_before(holder: Holder, limit: Holder) -> bool:
 
 def added_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest) -> Added:
     """What the catalog is told of a stored snapshot."""
-    found = SnapshotRecord(
+    entries = [
+        TenantEntry(tenant_id, bytes.fromhex(entry.object), entry.size)
+        for tenant_id, entry in manifest.entries.items()
+    ]
+    return Added(record_of(snapshot_id, key, header), micros_of(header.timestamp), entries)
+
+
+def record_of(snapshot_id: Digest, key: str, header: Header) -> SnapshotRecord:
+    """The catalog's record of a snapshot stored under ``key`` with ``header``."""
+    return SnapshotRecord(
         bytes.fromhex(snapshot_id),
         key,
         _TIME_ENCODER.encode(header.timestamp).decode()[1:-1],
@@ -279,11 +296,6 @@ def added_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest) 
         header.depth,
         dict(header.provenance),
     )
-    entries = [
-        TenantEntry(tenant_id, bytes.fromhex(entry.object), entry.size)
-        for tenant_id, entry in manifest.entries.items()
-    ]
-    return Added(found, micros_of(header.timestamp), entries)
 
 
 def header_of_record(found: SnapshotRecord) -> Header:

@@ -1,7 +1,10 @@
 """Use cases that remove data: cleanup (retention, then gc), forget, gc alone, unlock.
 
 All but unlock run under the exclusive lock, so no snapshot is written while
-they mark and sweep; see docs/FORMAT.md (Concurrency).
+they mark and sweep; see docs/FORMAT.md (Concurrency). They work from the
+manifests, never from the catalog (a cache that may lack a snapshot, whose
+objects would then be swept), and write the catalog afresh when it does not
+say what the manifests say.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from casbak.catalogcheck import StoredSnapshots, reconcile
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import Refused, UsageError
 from casbak.gc import DEFAULT_GRACE, GcPlan, execute_gc, plan_gc, plan_removal
@@ -43,9 +47,13 @@ class CleanupReport(msgspec.Struct, frozen=True):
     orphan_packs_removed: int
     kept: list[Kept]
     removed: list[str]
+    catalog_rebuilt: bool = False
+    """The catalog disagreed with the manifests (or was missing) and was written afresh."""
 
     @classmethod
-    def of(cls, plan: GcPlan, decision: Decision | None, dry_run: bool) -> CleanupReport:
+    def of(
+        cls, plan: GcPlan, decision: Decision | None, dry_run: bool, catalog_rebuilt: bool = False
+    ) -> CleanupReport:
         """Combine a retention decision (if any) with a gc plan."""
         return cls(
             dry_run=dry_run,
@@ -60,6 +68,7 @@ class CleanupReport(msgspec.Struct, frozen=True):
             orphan_packs_removed=plan.orphan_packs_removed,
             kept=decision.keep if decision else [],
             removed=decision.remove if decision else [],
+            catalog_rebuilt=catalog_rebuilt,
         )
 
 
@@ -74,12 +83,14 @@ def cleanup(
 ) -> CleanupReport:
     """Apply a retention policy, then collect the garbage it leaves."""
     with repo.locks.exclusive("cleanup", lock_timeout) as lock:
-        snapshots = repo.snapshots()
+        stored = StoredSnapshots(repo)
+        snapshots = stored.snapshots
         decision = apply_policy(_infos(snapshots), policy, clock())
         plan = plan_gc(repo, snapshots=snapshots, removing=set(decision.remove), grace=grace)
+        rebuilt = reconcile(repo, stored, dry_run=dry_run)
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace)
-    return CleanupReport.of(plan, decision, dry_run)
+    return CleanupReport.of(plan, decision, dry_run, rebuilt)
 
 
 def _infos(snapshots: list[Snapshot]) -> list[SnapshotInfo]:
@@ -115,7 +126,10 @@ def forget(
     if not references:
         raise UsageError("name at least one snapshot to forget")
     with repo.locks.exclusive("forget", lock_timeout) as lock:
-        snapshots = repo.snapshots()
+        stored = StoredSnapshots(repo)
+        snapshots = stored.snapshots
+        # References are answered by the catalog: it must say what the manifests say.
+        rebuilt = reconcile(repo, stored, dry_run=dry_run)
         named = {repo.resolve(reference).id for reference in references}
         if not force:
             _refuse_protected(snapshots, named, clock())
@@ -126,7 +140,7 @@ def forget(
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace)
     removed: list[str] = [snap.id for snap in snapshots if snap.id in named]
-    return CleanupReport.of(plan, Decision(keep=[], remove=removed), dry_run)
+    return CleanupReport.of(plan, Decision(keep=[], remove=removed), dry_run, rebuilt)
 
 
 def _refuse_protected(snapshots: list[Snapshot], named: Collection[str], now: datetime) -> None:
@@ -149,12 +163,18 @@ def collect_garbage(
     grace: timedelta = DEFAULT_GRACE,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> CleanupReport:
-    """Remove objects no snapshot references (older than the grace period)."""
+    """Remove objects no snapshot references (older than the grace period).
+
+    The catalog is checked against the manifests the plan reads; one that
+    disagrees, is damaged or is missing is written afresh (``catalog_rebuilt``).
+    """
     with repo.locks.exclusive("gc", lock_timeout) as lock:
-        plan = plan_gc(repo, snapshots=repo.snapshots(), grace=grace)
+        stored = StoredSnapshots(repo)
+        plan = plan_gc(repo, snapshots=stored.snapshots, grace=grace)
+        rebuilt = reconcile(repo, stored, dry_run=dry_run)
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace)
-    return CleanupReport.of(plan, None, dry_run)
+    return CleanupReport.of(plan, None, dry_run, rebuilt)
 
 
 class LockHolder(msgspec.Struct, frozen=True):

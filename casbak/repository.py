@@ -304,6 +304,10 @@ class Repository:
         # removals never leaves a manifest whose parent is gone.
         depths = {key: headers[sid].depth for sid, key in by_id.items()}
         keys = sorted(keys, key=lambda key: depths.get(key, 0), reverse=True)
+        journal_end = self.catalog.journal_end()
+        # Down before the first rewrite: a crash from here on leaves no
+        # catalog (rebuilt by the next reader), never one that disagrees.
+        self.catalog.invalidate()
         rebased: dict[bytes, tuple[bytes, int]] = {}
         for sid, key in sorted(by_id.items(), key=lambda item: item[1]):
             parent = headers[sid].parent
@@ -323,13 +327,12 @@ class Repository:
         self.backend.sync()
         removed_ids = {bytes.fromhex(sid) for sid, key in by_id.items() if key in removing}
         survivors = history.everything_but(view, removed_ids, rebased)
-        self.catalog.invalidate()
         for key in keys:
             self.backend.delete(key)
             keepalive()
         self.backend.sync()
         self._keys = None
-        self.catalog.write_fresh(survivors, self.catalog.journal_end(), purge=True)
+        self.catalog.write_fresh(survivors, journal_end, purge=True)
         return len(rebased)
 
 

@@ -145,9 +145,11 @@ class Timeline:
 
         A snapshot that cannot be read is left out (verify names it). With
         ``store`` (the caller holds a lock) the catalog is written; else it
-        serves this process alone.
+        serves this process alone. A snapshot whose journal entry is written
+        but whose manifest is not yet (another writer's) is not in the listing:
+        the new catalog stops before that entry, so it is read on top.
         """
-        journal_end = self.catalog.journal_end()
+        journal_end = self.catalog.journal_end(settled=True)
         added = []
         for snapshot_id, key in sorted(self._manifest_keys().items(), key=lambda item: item[1]):
             try:

@@ -10,6 +10,9 @@ Without a lock, cleanup and gc may work while verify reads: a snapshot listed
 may be removed and its objects swept, an object may move to a new pack, a
 delta manifest may be rewritten against another parent. So whatever reads
 badly is looked at again before it is called damage (see `_confirmed`).
+
+The catalog is compared with the manifests read here (`casbak.catalogcheck`);
+as a cache of them, what is wrong with it is a warning, never damage.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 
+from casbak.catalogcheck import Said, confirmed_problems, said_of
 from casbak.errors import (
     CasbakError,
     ChecksumMismatch,
@@ -29,6 +33,7 @@ from casbak.findings import (
     Finding,
     VerifyReport,
     blame_bases,
+    catalog_findings,
     index_findings,
     lock_findings,
     missing,
@@ -69,7 +74,9 @@ def verify_repository(
     """
     findings: list[Finding] = []
     refs = list(snapshot_refs)
-    snapshots, referenced = _load_snapshots(repo, refs, findings)
+    said: dict[bytes, Said] = {}
+    snapshots, referenced = _load_snapshots(repo, refs, findings, said)
+    damaged = {bytes.fromhex(sid) for finding in findings for sid in finding.snapshots}
     packs = repo.objects
     findings.extend(index_findings(packs))
     present: dict[str, int] = {digest: info.size for digest, info in repo.objects.list()}
@@ -105,6 +112,7 @@ def verify_repository(
         findings.extend(pack_findings(packs, referenced, pack_hashes))
     if not refs:
         findings.extend(_whole_repository_findings(repo, present, referenced))
+        findings.extend(catalog_findings(confirmed_problems(repo, said, damaged)))
     damage = sum(1 for finding in findings if finding.severity == "damage")
     mode = "quick" if quick else "full"
     return VerifyReport(
@@ -177,9 +185,12 @@ def _check_packed(
 
 
 def _load_snapshots(
-    repo: Repository, refs: list[str], findings: list[Finding]
+    repo: Repository, refs: list[str], findings: list[Finding], said: dict[bytes, Said]
 ) -> tuple[list[Snapshot], set[str]]:
-    """The snapshots to check and every object they reference, each manifest read once."""
+    """The snapshots to check and every object they reference, each manifest read once.
+
+    What each readable manifest says of its snapshot goes to ``said``, for the catalog check.
+    """
     referenced: set[str] = set()
     if refs:
         chosen = [repo.resolve(ref) for ref in refs]
@@ -221,6 +232,8 @@ def _load_snapshots(
                 continue  # removed by a cleanup since we listed it: not damage
             snapshots.append(loaded[0])
             referenced.update(entry.object for entry in loaded[1].entries.values())
+            snap, manifest = loaded
+            said[bytes.fromhex(snapshot_id)] = said_of(snapshot_id, key, snap.header, manifest)
     return snapshots, referenced
 
 

@@ -53,6 +53,12 @@ def _render_cleanup(report: Any, verbose_kept: bool) -> str:
             else ""
         )
     )
+    if report.catalog_rebuilt:
+        verb = "would write" if report.dry_run else "wrote"
+        lines.append(
+            f"{verb} the catalog afresh from the manifests "
+            "(it was missing, damaged or disagreed with them)"
+        )
     return "\n".join(lines)
 
 
