@@ -1,13 +1,25 @@
-"""Growth goals: does the cost of everyday commands stay flat as history grows?
+"""Growth goals: do everyday commands stay fast as history grows to 100,000 snapshots?
 
-    python -m benchmarks.growth [--snapshots 10000] [--tenants 20000]
+    python -m benchmarks.growth [--sizes 10000,100000] [--tenants 2000] [--keep DIR]
 
-Measures, as ratios from one run: `casbak list` of a repository holding N
-snapshots against the bare `python -c "import casbak.cli"` start-up (whole
-processes, median of 5); the in-process `BackupService.create_tenant_backup`
-into that repository against the same call into an empty one (median of 30);
-and the peak memory of one `casbak snapshot` of a 20,000-tenant export against
-the export's size. Setup writes without fsync (it is not what is measured).
+For each size, a repository is built through the Python API (`BackupService`)
+as casbak is used: 99% one-tenant ``tenant-update`` snapshots of tenants
+edited one at a time, 1% ``sync-apply`` snapshots of every tenant, spread over
+the last 60 days (so a 30-day retention removes about half, whatever the
+size). Tenants have the shapes of `benchmarks.workload`. Setup writes without
+fsync (it is not what is measured). Then, as ratios from the same run:
+
+- ``casbak list -n 20`` and ``casbak log TENANT`` against the bare start-up
+  (``python -c "import casbak.cli"``), whole processes, median of 5;
+- ``create_tenant_backup`` into that repository against the same call into an
+  empty one, each call through a new `BackupService` (as a script that backs
+  up before one change does), median and mean of 30;
+- ``casbak find --where`` over the whole history: time and peak memory;
+- ``casbak gc`` and then ``casbak cleanup`` (30-day retention): time and peak
+  memory, and how each grows from the smallest size to the largest.
+
+Prints one JSON document. With ``--keep DIR`` the repositories are built in
+DIR once and measured again on later runs (gc and cleanup then run on a copy).
 """
 
 from __future__ import annotations
@@ -15,81 +27,145 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import measure_rss
-from benchmarks.tools import ENV, folder_bytes
-from benchmarks.workload import Workload
+from benchmarks.tools import ENV
+from benchmarks.workload import edit, new_tenant, tenant_id
 from casbak import BackupService
 
 REPEATS = 5
+CALLS = 30
+SPAN = timedelta(days=60)
+SYNC_EVERY = 100
+FIND_QUERY = '$.enforceSSO == true and $.selfProvisioningDomains[*] ~ "a"'
+
+
+def _clock(start: datetime, step: timedelta) -> Callable[[], datetime]:
+    moments: Iterator[int] = iter(range(10**9))
+    return lambda: start + step * next(moments)
+
+
+def build(path: Path, snapshots: int, tenants: int, seed: int = 11) -> str:
+    """Write the repository; returns the tenant edited most often (for `log`)."""
+    rng = random.Random(seed)
+    taken: set[str] = set()
+    documents = [new_tenant(rng, taken) for _ in range(tenants)]
+    start = datetime.now(UTC) - SPAN
+    service = BackupService(path, clock=_clock(start, SPAN / snapshots))
+    edits: dict[str, int] = {}
+    real_fsync = os.fsync
+    os.fsync = lambda fd: None  # setup only
+    try:
+        for number in range(snapshots):
+            if number % SYNC_EVERY == 0:
+                service.create_backup(documents, "sync-apply", description="sync of every tenant")
+                continue
+            document = rng.choice(documents)
+            edit(rng, document)
+            edits[tenant_id(document)] = edits.get(tenant_id(document), 0) + 1
+            service.create_tenant_backup(document, "tenant-update", f"change {number}")
+    finally:
+        os.fsync = real_fsync
+    return max(edits, key=lambda key: edits[key])
 
 
 def _median_process(argv: list[str]) -> float:
     return statistics.median(measure_rss(argv, env=ENV).seconds for _ in range(REPEATS))
 
 
-def _call_time(service: BackupService, tenant: dict[str, Any], calls: int) -> float:
+def _calls(path: Path, document: dict[str, Any]) -> list[float]:
     times = []
-    for number in range(calls):
+    for number in range(CALLS):
+        probe = {**document, "probe": number}
         started = time.perf_counter()
-        service.create_tenant_backup({**tenant, "probe": number}, "tenant-update")
+        BackupService(path).create_tenant_backup(probe, "tenant-update")
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times
+
+
+def _casbak(repo: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "casbak", "--repo", str(repo), *args]
+
+
+def measure(base: Path, snapshots: int, tenants: int, startup: float) -> dict[str, Any]:
+    """Build one repository of ``snapshots`` (unless kept) and measure everything on it."""
+    built = base / f"built-{snapshots}-{tenants}"
+    marker = built / "busiest-tenant"
+    if not marker.exists():
+        shutil.rmtree(built, ignore_errors=True)
+        started = time.perf_counter()
+        busiest = build(built / "repo", snapshots, tenants)
+        marker.write_text(f"{busiest}\n{time.perf_counter() - started:.1f}\n")
+    busiest, build_s = marker.read_text().split()
+    repo = base / f"work-{snapshots}"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(built / "repo", repo)
+    listing = _median_process(_casbak(repo, "list", "-n", "20"))
+    log = _median_process(_casbak(repo, "log", busiest))
+    probe = new_tenant(random.Random(5), set())
+    shutil.rmtree(base / f"empty-{snapshots}", ignore_errors=True)
+    empty = _calls(base / f"empty-{snapshots}", probe)
+    full = _calls(repo, probe)
+    find = measure_rss(_casbak(repo, "find", "--where", FIND_QUERY), env=ENV)
+    gc = measure_rss(_casbak(repo, "gc"), env=ENV)
+    cleanup = measure_rss(_casbak(repo, "cleanup"), env=ENV)
+    return {
+        "snapshots": snapshots,
+        "build_s": float(build_s),
+        "list_n20_s": round(listing, 4),
+        "list_vs_startup": round(listing / startup, 2),
+        "log_s": round(log, 4),
+        "log_vs_startup": round(log / startup, 2),
+        "create_empty_median_s": round(statistics.median(empty), 5),
+        "create_full_median_s": round(statistics.median(full), 5),
+        "create_full_vs_empty_median": round(statistics.median(full) / statistics.median(empty), 2),
+        "create_full_vs_empty_mean": round(statistics.mean(full) / statistics.mean(empty), 2),
+        "find_s": round(find.seconds, 2),
+        "find_peak_mib": round(find.peak_kib / 1024, 1),
+        "find_ok": find.returncode == 0,
+        "gc_s": round(gc.seconds, 2),
+        "gc_peak_mib": round(gc.peak_kib / 1024, 1),
+        "cleanup_s": round(cleanup.seconds, 2),
+        "cleanup_peak_mib": round(cleanup.peak_kib / 1024, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--snapshots", type=int, default=10000)
-    parser.add_argument("--tenants", type=int, default=20000)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--tenants", type=int, default=2000)
+    parser.add_argument("--keep", type=Path, help="Build the repositories here, once.")
     args = parser.parse_args()
-    tenant = {"id": "probe-tenant", "name": "Probe", "selfProvisioningDomains": ["p.example"]}
+    sizes = [int(size) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(dir=os.environ.get("CASBAK_BENCH_DIR")) as scratch:
-        base = Path(scratch)
-        full = BackupService(base / "full")
-        real_fsync = os.fsync
-        os.fsync = lambda fd: None  # setup only
-        try:
-            for number in range(args.snapshots):
-                full.create_tenant_backup(
-                    {"id": f"tenant-{number % 500}", "n": number}, "tenant-update"
-                )
-        finally:
-            os.fsync = real_fsync
+        base = args.keep or Path(scratch)
+        base.mkdir(parents=True, exist_ok=True)
         startup = _median_process([sys.executable, "-c", "import casbak.cli"])
-        listing = _median_process(
-            [sys.executable, "-m", "casbak", "--repo", str(base / "full"), "list"]
-        )
-        empty_call = _call_time(BackupService(base / "empty"), tenant, 30)
-        full_call = _call_time(full, tenant, 30)
-
-        export = base / "export"
-        next(Workload(args.tenants).rounds(export, 1))
-        big = base / "big"
-        measure_rss([sys.executable, "-m", "casbak", "--repo", str(big), "init"], env=ENV)
-        snap = measure_rss(
-            [sys.executable, "-m", "casbak", "--repo", str(big), "snapshot", str(export)], env=ENV
-        )
-        export_bytes = folder_bytes(export)
-    result = {
-        "snapshots": args.snapshots,
-        "startup_s": round(startup, 4),
-        "list_s": round(listing, 4),
-        "list_vs_startup": round(listing / startup, 2),
-        "create_tenant_backup_empty_s": round(empty_call, 5),
-        "create_tenant_backup_full_s": round(full_call, 5),
-        "full_vs_empty": round(full_call / empty_call, 2),
-        "tenants": args.tenants,
-        "export_mib": round(export_bytes / 2**20, 1),
-        "snapshot_peak_mib": round(snap.peak_kib / 1024, 1),
-        "peak_vs_export": round(snap.peak_kib * 1024 / export_bytes, 2),
+        results = [measure(base, size, args.tenants, startup) for size in sizes]
+    small, large = results[0], results[-1]
+    factor = large["snapshots"] / small["snapshots"]
+    growth = {
+        f"{name}_growth": round(large[f"{name}_s"] / small[f"{name}_s"], 2)
+        for name in ("gc", "cleanup", "find")
     }
-    print(json.dumps(result, indent=2))
+    report = {
+        "startup_s": round(startup, 4),
+        "tenants": args.tenants,
+        "sizes": results,
+        "size_factor": factor,
+        **growth,
+    }
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
