@@ -16,7 +16,9 @@ fsync (it is not what is measured). Then, as ratios from the same run:
   up before one change does), median and mean of 30;
 - ``casbak find --where`` over the whole history: time and peak memory;
 - ``casbak gc`` and then ``casbak cleanup`` (30-day retention): time and peak
-  memory, and how each grows from the smallest size to the largest.
+  memory, and how each grows from the smallest size to the largest;
+- the peak memory of one ``casbak snapshot`` of a 20,000-tenant export against
+  the export's size (``--export-tenants``).
 
 Prints one JSON document. With ``--keep DIR`` the repositories are built in
 DIR once and measured again on later runs (gc and cleanup then run on a copy).
@@ -39,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import measure_rss
-from benchmarks.tools import ENV
-from benchmarks.workload import edit, new_tenant, tenant_id
+from benchmarks.tools import ENV, folder_bytes
+from benchmarks.workload import Workload, edit, new_tenant, tenant_id
 from casbak import BackupService
 
 REPEATS = 5
@@ -140,11 +142,30 @@ def measure(base: Path, snapshots: int, tenants: int, startup: float) -> dict[st
     }
 
 
+def big_snapshot(base: Path, tenants: int) -> dict[str, Any]:
+    """Peak memory of one snapshot of a large export, against the export's size."""
+    export = base / "export"
+    shutil.rmtree(export, ignore_errors=True)
+    next(Workload(tenants).rounds(export, 1))
+    big = base / "big"
+    shutil.rmtree(big, ignore_errors=True)
+    measure_rss(_casbak(big, "init"), env=ENV)
+    snap = measure_rss(_casbak(big, "snapshot", str(export)), env=ENV)
+    export_bytes = folder_bytes(export)
+    return {
+        "export_tenants": tenants,
+        "export_mib": round(export_bytes / 2**20, 1),
+        "snapshot_peak_mib": round(snap.peak_kib / 1024, 1),
+        "peak_vs_export": round(snap.peak_kib * 1024 / export_bytes, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--tenants", type=int, default=2000)
     parser.add_argument("--keep", type=Path, help="Build the repositories here, once.")
+    parser.add_argument("--export-tenants", type=int, default=20000)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(dir=os.environ.get("CASBAK_BENCH_DIR")) as scratch:
@@ -152,6 +173,7 @@ def main() -> None:
         base.mkdir(parents=True, exist_ok=True)
         startup = _median_process([sys.executable, "-c", "import casbak.cli"])
         results = [measure(base, size, args.tenants, startup) for size in sizes]
+        large_export = big_snapshot(base, args.export_tenants)
     small, large = results[0], results[-1]
     factor = large["snapshots"] / small["snapshots"]
     growth = {
@@ -164,6 +186,7 @@ def main() -> None:
         "sizes": results,
         "size_factor": factor,
         **growth,
+        **large_export,
     }
     print(json.dumps(report, indent=2))
 
