@@ -177,6 +177,10 @@ class Catalog:
             folded = head.journal if head is not None else 0
             seq = max(self._next, folded + 1)
             while True:
+                # A stat is far cheaper than a create that fails: find the
+                # end first, and let the create settle a race for it.
+                while self.backend.stat(catalog_journal_key(seq)) is not None:
+                    seq += 1
                 try:
                     self.backend.put(catalog_journal_key(seq), data)
                     break
