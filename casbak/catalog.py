@@ -106,6 +106,10 @@ class Catalog:
         self.clock = clock
         self._parts: dict[str, Chunk | Bucket] = {}
         self._next = 1
+        self._journal: dict[int, JournalEntry] = {}
+        """Journal entries read, by number: an entry is created once and never changed."""
+        self._whole: set[int] = set()
+        """Journal entries whose manifests were all seen stored."""
 
     def part(self, name: str, kind: type[P]) -> P:
         """A part by name (immutable, so cached); ObjectMissing when a compaction removed it."""
@@ -139,8 +143,13 @@ class Catalog:
             if head is None:
                 return None
             try:
-                journal = list(self._journal_after(head.journal))
-                view = CatalogView(self, head, [self._present(entry) for entry in journal])
+                journal = [
+                    entry if seq in self._whole else self._present(entry, seq)
+                    for seq, entry in zip(
+                        count(head.journal + 1), self._journal_after(head.journal), strict=False
+                    )
+                ]
+                view = CatalogView(self, head, journal)
                 for name in head.chunks[-1:]:
                     self.part(name, Chunk)
                 return view
@@ -149,20 +158,30 @@ class Catalog:
                     raise
         raise AssertionError("unreachable")
 
-    def _present(self, entry: JournalEntry) -> JournalEntry:
+    def _present(self, entry: JournalEntry, seq: int | None = None) -> JournalEntry:
         kept = [added for added in entry.added if self.backend.stat(added.record.key) is not None]
         if len(kept) == len(entry.added):
+            if seq is not None:
+                self._whole.add(seq)
             return entry
         return msgspec.structs.replace(entry, added=kept)
 
     def _journal_after(self, folded: int) -> Iterator[JournalEntry]:
+        for stale in [seq for seq in self._journal if seq <= folded]:
+            del self._journal[stale]
+            self._whole.discard(stale)
         for seq in count(folded + 1):
+            cached = self._journal.get(seq)
+            if cached is not None:
+                yield cached
+                continue
             try:
                 data = self.backend.get(catalog_journal_key(seq))
             except ObjectMissing:
                 self._next = max(self._next, seq)
                 return
-            yield decode_part(data, JournalEntry, f"catalog journal {seq}")
+            entry = self._journal[seq] = decode_part(data, JournalEntry, f"catalog journal {seq}")
+            yield entry
 
     def append(self, entry: JournalEntry) -> int:
         """Add a journal entry durably; returns how many entries wait to be folded.
