@@ -21,8 +21,10 @@ fsync (it is not what is measured). Then, as ratios from the same run:
 - the peak memory of one ``casbak snapshot`` of a 20,000-tenant export against
   the export's size (``--export-tenants``).
 
-Prints one JSON document. With ``--keep DIR`` the repositories are built in
-DIR once and measured again on later runs (gc and cleanup then run on a copy).
+Prints one JSON document and writes its section of benchmarks/RESULTS.md
+(``--from-json FILE`` writes that section from a report printed before).
+With ``--keep DIR`` the repositories are built in DIR once and measured again
+on later runs (gc and cleanup then run on a copy).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import measure_rss
-from benchmarks.tools import ENV, folder_bytes
+from benchmarks.tools import ENV, GROWTH_SECTION, folder_bytes, write_section
 from benchmarks.workload import Workload, edit, new_tenant, tenant_id
 from casbak import BackupService
 
@@ -173,13 +175,79 @@ def big_snapshot(base: Path, tenants: int) -> dict[str, Any]:
     }
 
 
+RESULTS = Path(__file__).parent / "RESULTS.md"
+COMMAND = "python -m benchmarks.growth --keep /tmp/casbak-growth"
+
+
+def _goal(text: str, value: float, limit: float) -> str:
+    verdict = "met" if value <= limit else "**NOT met**"
+    return f"- {text}: {value} (goal <= {limit}) — {verdict}"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The growth section of RESULTS.md."""
+    sizes = report["sizes"]
+    large = sizes[-1]
+    columns = [key for key in sizes[0] if key != "find_ok"]
+    lines = [
+        "# Growth: everyday commands as history grows",
+        "",
+        f"`{COMMAND}` (repositories built through the Python API: 99% one-tenant "
+        f"tenant-update, 1% sync-apply of {report['tenants']} tenants, over 60 days). "
+        f'Bare start-up `python -c "import casbak.cli"`: {report["startup_s"]} s. '
+        "Times in seconds, memory in MiB; ratios from the same run.",
+        "",
+        "| figure | " + " | ".join(f"{size['snapshots']:,} snapshots" for size in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    lines += [
+        f"| {column} | " + " | ".join(str(size[column]) for size in sizes) + " |"
+        for column in columns
+    ]
+    lines += [
+        "",
+        f"## Goals at {large['snapshots']:,} snapshots",
+        "",
+        _goal("`casbak list -n 20` x bare start-up", large["list_vs_startup"], 2.0),
+        _goal("`casbak log TENANT` x bare start-up", large["log_vs_startup"], 3.0),
+        _goal(
+            "`create_tenant_backup` (one service) x empty repository, median",
+            large["create_warm_vs_empty_median"],
+            1.5,
+        ),
+        _goal("`casbak find --where` over the whole history, seconds", large["find_s"], 10.0),
+        f"- `casbak find` peak memory: {large['find_peak_mib']} MiB",
+        f"- `create_tenant_backup` through a new `BackupService` per call (reads index and "
+        f"catalog afresh) x empty: {large['create_cold_vs_empty_median']} (median), not a goal",
+        _goal(
+            f"`casbak gc` time growth over {report['size_factor']:g}x the snapshots",
+            report["gc_growth"],
+            report["size_factor"],
+        ),
+        _goal(
+            f"`casbak cleanup` time growth over {report['size_factor']:g}x the snapshots",
+            report["cleanup_growth"],
+            report["size_factor"],
+        ),
+        f"- one snapshot of a {report['export_tenants']:,}-tenant export "
+        f"({report['export_mib']} MiB): peak {report['snapshot_peak_mib']} MiB, "
+        f"{report['peak_vs_export']} x the export",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--tenants", type=int, default=2000)
     parser.add_argument("--keep", type=Path, help="Build the repositories here, once.")
     parser.add_argument("--export-tenants", type=int, default=20000)
+    parser.add_argument("--from-json", type=Path, help="Only write RESULTS.md from this report.")
     args = parser.parse_args()
+    if args.from_json:
+        write_section(RESULTS, GROWTH_SECTION, render(json.loads(args.from_json.read_text())))
+        return
     sizes = [int(size) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(dir=os.environ.get("CASBAK_BENCH_DIR")) as scratch:
         base = args.keep or Path(scratch)
@@ -202,6 +270,7 @@ def main() -> None:
         **large_export,
     }
     print(json.dumps(report, indent=2))
+    write_section(RESULTS, GROWTH_SECTION, render(report))
 
 
 if __name__ == "__main__":
