@@ -25,6 +25,31 @@ ENV = {
 }
 
 
+COMPARE_SECTION = "compare"
+GROWTH_SECTION = "growth"
+_SECTIONS = (COMPARE_SECTION, GROWTH_SECTION)
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replace one script's section of a results file, keeping the others' sections."""
+    old = path.read_text() if path.exists() else ""
+    sections = {}
+    for section in _SECTIONS:
+        start, end = f"<!-- {section} -->\n", f"<!-- /{section} -->\n"
+        if start in old and end in old:
+            sections[section] = old[old.index(start) + len(start) : old.index(end)]
+    if COMPARE_SECTION not in sections and old and "<!-- " not in old:
+        sections[COMPARE_SECTION] = old  # a file written before sections existed
+    sections[name] = text
+    path.write_text(
+        "\n".join(
+            f"<!-- {section} -->\n{sections[section]}<!-- /{section} -->\n"
+            for section in _SECTIONS
+            if section in sections
+        )
+    )
+
+
 def ensure_installed(names: list[str]) -> list[str]:
     """Install missing Debian packages for the named tools; return those available."""
     packages = {"restic": "restic", "borg": "borgbackup", "git": "git"}

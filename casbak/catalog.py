@@ -106,6 +106,10 @@ class Catalog:
         self.clock = clock
         self._parts: dict[str, Chunk | Bucket] = {}
         self._next = 1
+        self._journal: dict[int, JournalEntry] = {}
+        """Journal entries read, by number: an entry is created once and never changed."""
+        self._whole: set[int] = set()
+        """Journal entries whose manifests were all seen stored."""
 
     def part(self, name: str, kind: type[P]) -> P:
         """A part by name (immutable, so cached); ObjectMissing when a compaction removed it."""
@@ -142,25 +146,40 @@ class Catalog:
             head = self.head()
             if head is None:
                 return None
-            journal = [self._present(entry) for entry in self._journal_after(head.journal)]
+            journal = [
+                entry if seq in self._whole else self._present(entry, seq)
+                for seq, entry in zip(
+                    count(head.journal + 1), self._journal_after(head.journal), strict=False
+                )
+            ]
             if self.head() == head:
                 return CatalogView(self, head, journal)
         return None
 
-    def _present(self, entry: JournalEntry) -> JournalEntry:
+    def _present(self, entry: JournalEntry, seq: int | None = None) -> JournalEntry:
         kept = [added for added in entry.added if self.backend.stat(added.record.key) is not None]
         if len(kept) == len(entry.added):
+            if seq is not None:
+                self._whole.add(seq)
             return entry
         return msgspec.structs.replace(entry, added=kept)
 
     def _journal_after(self, folded: int) -> Iterator[JournalEntry]:
+        for stale in [seq for seq in self._journal if seq <= folded]:
+            del self._journal[stale]
+            self._whole.discard(stale)
         for seq in count(folded + 1):
+            cached = self._journal.get(seq)
+            if cached is not None:
+                yield cached
+                continue
             try:
                 data = self.backend.get(catalog_journal_key(seq))
             except ObjectMissing:
                 self._next = max(self._next, seq)
                 return
-            yield decode_part(data, JournalEntry, f"catalog journal {seq}")
+            entry = self._journal[seq] = decode_part(data, JournalEntry, f"catalog journal {seq}")
+            yield entry
 
     def append(self, entry: JournalEntry) -> int:
         """Add a journal entry durably; returns how many entries wait to be folded.
@@ -175,6 +194,10 @@ class Catalog:
             folded = head.journal if head is not None else 0
             seq = max(self._next, folded + 1)
             while True:
+                # A stat is far cheaper than a create that fails: find the
+                # end first, and let the create settle a race for it.
+                while self.backend.stat(catalog_journal_key(seq)) is not None:
+                    seq += 1
                 try:
                     self.backend.put(catalog_journal_key(seq), data)
                     break

@@ -18,7 +18,6 @@ import os
 import socket
 from collections.abc import Iterable, Mapping
 from functools import cache
-from importlib import metadata
 
 from casbak.errors import InputError
 
@@ -126,6 +125,8 @@ def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
 @cache
 def casbak_version() -> str:
     """The installed casbak's version (the package root, which holds it, sits above this layer)."""
+    from importlib import metadata  # only when a snapshot is taken: it costs start-up time
+
     try:
         return metadata.version("casbak")
     except metadata.PackageNotFoundError:

@@ -30,7 +30,6 @@ from casbak.layout import DICTIONARY_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX, PACK
 from casbak.model import Manifest, ManifestEntry, provenance_field, utc_now
 from casbak.names import tenant_filename
 from casbak.outfiles import atomic_output, sync_folder
-from casbak.provenance import collect_provenance
 from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
 from casbak.snapshotplan import SnapshotPreview, preview, unchanged_snapshot
@@ -111,6 +110,8 @@ def take_snapshot(
     _check_label("target", target_id)
     for tag in tags:
         _check_label("tag", tag)
+    from casbak.provenance import collect_provenance  # its imports cost every other command
+
     provenance = collect_provenance(meta)
     if skip_if_unchanged:
         existing = unchanged_snapshot(repo, target_id, documents)
@@ -265,15 +266,18 @@ def list_snapshots(
     target_id: str | None = None,
     operation: str | None = None,
     tag: str | None = None,
+    limit: int | None = None,
 ) -> list[SnapshotSummary]:
-    """Snapshots newest first, filtered by target, operation and tag."""
-    return [
+    """Snapshots newest first, filtered by target, operation and tag; the newest ``limit``."""
+    filtered = target_id is not None or operation is not None or tag is not None
+    found = [
         SnapshotSummary.of(snap)
-        for snap in repo.snapshots()
+        for snap in repo.snapshots(None if filtered else limit)
         if (target_id is None or snap.header.target_id == target_id)
         and (operation is None or snap.header.operation == operation)
         and (tag is None or tag in snap.header.tags)
     ]
+    return found if limit is None else found[:limit]
 
 
 class TenantEntry(msgspec.Struct, frozen=True):

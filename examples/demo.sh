@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: two rounds of the sample tenants into a
-# fresh local repository, then list, stats, diff, restore and verify.
+# fresh local repository, then list, stats, diff, log, restore and verify.
 set -euo pipefail
 repo=${1:-.demo/repo}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,8 +14,9 @@ run casbak snapshot "$here/tenants/round-2" --operation sync-apply --description
 run casbak snapshot "$here/tenants/round-2/globex-us.json" --operation tenant-update
 run casbak list
 run casbak stats
-run casbak diff "$(casbak --json list | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"][-1]["id"])')" latest:all-tenants
-run casbak restore latest:globex-us --out "$(dirname "$repo")/restored"
+run casbak diff latest:all-tenants~1 latest:all-tenants
+run casbak log globex-us -p
+run casbak restore globex-us@latest --out "$(dirname "$repo")/restored"
 run casbak show latest
 run casbak verify
 run casbak export --all -o "$(dirname "$repo")/all.casbak" --force

@@ -219,14 +219,21 @@ def _emit_preview(ctx: Context, preview: Any) -> None:
 @click.option("--target", "-t", "target_id", help="Only snapshots of this target.")
 @click.option("--operation", "-o", help="Only snapshots of this operation.")
 @click.option("--tag", help="Only snapshots with this tag.")
+@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="Only the newest N.")
 @pass_context
 def list_command(
-    ctx: Context, target_id: str | None, operation: str | None, tag: str | None
+    ctx: Context,
+    target_id: str | None,
+    operation: str | None,
+    tag: str | None,
+    limit: int | None,
 ) -> None:
     """List snapshots, newest first."""
     from casbak.service import list_snapshots
 
-    found = list_snapshots(ctx.open(), target_id=target_id, operation=operation, tag=tag)
+    found = list_snapshots(
+        ctx.open(), target_id=target_id, operation=operation, tag=tag, limit=limit
+    )
 
     def human() -> str:
         rows = [("ID", "TIME (UTC)", "OPERATION", "TARGET", "TENANTS", "DESCRIPTION")]

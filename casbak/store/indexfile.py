@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Collection, Iterable
+from typing import Annotated
 
 import msgspec
 import zstandard
@@ -31,8 +32,9 @@ _NO_BASE = bytes(BASE_PREFIX_BYTES)
 class PackRef(msgspec.Struct, array_like=True, frozen=True):
     """A pack an index covers: its id and its dictionary's id (empty for none)."""
 
-    pack: bytes
-    dictionary: bytes
+    pack: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    dictionary: Annotated[bytes, msgspec.Meta(max_length=32)]
+    """Empty or 32 bytes; any other length is found when the reference is used."""
 
 
 class _IndexDocument(msgspec.Struct, forbid_unknown_fields=True):
@@ -99,16 +101,35 @@ def encode_index(locations: Iterable[tuple[Digest, Location]]) -> bytes:
 class IndexFile:
     """One decoded index file: found record by record (bisection) or all at once."""
 
-    def __init__(self, packs: list[tuple[Digest, Digest | None]], records: bytes, what: str):
-        self.packs = packs
+    def __init__(self, packs: list[PackRef], records: bytes, what: str):
+        self._refs = packs
+        self._named: dict[int, tuple[Digest, Digest | None]] = {}
+        """Pack references turned into ids when first used: an index names thousands of packs."""
         self.records = records
         self.what = what
         self.count = len(records) // _RECORD.size
 
+    @property
+    def packs(self) -> list[tuple[Digest, Digest | None]]:
+        """Every pack this file names, with its dictionary."""
+        return [self._pack(number) for number in range(len(self._refs))]
+
+    def _pack(self, number: int) -> tuple[Digest, Digest | None]:
+        named = self._named.get(number)
+        if named is None:
+            ref = self._refs[number]
+            if len(ref.dictionary) not in (0, 32):
+                raise CorruptData(self.what, "malformed pack reference")
+            named = self._named[number] = (
+                Digest(ref.pack.hex()),
+                Digest(ref.dictionary.hex()) or None,
+            )
+        return named
+
     def _location(self, number: int, offset: int, length: int, size: int, base: bytes) -> Location:
-        if number >= len(self.packs) or length == 0:
+        if number >= len(self._refs) or length == 0:
             raise CorruptData(self.what, "record names no pack or is empty")
-        pack, dictionary = self.packs[number]
+        pack, dictionary = self._pack(number)
         unresolved = None if base == _NO_BASE else base.hex()
         return Location(pack, offset, length, size, None, dictionary, unresolved)
 
@@ -164,12 +185,7 @@ def parse_index(stored: bytes, what: str) -> IndexFile:
         raise FormatVersionError(f"{what}: pack index version {document.version!r} is unknown")
     if len(document.records) % _RECORD.size:
         raise CorruptData(what, "records are cut short")
-    packs: list[tuple[Digest, Digest | None]] = []
-    for ref in document.packs:
-        if len(ref.pack) != 32 or len(ref.dictionary) not in (0, 32):
-            raise CorruptData(what, "malformed pack reference")
-        packs.append((Digest(ref.pack.hex()), Digest(ref.dictionary.hex()) or None))
-    return IndexFile(packs, document.records, what)
+    return IndexFile(document.packs, document.records, what)
 
 
 def decode_index(stored: bytes, what: str) -> dict[Digest, Location]:

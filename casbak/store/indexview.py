@@ -43,6 +43,8 @@ class IndexView:
         """The index files in use: those loaded, then those written here."""
         self.problems: list[tuple[str, CasbakError]] = []
         """Index files left out of the view (damaged), each with what is wrong with it."""
+        self._cache: dict[str, IndexFile] = {}
+        """Parsed index files by key: a file is named by its content, so parsing it once holds."""
 
     @property
     def decoded(self) -> bool:
@@ -146,14 +148,24 @@ class IndexView:
         """A writer has made an index file durable."""
         self._keys.append(key)
 
-    def files_replaced(self, key: str, locations: Mapping[Digest, Location] | None) -> None:
-        """A writer has replaced every index file in use by the file ``key``.
+    def files_replaced(
+        self,
+        key: str,
+        locations: Mapping[Digest, Location] | None,
+        replaced: Iterable[str] | None = None,
+    ) -> None:
+        """A writer has replaced index files (``replaced``, else all in use) by the file ``key``.
 
         With ``locations`` (a sweep), that file holds exactly these records,
         which become the whole index; without, it holds what the old ones did.
         """
         with self._lock:
-            self._keys = [key]
+            if replaced is None:
+                self._keys = [key]
+            else:
+                gone = set(replaced)
+                self._keys = [k for k in self._keys if k not in gone and k != key] + [key]
+                self._parsed = None
             if locations is not None:
                 self._merged = dict(locations)
                 self._overlay = {}
@@ -187,13 +199,24 @@ class IndexView:
             if relisted != sorted(keys) and attempt < _LISTINGS - 1:
                 continue
             self.problems = problems
+            self._cache = {key: self._cache[key] for key in keys if key in self._cache}
             return found
         raise ObjectMissing(INDEX_PREFIX)
 
     def _parse(self, key: str) -> IndexFile:
+        cached = self._cache.get(key)
+        if cached is not None:
+            if self._backend.stat(key) is None:
+                raise ObjectMissing(key)  # merged away by another writer since
+            return cached
         name = key.removeprefix(INDEX_PREFIX)
         stored = get_checked(self._backend, key, name, f"index {key}")
-        return parse_index(stored, f"index {key}")
+        parsed = self._cache[key] = parse_index(stored, f"index {key}")
+        return parsed
+
+    def record_count(self, key: str) -> int:
+        """How many records an index file holds (parsed once)."""
+        return self._parse(key).count
 
     def _resolve_one(self, location: Location) -> Location:
         """A base prefix resolved without decoding the whole index (left as is if ambiguous)."""

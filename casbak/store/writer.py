@@ -175,7 +175,7 @@ class PackWriter(UsesParts):
             except ObjectMissing:
                 pass
         self._backend.sync()
-        self._index.files_replaced(key, locations if whole else None)
+        self._index.files_replaced(key, locations if whole else None, None if whole else old)
         return key
 
     def refresh_objects(self, digests: Iterable[str]) -> None:
@@ -194,10 +194,22 @@ class PackWriter(UsesParts):
 
     def _merge_if_many(self) -> None:
         # Merging is safe next to other writers: an index file is removed only
-        # after a durable merged file holds every one of its records.
+        # after a durable merged file holds every one of its records. Only the
+        # newest files are merged (so a newer record still wins over an older
+        # one), leaving out each oldest file bigger than all newer ones
+        # together: a record is then rewritten only when the files newer than
+        # its own have grown as big, a few times in its life, not at every merge.
         old = self._index.file_keys()
         if len(old) <= MERGE_INDEXES_OVER:
             return
+        try:
+            sizes = [self._index.record_count(key) for key in old]
+        except ObjectMissing:
+            return  # someone else merged first
+        start = 0
+        while start < len(old) - 2 and sizes[start] > sum(sizes[start + 1 :]):
+            start += 1
+        old = old[start:]
         merged: dict[Digest, Location] = {}
         for key in old:
             try:
