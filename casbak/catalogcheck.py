@@ -41,7 +41,12 @@ from casbak.catalogdata import (
 )
 from casbak.errors import CasbakError, CorruptData, ObjectMissing
 from casbak.ids import Digest
-from casbak.layout import CATALOG_HEAD_KEY, catalog_journal_key, catalog_part_key
+from casbak.layout import (
+    CATALOG_HEAD_KEY,
+    CATALOG_PREFIX,
+    catalog_journal_key,
+    catalog_part_key,
+)
 from casbak.model import Manifest
 from casbak.repository import Repository, Snapshot, sort_newest_first
 from casbak.storedmanifest import Header
@@ -195,6 +200,8 @@ def _look(repo: Repository, expected: Mapping[bytes, Said], ignore: set[bytes]) 
         # A part checked a moment ago is gone: a compaction replaced it (or
         # under the exclusive lock, where none runs, it is really missing).
         return [Problem(CORRUPT, exc.key, "is missing")]
+    except CasbakError as exc:
+        return [Problem(CORRUPT, CATALOG_PREFIX, f"could not be checked: {exc}")]
     return [] if reading is None else disagreements(reading, expected, ignore)
 
 
