@@ -46,6 +46,7 @@ from casbak.layout import (
     catalog_journal_key,
     catalog_part_key,
 )
+from casbak.store.hashnamed import put_once
 
 COMPACT_AFTER = 32
 """Journal entries after which a writer folds them into the parts."""
@@ -288,10 +289,9 @@ class Catalog:
         data = encode_part(part)
         name = part_name(data)
         if store:
-            try:
-                self.backend.put(catalog_part_key(name), data)
-            except AlreadyExists:
-                pass  # the same bytes: the same part
+            # A name already taken holds these bytes, unless that file is damaged:
+            # then this is its repair (a fresh catalog must not name a bad part).
+            put_once(self.backend, catalog_part_key(name), data)
         self._parts[name] = part
         return name
 

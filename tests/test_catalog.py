@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import blake3
@@ -70,9 +71,7 @@ def compact_often(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def journal_numbers(repo: Repository) -> list[int]:
-    return [
-        int(key.rsplit("/", 1)[1]) for key in repo.backend.list_names(CATALOG_JOURNAL_PREFIX)
-    ]
+    return [int(key.rsplit("/", 1)[1]) for key in repo.backend.list_names(CATALOG_JOURNAL_PREFIX)]
 
 
 def stored_parts(repo: Repository) -> set[str]:
@@ -224,7 +223,7 @@ def test_history_answers_merge_parts_and_journal(small_chunks: int, folded: int)
         runs = [[h.version for h in run] for run in history.versions(answer)]
         assert [v for run in runs for v in run] == [v for _, v in held]
         assert all(len(set(run)) == 1 for run in runs)
-        assert all(a[0] != b[0] for a, b in zip(runs, runs[1:], strict=False))
+        assert all(a[0] != b[0] for a, b in pairwise(runs))
         newest = history.newest_holding(view, tenant)
         assert newest is not None and newest.version == held[0][1]
     assert history.newest_holding(view, "nobody") is None
@@ -242,7 +241,10 @@ def test_history_answers_merge_parts_and_journal(small_chunks: int, folded: int)
     assert history.find(view, sid_of(50)) is None
     assert history.find(view, sid_of(99)) is None
     assert repo.resolve("latest").id == ids[0].hex()
-    assert repo.resolve("latest:a~1").id == [a for a in order if a.record.target_id == "a"][1].record.hex_id
+    assert (
+        repo.resolve("latest:a~1").id
+        == [a for a in order if a.record.target_id == "a"][1].record.hex_id
+    )
     assert repo.resolve("@2025-11-18T17:00:00").id == sid_of(0).hex()  # T0 + 30h
     assert repo.resolve_tenant("b@latest~1").object == version(11).hex()
 
@@ -277,7 +279,10 @@ def test_latest_is_right_after_older_snapshots_were_imported(
     repo = Repository.init(LocalBackend(tmp_path / "repo"))
     clock = FakeClock(datetime(2025, 6, 1, tzinfo=UTC))
     newest = [snap(repo, clock, {"id": "a", "v": n}) for n in range(3)][-1]
-    for when, count in [(datetime(2024, 1, 1, tzinfo=UTC), 3), (datetime(2024, 12, 1, tzinfo=UTC), 1)]:
+    for when, count in [
+        (datetime(2024, 1, 1, tzinfo=UTC), 3),
+        (datetime(2024, 12, 1, tzinfo=UTC), 1),
+    ]:
         old = Repository.init(LocalBackend(tmp_path / f"old-{count}"))
         old_clock = FakeClock(when)
         for n in range(count):
