@@ -243,3 +243,92 @@ def test_cli_killed_at_random_moment(tmp_path: Path, seed: int, command: str) ->
     assert verify_repository(repo).ok
     latest = restore_documents(repo, "latest")[1]
     assert len(latest) == 800
+
+
+MODULE_WRITER = r"""
+import json, subprocess, sys
+repo, writer, rounds, out = sys.argv[1:5]
+done = []
+for r in range(int(rounds)):
+    tenants = [{"id": f"{writer}-t{i}", "v": (r + i) % 3} for i in range(3)] + [{"id": "shared"}]
+    proc = subprocess.run(
+        [sys.executable, "-m", "casbak", "--repo", repo, "--json", "snapshot", "-", "-t", writer,
+         "--lock-timeout", "60"], input=json.dumps(tenants).encode(), capture_output=True)
+    if proc.returncode != 0:
+        sys.exit(f"snapshot failed: {proc.stderr.decode()}")
+    done.append({"id": json.loads(proc.stdout)["snapshot"]["id"]})
+json.dump(done, open(out, "w"))
+"""
+
+COMPACTOR = r"""
+import pathlib, sys
+from casbak.backends.local import LocalBackend
+from casbak.repository import Repository
+repo, stop = sys.argv[1:3]
+moved = 0
+while not pathlib.Path(stop).exists():
+    catalog = Repository.open(LocalBackend(pathlib.Path(repo))).catalog
+    before = catalog.head()
+    catalog.compact()
+    moved += catalog.head() != before
+print(moved)
+"""
+
+LISTER = r"""
+import json, pathlib, subprocess, sys
+repo, stop = sys.argv[1:3]
+seen = set()
+rounds = 0
+while not pathlib.Path(stop).exists() or rounds == 0:
+    proc = subprocess.run([sys.executable, "-m", "casbak", "--repo", repo, "--json", "list"],
+                          capture_output=True)
+    if proc.returncode != 0:
+        sys.exit(proc.stderr.decode())
+    ids = [s["id"] for s in json.loads(proc.stdout)["snapshots"]]
+    if len(ids) != len(set(ids)):
+        sys.exit(f"a snapshot listed twice: {ids}")
+    if not seen <= set(ids):
+        sys.exit(f"snapshots listed before are gone: {sorted(seen - set(ids))}")
+    seen = set(ids)
+    rounds += 1
+print(rounds)
+"""
+
+
+@pytest.mark.slow
+def test_snapshot_processes_racing_a_compactor_and_a_lister(tmp_path: Path) -> None:
+    """Every snapshot shows in `list` exactly once; nothing listed ever disappears;
+    afterwards the catalog says what the manifests say."""
+    from tests.catalogtools import assert_agrees
+
+    repo = tmp_path / "repo"
+    subprocess.run([sys.executable, "-m", "casbak", "--repo", str(repo), "init"], check=True)
+    stop = tmp_path / "stop"
+    helpers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(repo), str(stop)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for script in (COMPACTOR, LISTER)
+    ]
+    writers = []
+    for number in range(WRITERS + 1):
+        out = tmp_path / f"writer{number}.json"
+        argv = [sys.executable, "-c", MODULE_WRITER, str(repo), f"w{number}", str(3 * ROUNDS)]
+        writers.append((out, subprocess.Popen([*argv, str(out)])))
+    for _, proc in writers:
+        assert proc.wait(timeout=600) == 0
+    stop.touch()
+    results = [helper.communicate(timeout=120) for helper in helpers]
+    for helper, (_, err) in zip(helpers, results, strict=True):
+        assert helper.returncode == 0, err.decode()
+    compactions, listings = (int(out) for out, _ in results)
+    assert listings > 0
+    written = [record["id"] for out, _ in writers for record in json.loads(out.read_text())]
+    opened = Repository.open(LocalBackend(repo))
+    listed = assert_agrees(opened)
+    assert sorted(listed) == sorted(written) and len(set(written)) == len(written)
+    head = opened.catalog.head()
+    assert head is not None and head.journal > 0
+    assert compactions > 0

@@ -30,6 +30,7 @@ from casbak.sources import documents_from_values, read_sources
 from casbak.store import PackStore
 from casbak.transfer import export_bundle, import_bundle, select_snapshots
 from casbak.verify import verify_repository
+from tests.catalogtools import CATALOG_KINDS, from_manifests
 from tests.conftest import EXAMPLES, FakeClock
 from tests.faulty import ERRORS, Crash, injected
 
@@ -126,7 +127,9 @@ def count_write_points(template: Path, scratch: Path, name: str, bundle: bytes) 
 def assert_sound(repo: Repository, done: dict[str, dict[str, bytes]], name: str) -> None:
     report = verify_repository(repo)
     assert report.ok, [f for f in report.findings if f.severity == "damage"]
+    assert [f for f in report.findings if f.kind in CATALOG_KINDS] == []
     present = {s.id for s in repo.snapshots()}
+    assert [s.id for s in repo.snapshots()] == from_manifests(repo)[0]  # the catalog agrees
     for snapshot_id, documents in done.items():
         if name != "cleanup":
             assert snapshot_id in present

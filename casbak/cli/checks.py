@@ -35,7 +35,8 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     object it references (present, decompresses, re-hashes to its name). Lists
     each finding with its kind and location, and for damage the snapshots and
     tenants it hurts; also orphan objects, unknown and temporary files, stale
-    locks and loose permissions. Exit 0 when no damage, 3 when damage is found,
+    locks, loose permissions, and a catalog that disagrees with the manifests
+    (a warning: gc writes it afresh). Exit 0 when no damage, 3 when damage is found,
     12 when the repository's format is newer than this casbak, or older
     (run 'casbak migrate').
     """

@@ -84,7 +84,8 @@ def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
 
     Kept objects compressed against a removed one are re-encoded, so nothing
     of a removed object stays. Takes the exclusive lock, so it waits for
-    running snapshots; objects younger than --grace are spared.
+    running snapshots; objects younger than --grace are spared. A catalog that
+    disagrees with the manifests (or is missing or damaged) is written afresh.
     """
     from casbak.maintenance import collect_garbage
 
