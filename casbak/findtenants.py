@@ -141,7 +141,8 @@ def find_versions(
                 elif verdict:
                     kept.append(span)
             spans = kept
-        return FindResult([_found(view, span) for span in spans], warnings)
+        stamps = _stamps(view, spans)
+        return FindResult([_found(span, stamps) for span in spans], warnings)
 
     return repo.timeline.ask(answer)
 
@@ -153,20 +154,31 @@ def _unreadable(span: _Span, reason: str) -> str:
     )
 
 
-def _found(view: CatalogView, span: _Span) -> FoundVersion:
+def _found(span: _Span, stamps: dict[bytes, SnapshotStamp]) -> FoundVersion:
     return FoundVersion(
         span.tenant_id,
         span.version.hex(),
         span.size,
         span.snapshots,
-        _stamp(view, span.first),
-        _stamp(view, span.last),
+        stamps[span.first.snapshot_id],
+        stamps[span.last.snapshot_id],
     )
 
 
-def _stamp(view: CatalogView, holder: Holder) -> SnapshotStamp:
-    found = history.record(view, holder)
-    return SnapshotStamp(found.hex_id, found.time(), found.operation, found.target_id)
+def _stamps(view: CatalogView, spans: Iterable[_Span]) -> dict[bytes, SnapshotStamp]:
+    """The snapshots the rows name, each decoded once, chunk by chunk.
+
+    In position order, so a chunk the part cache let go is not read again
+    for every row that names one of its snapshots.
+    """
+    holders = {h.snapshot_id: h for span in spans for h in (span.first, span.last)}
+    stamps = {}
+    for holder in sorted(holders.values(), key=lambda h: h.position):
+        found = history.record(view, holder)
+        stamps[holder.snapshot_id] = SnapshotStamp(
+            found.hex_id, found.time(), found.operation, found.target_id
+        )
+    return stamps
 
 
 # --- the walk: the catalog, bucket by bucket ----------------------------------------------
@@ -180,11 +192,13 @@ class _Positions:
     """
 
     def __init__(self, view: CatalogView) -> None:
-        self._view = view
         self.times: array[int] = array("q")
+        # Kept here: the part cache may let a chunk go before the walk is done.
+        self._ids: list[bytes] = []
         live = bytearray()
         for index in range(len(view.head.chunks)):
             chunk = view.chunk(index)
+            self._ids.append(chunk.ids)
             missing = index * CHUNK - len(live)  # never, while every chunk but the last is full
             self.times.extend([0] * missing)
             live += bytes(missing)
@@ -192,8 +206,7 @@ class _Positions:
             live += chunk.alive
         hidden = view.removed | view.added.keys()
         if hidden:
-            for index in range(len(view.head.chunks)):
-                ids = view.chunk(index).ids
+            for index, ids in enumerate(self._ids):
                 for offset in range(0, len(ids), 32):
                     if ids[offset : offset + 32] in hidden:
                         live[index * CHUNK + offset // 32] = 0
@@ -201,7 +214,8 @@ class _Positions:
 
     def id_at(self, position: int) -> bytes:
         """The snapshot id at a position (read only to break a tie in time)."""
-        return self._view.chunk(position // CHUNK).id_at(position % CHUNK)
+        start = position % CHUNK * 32
+        return self._ids[position // CHUNK][start : start + 32]
 
     def holder(self, position: int) -> Holder:
         """The holder at a compacted position."""
