@@ -202,12 +202,56 @@ def empty_bucket() -> Bucket:
     return Bucket({}, {})
 
 
+class _Growing:
+    """A chunk being added to: buffers that grow in place, made bytes again at the end."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.ids = bytearray(chunk.ids)
+        self.micros = array("q")
+        self.micros.frombytes(chunk.micros)
+        self.alive = bytearray(chunk.alive)
+
+    def freeze(self) -> Chunk:
+        self.chunk.ids = bytes(self.ids)
+        self.chunk.micros = self.micros.tobytes()
+        self.chunk.alive = bytes(self.alive)
+        return self.chunk
+
+
+class _TenantGrowing:
+    """A tenant history being added to, with the index of each of its versions."""
+
+    def __init__(self, history: TenantHistory) -> None:
+        self.history = history
+        self.index = {digest: number for number, digest in enumerate(history.objects)}
+        self.positions = array("I")
+        self.positions.frombytes(history.positions)
+        self.versions = array("I")
+        self.versions.frombytes(history.versions)
+
+    def add(self, position: int, digest: bytes, size: int) -> None:
+        version = self.index.get(digest)
+        if version is None:
+            version = self.index[digest] = len(self.history.objects)
+            self.history.objects.append(digest)
+            self.history.sizes.append(size)
+        self.positions.append(position)
+        self.versions.append(version)
+
+    def freeze(self) -> TenantHistory:
+        self.history.positions = self.positions.tobytes()
+        self.history.versions = self.versions.tobytes()
+        return self.history
+
+
 class Folding:
     """Applies journal entries to parts loaded on demand; says which parts changed.
 
-    ``chunk(i)`` and ``bucket(i)`` return the current parts (loaded by the
-    caller's functions); positions of removed snapshots are marked dead in
-    their chunk and left in tenant histories, where readers skip them.
+    Positions of removed snapshots are marked dead in their chunk and left in
+    tenant histories, where readers skip them. Parts grow in place while
+    entries are applied (appending to bytes would copy them each time);
+    `finish` makes them parts again.
     """
 
     def __init__(
@@ -220,18 +264,19 @@ class Folding:
         self.snapshots = head.snapshots
         self._load_chunk = load_chunk
         self._load_bucket = load_bucket
+        self._chunks: dict[int, _Growing] = {}
         self.chunks: dict[int, Chunk] = {}
         self.buckets: dict[int, Bucket] = {}
-        self._histories: dict[str, TenantHistory] = {}
+        self._targets: dict[str, array[int]] = {}
+        self._histories: dict[str, _TenantGrowing] = {}
         self._chunk_count = len(head.chunks)
 
-    def chunk(self, index: int) -> Chunk:
-        """A chunk to change (loaded once)."""
-        if index not in self.chunks:
-            self.chunks[index] = (
-                self._load_chunk(index) if index < self._chunk_count else empty_chunk()
-            )
-        return self.chunks[index]
+    def _chunk(self, index: int) -> _Growing:
+        growing = self._chunks.get(index)
+        if growing is None:
+            chunk = self._load_chunk(index) if index < self._chunk_count else empty_chunk()
+            growing = self._chunks[index] = _Growing(chunk)
+        return growing
 
     def bucket(self, index: int) -> Bucket:
         """A bucket to change (loaded once)."""
@@ -248,52 +293,52 @@ class Folding:
         for removed in entry.removed:
             position = locate.pop(removed, None)
             if position is not None:
-                chunk = self.chunk(position // CHUNK)
-                alive = bytearray(chunk.alive)
-                if alive[position % CHUNK]:
-                    alive[position % CHUNK] = 0
+                growing = self._chunk(position // CHUNK)
+                if growing.alive[position % CHUNK]:
+                    growing.alive[position % CHUNK] = 0
                     self.snapshots -= 1
-                chunk.alive = bytes(alive)
 
     def _add(self, added: Added, locate: dict[bytes, int]) -> None:
         position = self.positions
         self.positions += 1
         self.snapshots += 1
         locate[added.record.id] = position
-        chunk = self.chunk(position // CHUNK)
-        chunk.ids += added.record.id
-        chunk.micros += array("q", [added.micros]).tobytes()
-        chunk.alive += b"\x01"
-        chunk.records.append(msgspec.Raw(_ENCODER.encode(added.record)))
-        target = self.bucket(bucket_of(added.record.target_id)).targets
-        target[added.record.target_id] = (
-            target.get(added.record.target_id, b"") + array("I", [position]).tobytes()
-        )
+        growing = self._chunk(position // CHUNK)
+        growing.ids += added.record.id
+        growing.micros.append(added.micros)
+        growing.alive.append(1)
+        growing.chunk.records.append(msgspec.Raw(_ENCODER.encode(added.record)))
+        self._target(added.record.target_id).append(position)
         for entry in added.entries:
-            history = self._history(entry.tenant_id)
-            try:
-                version = history.objects.index(entry.object)
-            except ValueError:
-                version = len(history.objects)
-                history.objects.append(entry.object)
-                history.sizes.append(entry.size)
-            history.positions += array("I", [position]).tobytes()
-            history.versions += array("I", [version]).tobytes()
+            self._history(entry.tenant_id).add(position, entry.object, entry.size)
 
-    def _history(self, tenant_id: str) -> TenantHistory:
-        history = self._histories.get(tenant_id)
-        if history is None:
+    def _target(self, target_id: str) -> array[int]:
+        found = self._targets.get(target_id)
+        if found is None:
+            found = self._targets[target_id] = array("I")
+            found.frombytes(self.bucket(bucket_of(target_id)).targets.get(target_id, b""))
+        return found
+
+    def _history(self, tenant_id: str) -> _TenantGrowing:
+        found = self._histories.get(tenant_id)
+        if found is None:
             history = self.bucket(bucket_of(tenant_id)).tenant(tenant_id) or TenantHistory(
                 [], [], b"", b""
             )
-            self._histories[tenant_id] = history
-        return history
+            found = self._histories[tenant_id] = _TenantGrowing(history)
+        return found
 
     def finish(self) -> None:
-        """Write changed tenant histories back into their (raw) buckets."""
-        for tenant_id, history in self._histories.items():
+        """Make every changed chunk, target and tenant history a part again."""
+        for index, growing in self._chunks.items():
+            self.chunks[index] = growing.freeze()
+        for target_id, positions in self._targets.items():
+            self.bucket(bucket_of(target_id)).targets[target_id] = positions.tobytes()
+        for tenant_id, growing_history in self._histories.items():
             bucket = self.bucket(bucket_of(tenant_id))
-            bucket.tenants[tenant_id] = msgspec.Raw(_ENCODER.encode(history))
+            bucket.tenants[tenant_id] = msgspec.Raw(_ENCODER.encode(growing_history.freeze()))
+        self._chunks.clear()
+        self._targets.clear()
         self._histories.clear()
 
 

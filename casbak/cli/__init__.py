@@ -60,6 +60,7 @@ for _command in (
     core.restore,
     core.stats,
     history.log,
+    history.find,
     checks.verify,
     maintenance.cleanup,
     maintenance.forget,
