@@ -161,6 +161,7 @@ def test_a_snapshot_told_twice_is_one_and_a_removal_counts_once(small_chunks: in
     assert (fold.positions, fold.snapshots) == (2, 2)
     removal = JournalEntry(CATALOG_VERSION, 0.0, removed=[sid_of(1), sid_of(1), sid_of(99)])
     fold.apply(removal, locate)
+    fold.finish()
     assert (fold.positions, fold.snapshots, fold.chunks[0].alive) == (2, 1, b"\x00\x01")
 
 
