@@ -18,6 +18,7 @@ import zstandard
 
 from casbak.backends.local import LocalBackend
 from casbak.layout import (
+    CATALOG_PREFIX,
     CONFIG_KEY,
     DICTIONARY_PREFIX,
     INDEX_PREFIX,
@@ -35,7 +36,7 @@ from casbak.storedmanifest import decode_stored
 def without_provenance() -> Iterator[None]:
     """Snapshots taken inside record no provenance, as before format 4."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("casbak.service.collect_provenance", lambda meta=None: {})
+        patch.setattr("casbak.provenance.collect_provenance", lambda meta=None: {})
         yield
 
 
@@ -44,6 +45,8 @@ def _no_provenance(key: str, data: bytes) -> None:
 
 
 def _set_version(backend: LocalBackend, version: int) -> None:
+    for key in list(backend.list_names(CATALOG_PREFIX)):  # formats before 4 had no catalog
+        backend.delete(key)
     config = json.loads(backend.get(CONFIG_KEY))
     backend.put(CONFIG_KEY, json.dumps({**config, "version": version}).encode(), overwrite=True)
 
