@@ -69,7 +69,6 @@ class Said(NamedTuple):
     """What the catalog, or a manifest, says of one snapshot."""
 
     record: SnapshotRecord
-    micros: int
     tenants: Fingerprint | None
     """None when the manifest's entries were not read (they are not compared)."""
 
@@ -109,7 +108,7 @@ def said_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest | 
             for tenant_id, entry in manifest.entries.items()
         )
     record = history.record_of(snapshot_id, key, header)
-    return Said(record, micros_of(header.timestamp), tenants)
+    return Said(record, tenants)
 
 
 def read_catalog(catalog: Catalog) -> Reading | None:
@@ -117,7 +116,7 @@ def read_catalog(catalog: Catalog) -> Reading | None:
     try:
         head = catalog.head()
     except CorruptData as exc:
-        return Reading({}, [Problem(CORRUPT, CATALOG_HEAD_KEY, exc.reason)])
+        return Reading({}, [Problem(CORRUPT, CATALOG_HEAD_KEY, f"cannot be read ({exc.reason})")])
     if head is None:
         return None
     parts = _PartCheck(catalog.backend, head)
@@ -133,7 +132,7 @@ def read_catalog(catalog: Catalog) -> Reading | None:
             tenants = fingerprint((e.tenant_id, e.object, e.size) for e in holder.added.entries)
         else:
             tenants = parts.tenants.get(holder.position, (0, 0))
-        found[holder.snapshot_id] = Said(record, holder.micros, tenants)
+        found[holder.snapshot_id] = Said(record, tenants)
     return Reading(found, _target_problems(view, found, parts.targets))
 
 
@@ -273,7 +272,7 @@ class _PartCheck:
         try:
             return decode_part(data, kind, key)
         except CorruptData as exc:
-            self._problem(key, exc.reason)
+            self._problem(key, f"cannot be read ({exc.reason})")
             return None
 
     def _check_chunk(self, name: str, chunk: Chunk, last: bool) -> None:

@@ -23,6 +23,7 @@ from casbak.backends.memory import MemoryBackend
 from casbak.catalogdata import (
     CATALOG_VERSION,
     Bucket,
+    Chunk,
     JournalEntry,
     bucket_of,
     encode_part,
@@ -410,3 +411,120 @@ def test_catalog_on_s3(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert json.loads(out)["catalog_rebuilt"] is True
     assert repo.backend.stat(CATALOG_HEAD_KEY) is not None
     assert assert_agrees(repo) == [ids[4], ids[3], ids[2], ids[0]]
+
+
+def _swap(repo: Repository, part: Any, chunk: int | None = None, bucket: int | None = None) -> str:
+    """Store ``part`` under its proper name and make the head name it: sound files whose
+    contents do not agree with one another. Returns the part's key."""
+    head = repo.catalog.head()
+    assert head is not None
+    data = encode_part(part)
+    repo.backend.put(catalog_part_key(part_name(data)), data)
+    chunks, buckets = list(head.chunks), list(head.buckets)
+    if chunk is not None:
+        chunks[chunk] = part_name(data)
+    if bucket is not None:
+        buckets[bucket] = part_name(data)
+    changed = msgspec.structs.replace(head, chunks=chunks, buckets=buckets)
+    repo.backend.put(CATALOG_HEAD_KEY, encode_part(changed), overwrite=True)
+    return catalog_part_key(part_name(data))
+
+
+def _chunk(repo: Repository) -> Chunk:
+    head = repo.catalog.head()
+    assert head is not None
+    return repo.catalog.part(head.chunks[0], Chunk)
+
+
+def _bucket(repo: Repository, name: str) -> Bucket:
+    head = repo.catalog.head()
+    assert head is not None
+    return repo.catalog.part(head.buckets[bucket_of(name)], Bucket)
+
+
+def _short_ids(repo: Repository) -> str:
+    old = _chunk(repo)
+    return _swap(repo, Chunk(old.ids[:-1], old.micros, old.alive, old.records), chunk=0)
+
+
+def _swapped_records(repo: Repository) -> str:
+    old = _chunk(repo)
+    records = [old.records[1], old.records[0], *old.records[2:]]
+    return _swap(repo, Chunk(old.ids, old.micros, old.alive, records), chunk=0)
+
+
+def _counts(repo: Repository) -> str:
+    head = repo.catalog.head()
+    assert head is not None
+    changed = msgspec.structs.replace(head, snapshots=head.snapshots + 1)
+    repo.backend.put(CATALOG_HEAD_KEY, encode_part(changed), overwrite=True)
+    return CATALOG_HEAD_KEY
+
+
+def _tenant(repo: Repository, history_of: Callable[[Any], Any]) -> str:
+    old = _bucket(repo, "a")
+    tenants = dict(old.tenants)
+    tenants["a"] = history_of(old.tenant("a"))
+    return _swap(repo, Bucket(tenants, dict(old.targets)), bucket=bucket_of("a"))
+
+
+def _unreadable_tenant(repo: Repository) -> str:
+    return _tenant(repo, lambda held: msgspec.Raw(msgspec.msgpack.encode("no history")))
+
+
+def _unsound_tenant(repo: Repository) -> str:
+    def beyond(held: Any) -> Any:
+        versions = (7).to_bytes(4, "little") * (len(held.versions) // 4)
+        return msgspec.Raw(msgspec.msgpack.encode(msgspec.structs.replace(held, versions=versions)))
+
+    return _tenant(repo, beyond)
+
+
+def _unsound_target(repo: Repository) -> str:
+    old = _bucket(repo, "a")
+    targets = {**old.targets, "a": b"\x01\x02\x03"}
+    return _swap(repo, Bucket(dict(old.tenants), targets), bucket=bucket_of("a"))
+
+
+def _misfiled(repo: Repository) -> str:
+    stranger = next(f"t{n}" for n in range(99) if bucket_of(f"t{n}") != bucket_of("a"))
+    old = _bucket(repo, "a")
+    tenants = {**old.tenants, stranger: old.tenants["a"]}
+    return _swap(repo, Bucket(tenants, dict(old.targets)), bucket=bucket_of("a"))
+
+
+def _unsound_journal_entry(repo: Repository) -> str:
+    head = repo.catalog.head()
+    assert head is not None
+    added = history.everything_but(repo.view(), set(), {})[0]
+    wrong = msgspec.structs.replace(added, micros=added.micros + 1)
+    key = catalog_journal_key(head.journal + 1)
+    repo.backend.put(key, encode_part(JournalEntry(CATALOG_VERSION, 0.0, added=[wrong])))
+    return key
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (_short_ids, "has arrays of different lengths"),
+        (_swapped_records, "record 0 does not match its position"),
+        (_counts, "counts differ from what its parts hold"),
+        (_unreadable_tenant, "history of tenant 'a' is unreadable"),
+        (_unsound_tenant, "history of tenant 'a' is unsound"),
+        (_unsound_target, "list of target 'a' is unsound"),
+        (_misfiled, "holds a name of another bucket"),
+        (_unsound_journal_entry, "is not a sound journal entry"),
+    ],
+)
+def test_catalog_files_that_disagree_with_one_another_are_reported_and_repaired(
+    damage: Callable[[Repository], str], what: str
+) -> None:
+    repo = Repository.init(MemoryBackend())
+    ids = three(repo)
+    repo.catalog.compact()
+    location = damage(repo)
+    found = catalog_findings(repo)
+    assert [(f.kind, f.location) for f in found] == [("corrupt-catalog", location)]
+    assert found[0].message.startswith(f"catalog file {what}; ")
+    assert collect_garbage(repo, grace=timedelta(0)).catalog_rebuilt is True
+    assert assert_agrees(repo) == ids[::-1]
