@@ -43,12 +43,15 @@ class CleanupReport(msgspec.Struct, frozen=True):
     orphan_packs_removed: int
     kept: list[Kept]
     removed: list[str]
+    packs_consolidated: int = 0
+    """Small packs whose frames moved into full-sized packs (counted in packs_rewritten too)."""
 
     @classmethod
     def of(cls, plan: GcPlan, decision: Decision | None, dry_run: bool) -> CleanupReport:
         """Combine a retention decision (if any) with a gc plan."""
         return cls(
             dry_run=dry_run,
+            packs_consolidated=plan.packs_consolidated,
             snapshots_removed=plan.snapshots_removed,
             snapshots_kept=plan.snapshots_kept,
             manifests_rebased=plan.manifests_rebased,
