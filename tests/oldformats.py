@@ -35,7 +35,7 @@ from casbak.storedmanifest import decode_stored
 def without_provenance() -> Iterator[None]:
     """Snapshots taken inside record no provenance, as before format 4."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("casbak.service.collect_provenance", lambda meta=None: {})
+        patch.setattr("casbak.provenance.collect_provenance", lambda meta=None: {})
         yield
 
 

@@ -236,10 +236,12 @@ def test_user_and_host_never_fail(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_uninstalled_casbak_records_an_unknown_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(name: str) -> str:
-        raise provenance.metadata.PackageNotFoundError(name)
+    from importlib import metadata
 
-    monkeypatch.setattr(provenance.metadata, "version", missing)
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
     provenance.casbak_version.cache_clear()
     try:
         assert provenance.casbak_version() == "unknown"
