@@ -53,6 +53,15 @@ class GcPlan(msgspec.Struct, frozen=True):
     """Kept objects whose base goes, each with its new base (None: standalone)."""
     remove_packs: list[str] = msgspec.field(default_factory=list)
     """Keys of packs no index names (left by a crashed writer), older than the grace."""
+    packs_consolidated: int = 0
+    consolidate: list[str] = msgspec.field(default_factory=list)
+    """Small packs whose frames move into full-sized packs."""
+
+
+SMALL_PACK_BYTES = 64 * 1024
+"""A pack under this size is small: each snapshot of a few tenants writes one."""
+CONSOLIDATE_FROM = 32
+"""gc moves small packs' frames into full-sized packs once there are this many."""
 
 
 def plan_gc(
@@ -136,8 +145,13 @@ def _plan_packs(
     doomed = {Digest(digest) for digest in plan.remove_objects}
     reencode = rebase_targets(index, kept, doomed)
     orphans = packs.unindexed_packs(grace, now)
+    small = packs.small_packs(SMALL_PACK_BYTES)
+    if len(small) < CONSOLIDATE_FROM:
+        small = []
     return msgspec.structs.replace(
         plan,
+        packs_consolidated=len(small),
+        consolidate=sorted(small),
         bytes_freed=plan.bytes_freed + sum(info.size for info in orphans),
         packs_rewritten=len({index[digest].pack for digest in (*doomed, *reencode)}),
         objects_reencoded=len(reencode),
@@ -222,7 +236,7 @@ def execute_gc(
     writer that crashed before indexing) go after the grace.
     """
     rebased = repo.delete_snapshots(plan.remove_manifests, keepalive)
-    swept = repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode)
+    swept = repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode, plan.consolidate)
     orphans = repo.objects.delete_unindexed(grace.total_seconds(), plan.remove_packs)
     return msgspec.structs.replace(
         plan,

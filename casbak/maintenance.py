@@ -47,6 +47,8 @@ class CleanupReport(msgspec.Struct, frozen=True):
     orphan_packs_removed: int
     kept: list[Kept]
     removed: list[str]
+    packs_consolidated: int = 0
+    """Small packs whose frames moved into full-sized packs (counted in packs_rewritten too)."""
     catalog_rebuilt: bool = False
     """The catalog disagreed with the manifests (or was missing) and was written afresh."""
 
@@ -57,6 +59,7 @@ class CleanupReport(msgspec.Struct, frozen=True):
         """Combine a retention decision (if any) with a gc plan."""
         return cls(
             dry_run=dry_run,
+            packs_consolidated=plan.packs_consolidated,
             snapshots_removed=plan.snapshots_removed,
             snapshots_kept=plan.snapshots_kept,
             manifests_rebased=plan.manifests_rebased,

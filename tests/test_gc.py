@@ -262,3 +262,31 @@ def test_dry_run_reports_every_figure_of_the_real_run(tmp_path: Path, command: s
     assert run(path, "verify")[0] == 0
     code, out, _ = run(path, command, "--dry-run", *options)
     assert out.splitlines()[-1] == "would remove 0 snapshots (1 kept), 0 objects, 0 B"
+
+
+def test_gc_moves_small_packs_into_full_sized_ones(tmp_path: Path) -> None:
+    from casbak.backends.local import LocalBackend
+    from casbak.gc import CONSOLIDATE_FROM
+    from casbak.layout import PACK_PREFIX
+    from casbak.maintenance import collect_garbage
+    from casbak.service import restore_documents, take_snapshot
+    from casbak.sources import documents_from_values
+    from casbak.verify import verify_repository
+    from tests.conftest import FakeClock
+
+    repo = Repository.init(LocalBackend(tmp_path / "repo"))
+    clock = FakeClock()
+    for number in range(CONSOLIDATE_FROM + 3):
+        documents = documents_from_values([{"id": f"t{number % 7}", "v": number}], "x")
+        take_snapshot(repo, documents, operation="tenant-update", clock=clock)
+    before = {s.id: restore_documents(repo, s.id)[1] for s in repo.snapshots()}
+    assert len(list(repo.backend.list_names(PACK_PREFIX))) >= CONSOLIDATE_FROM
+    planned = collect_garbage(repo, dry_run=True, grace=timedelta(0))
+    assert planned.packs_consolidated >= CONSOLIDATE_FROM
+    done = collect_garbage(repo, grace=timedelta(0))
+    assert done.packs_consolidated == planned.packs_consolidated
+    assert len(list(repo.backend.list_names(PACK_PREFIX))) == 1
+    reopened = Repository.open(LocalBackend(tmp_path / "repo"))
+    assert {s.id: restore_documents(reopened, s.id)[1] for s in reopened.snapshots()} == before
+    assert verify_repository(reopened).damage == 0
+    assert collect_garbage(reopened, dry_run=True).packs_consolidated == 0

@@ -236,7 +236,7 @@ def test_user_and_host_never_fail(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_uninstalled_casbak_records_an_unknown_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    from importlib import metadata  # imported by casbak_version when called
+    from importlib import metadata
 
     def missing(name: str) -> str:
         raise metadata.PackageNotFoundError(name)

@@ -39,6 +39,8 @@ class LocalBackend:
         self.root = root
         self._dirty: set[Path] = set()
         self._link_free: set[Path] = set()
+        self._readable_folders: set[str] = set()
+        """Key folders already checked for links: a read there skips building a Path."""
 
     def describe(self) -> str:
         return str(self.root)
@@ -116,8 +118,16 @@ class LocalBackend:
             _raise_os_error(exc, "write", path)
         self._dirty.add(path.parent)
 
-    def _open_for_read(self, key: str) -> tuple[int, Path]:
-        path = self._path(key)
+    def _open_for_read(self, key: str) -> tuple[int, Path | str]:
+        # Bulk reads open one file per object: the checked-folder shortcut
+        # keeps path building out of the way (the key is still validated).
+        folder = key.rpartition("/")[0]
+        path: Path | str
+        if folder in self._readable_folders:
+            path = f"{self.root}/{validate_key(key)}"
+        else:
+            path = self._path(key)
+            self._readable_folders.add(folder)
         try:
             return os.open(path, _READ_FLAGS), path
         except FileNotFoundError:
@@ -256,7 +266,7 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _raise_os_error(exc: OSError, action: str, path: Path) -> NoReturn:
+def _raise_os_error(exc: OSError, action: str, path: Path | str) -> NoReturn:
     reasons = {
         errno.ENOSPC: "no space left on device",
         errno.EDQUOT: "disk quota exceeded",

@@ -7,6 +7,7 @@ caches valid), and this composes them.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 import zstandard
@@ -179,9 +180,17 @@ class PackStore:
         doomed: Iterable[str],
         keepalive: Callable[[], None] = lambda: None,
         reencode: Mapping[str, str | None] | None = None,
+        consolidate: Collection[str] = (),
     ) -> SweepResult:
-        """Remove objects by rewriting their packs; ``reencode`` gives kept deltas new bases."""
-        return self._sweeper.sweep(doomed, keepalive, reencode)
+        """Remove objects by rewriting their packs; ``reencode`` gives kept deltas new bases.
+
+        ``consolidate`` names small packs whose frames move into full-sized ones.
+        """
+        return self._sweeper.sweep(doomed, keepalive, reencode, consolidate)
+
+    def small_packs(self, below: int) -> builtins.list[str]:
+        """Ids of indexed packs smaller than ``below`` bytes."""
+        return self._sweeper.small_packs(below)
 
     def unindexed_packs(
         self, older_than: float, now: float | None = None

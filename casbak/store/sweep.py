@@ -43,8 +43,13 @@ class Sweeper(UsesParts):
         doomed: Iterable[str],
         keepalive: Callable[[], None] = lambda: None,
         reencode: Mapping[str, str | None] | None = None,
+        consolidate: Collection[str] = (),
     ) -> SweepResult:
         """Remove objects: rewrite the packs that hold them without them.
+
+        Packs named in ``consolidate`` (small ones) are rewritten too, their
+        frames copied into full-sized packs: one small pack per snapshot would
+        otherwise make every bulk read a file open per object.
 
         ``reencode`` names kept objects compressed against a doomed one, each
         with its new base (None: standalone); their packs are rewritten too,
@@ -60,9 +65,11 @@ class Sweeper(UsesParts):
             for digest, base in (reencode or {}).items()
             if digest in index and digest not in gone
         }
-        if not gone and not rebased:
+        indexed = {location.pack for location in index.values()}
+        merging = {pack for pack in consolidate if pack in indexed}
+        if not gone and not rebased and not merging:
             return SweepResult(0, 0, 0, 0)
-        affected = {index[digest].pack for digest in (*gone, *rebased)}
+        affected = {index[digest].pack for digest in (*gone, *rebased)} | merging
         by_dictionary = self._surviving_frames(index, affected, gone, rebased, keepalive)
         old_files = self._index.file_keys()
         surviving = {
@@ -125,6 +132,16 @@ class Sweeper(UsesParts):
             return standalone
         delta = self._encoder.encode(canonical, base, dictionary_id)
         return delta if len(delta[0]) < len(standalone[0]) else standalone
+
+    def small_packs(self, below: int) -> list[str]:
+        """Ids of indexed packs smaller than ``below`` bytes."""
+        named = {location.pack for location in self._index.index().values()}
+        found = []
+        for info in self._backend.list(PACK_PREFIX):
+            pack_id = info.key.rsplit("/", 1)[-1]
+            if info.size < below and pack_id in named:
+                found.append(pack_id)
+        return found
 
     def unindexed_packs(
         self, older_than: float, now: float | None = None
