@@ -6,6 +6,7 @@ is opened for use; older ones only for `casbak migrate`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from casbak.errors import (
     FormatVersionError,
     InputError,
     ObjectMissing,
+    Refused,
     RepositoryExists,
     RepositoryNotFound,
 )
@@ -350,6 +352,30 @@ def backend_for(location: str | Path) -> Backend:
 
         return S3Backend(str(location))
     return local_backend(location)
+
+
+def refuse_occupied_folder(backend: Backend) -> None:
+    """Refuse `init` in a local folder that holds files but is not a repository.
+
+    A repository created among other files would have them reported as
+    damage by every verify, and a mistyped path would go unnoticed. An empty
+    or missing folder is fine; an existing repository is for `Repository.init`
+    to refuse.
+    """
+    if not isinstance(backend, LocalBackend) or backend.stat(CONFIG_KEY) is not None:
+        return
+    try:
+        with os.scandir(backend.root) as listing:
+            occupied = next(listing, None) is not None
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"cannot list {backend.root}: {exc.strerror or exc}") from None
+    if occupied:
+        raise Refused(
+            f"{backend.root} is not empty and is not a casbak repository; "
+            "choose an empty or new folder, or use --force to create one there anyway"
+        )
 
 
 def local_backend(location: str | Path) -> LocalBackend:

@@ -6,10 +6,8 @@ CLI renders as text or JSON and the Python API hands to callers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
@@ -28,8 +26,6 @@ from casbak.errors import (
 from casbak.ids import Digest
 from casbak.layout import DICTIONARY_PREFIX, INDEX_PREFIX, MANIFEST_PREFIX, PACK_PREFIX
 from casbak.model import Manifest, ManifestEntry, provenance_field, utc_now
-from casbak.names import tenant_filename
-from casbak.outfiles import atomic_output, sync_folder
 from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
 from casbak.snapshotplan import SnapshotPreview, preview, unchanged_snapshot
@@ -197,6 +193,7 @@ def preview_sources(
     *,
     use_cache: bool = True,
     target_id: str | None = None,
+    recursive: bool = False,
 ) -> SnapshotPreview:
     """`preview_snapshot` of files, folders or stdin.
 
@@ -206,7 +203,8 @@ def preview_sources(
     cache = None
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
-    return preview_snapshot(repo, read_sources(sources, stdin, cache), target_id=target_id)
+    documents = read_sources(sources, stdin, cache, recursive=recursive)
+    return preview_snapshot(repo, documents, target_id=target_id)
 
 
 def snapshot_sources(
@@ -215,6 +213,7 @@ def snapshot_sources(
     stdin: BinaryIO | None = None,
     *,
     use_cache: bool = True,
+    recursive: bool = False,
     **options: Any,
 ) -> SnapshotResult:
     """`take_snapshot` of files, folders or stdin, skipping the decoding of unchanged files.
@@ -226,10 +225,12 @@ def snapshot_sources(
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
     try:
-        result = take_snapshot(repo, read_sources(sources, stdin, cache), **options)
+        result = take_snapshot(
+            repo, read_sources(sources, stdin, cache, recursive=recursive), **options
+        )
     except StaleCache:
         cache = None
-        result = take_snapshot(repo, read_sources(sources, stdin), **options)
+        result = take_snapshot(repo, read_sources(sources, stdin, recursive=recursive), **options)
     if cache is not None:
         cache.save()
     return result
@@ -349,29 +350,6 @@ def render_restored(documents: dict[str, bytes]) -> bytes:
     if len(documents) == 1:
         return pretty(next(iter(documents.values())))
     return pretty(b'{"tenants":[' + b",".join(documents.values()) + b"]}")
-
-
-def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -> list[Path]:
-    """Write ``<tenant>.json`` files; nothing is written if any would overwrite without force."""
-    targets = {tenant_id: out_dir / tenant_filename(tenant_id) for tenant_id in documents}
-    if not force:
-        existing = [str(path) for path in targets.values() if os.path.lexists(path)]
-        if existing:
-            raise InputError(
-                f"{existing[0]} exists; use --force to overwrite"
-                + (f" ({len(existing) - 1} more)" if len(existing) > 1 else "")
-            )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BackendError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
-    # Each file appears whole or not at all; they are not forced to disk one
-    # by one (a journal flush each): the repository holds the durable copy.
-    for tenant_id, path in targets.items():
-        with atomic_output(path, durable=False) as handle:
-            handle.write(pretty(documents[tenant_id]))
-    sync_folder(out_dir)
-    return list(targets.values())
 
 
 class RepositoryStats(msgspec.Struct, frozen=True):

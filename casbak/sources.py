@@ -42,17 +42,23 @@ class TenantDocument(msgspec.Struct, frozen=True):
 
 
 def read_sources(
-    sources: Sequence[str], stdin: BinaryIO | None = None, cache: RawCache | None = None
+    sources: Sequence[str],
+    stdin: BinaryIO | None = None,
+    cache: RawCache | None = None,
+    *,
+    recursive: bool = False,
 ) -> list[TenantDocument]:
     """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents.
 
     With a cache, a file whose raw bytes were read before is not decoded again.
+    A folder's sub-folders are read only when ``recursive``; without it a
+    sub-folder holding ``*.json`` files is an error rather than skipped unseen.
     """
     if not sources:
         raise InputError("no source given: name JSON files, folders, or - for stdin")
     documents: list[TenantDocument] = []
     for source in sources:
-        for where, data in _read_source(source, stdin):
+        for where, data in _read_source(source, stdin, recursive):
             if cache is not None:
                 key, known = cache.lookup(data)
                 if known is not None:
@@ -98,29 +104,67 @@ def check_unique(documents: list[TenantDocument]) -> list[TenantDocument]:
     return documents
 
 
-def _read_source(source: str, stdin: BinaryIO | None) -> list[tuple[str, bytes]]:
+def _read_source(source: str, stdin: BinaryIO | None, recursive: bool) -> list[tuple[str, bytes]]:
     if source == STDIN:
         if stdin is None:
             raise InputError("- (stdin) is not available here")
         return [("<stdin>", stdin.read())]
     path = Path(source)
     if path.is_dir():
-        try:
-            with os.scandir(path) as listing:
-                names = sorted(
-                    entry.name
-                    for entry in listing
-                    if entry.name.endswith(".json")
-                    and not entry.name.startswith(".")
-                    and entry.is_file()
-                )
-        except OSError as exc:
-            raise InputError(f"{path}: cannot list: {exc.strerror or exc}") from None
+        names = _folder_files(path, recursive)
         if not names:
             raise InputError(f"{path}: folder holds no *.json files")
         folder = os.path.join(source, "")
         return [(folder + name, _read_file(folder + name)) for name in names]
     return [(str(path), _read_file(str(path)))]
+
+
+def _folder_files(folder: Path, recursive: bool) -> list[str]:
+    """A folder's ``*.json`` files (``recursive``: at any depth) as sorted relative paths.
+
+    Names starting with a dot (files and folders) are skipped, as editors and
+    version control keep their own files there. Paths sort by their parts, so
+    the order is the same on every system.
+    """
+    found: list[tuple[str, ...]] = []
+    pending: list[tuple[str, ...]] = [()]
+    while pending:
+        parts = pending.pop()
+        files, subfolders = _list_folder(folder.joinpath(*parts))
+        found += [(*parts, name) for name in files]
+        below = [(*parts, name) for name in subfolders]
+        if recursive:
+            pending += below
+        else:
+            _refuse_skipped(folder, sorted(below))
+    return ["/".join(parts) for parts in sorted(found)]
+
+
+def _refuse_skipped(folder: Path, subfolders: list[tuple[str, ...]]) -> None:
+    """Name the first sub-folder holding ``*.json`` files (at any depth): a plain read skips it."""
+    for parts in subfolders:
+        if _folder_files(folder.joinpath(*parts), recursive=True):
+            raise InputError(
+                f"{folder}: sub-folder {folder.joinpath(*parts)} holds *.json files that "
+                "would be skipped; use --recursive (-r) to read sub-folders too"
+            )
+
+
+def _list_folder(folder: Path) -> tuple[list[str], list[str]]:
+    """A folder's visible ``*.json`` files and visible sub-folders (symlinks not followed)."""
+    files, subfolders = [], []
+    try:
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.name)
+                elif entry.name.endswith(".json") and entry.is_file():
+                    files.append(entry.name)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list: {exc.strerror or exc}") from None
+    return files, subfolders
 
 
 def _read_file(path: str) -> bytes:

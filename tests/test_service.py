@@ -9,6 +9,7 @@ import pytest
 from casbak.canonical import decode_canonical
 from casbak.errors import BackendError, InputError, NotFoundError
 from casbak.repository import Repository
+from casbak.restorefiles import write_restored
 from casbak.service import (
     list_snapshots,
     render_restored,
@@ -16,7 +17,6 @@ from casbak.service import (
     restore_documents,
     show_snapshot,
     take_snapshot,
-    write_restored,
 )
 from casbak.sources import documents_from_values, read_sources
 from casbak.tenantdocs import split_tenants, tenant_id_of

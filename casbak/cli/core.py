@@ -28,13 +28,20 @@ from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
     show_default=True,
     help="zstd level for new objects.",
 )
+@click.option("--force", is_flag=True, help="Create it even in a folder that holds other files.")
 @pass_context
-def init(ctx: Context, retention_days: int, compression_level: int) -> None:
-    """Create a repository (exit 1 if one is there already)."""
-    from casbak.repository import Repository, backend_for
+def init(ctx: Context, retention_days: int, compression_level: int, force: bool) -> None:
+    """Create a repository (exit 1 if one is there already).
 
+    The folder must be new or empty (or --force); an S3 prefix is not checked.
+    """
+    from casbak.repository import Repository, backend_for, refuse_occupied_folder
+
+    backend = backend_for(ctx.repo_location)
+    if not force:
+        refuse_occupied_folder(backend)
     repo = Repository.init(
-        backend_for(ctx.repo_location),
+        backend,
         retention_days=retention_days,
         compression_level=compression_level,
     )
@@ -96,6 +103,13 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     help="Provenance kept with the snapshot as meta.KEY (repeatable; e.g. ticket=OPS-12).",
 )
 @click.option(
+    "--recursive",
+    "-r",
+    is_flag=True,
+    help="Read *.json files in sub-folders of a folder SOURCE too (without it, a "
+    "sub-folder holding any is an error).",
+)
+@click.option(
     "--dry-run",
     "-n",
     is_flag=True,
@@ -126,6 +140,7 @@ def snapshot(
     description: str,
     tags: tuple[str, ...],
     meta: dict[str, str],
+    recursive: bool,
     dry_run: bool,
     skip_if_unchanged: bool,
     lock_timeout: float,
@@ -134,8 +149,8 @@ def snapshot(
     """Store a snapshot of tenants read from SOURCES.
 
     A SOURCE is a JSON file holding one tenant object, an array of them or
-    {"tenants": [...]}; a folder of *.json files; or - for stdin. Everything is
-    read and checked before anything is written.
+    {"tenants": [...]}; a folder of *.json files (with -r, at any depth); or -
+    for stdin. Everything is read and checked before anything is written.
 
     With --from-descope the tenants come straight from Descope (all of them, or
     those named with --tenant); a pull that fails for any tenant stores nothing.
@@ -155,8 +170,8 @@ def snapshot(
         "lock_timeout": lock_timeout,
     }
     if from_descope:
-        if sources:
-            raise click.UsageError("give SOURCES or --from-descope, not both")
+        if sources or recursive:
+            raise click.UsageError("give SOURCES (with --recursive) or --from-descope, not both")
         from casbak.descope_live import SdkTenantApi, pull_documents, pull_snapshot
 
         pulled = {"with_settings": with_settings, "with_sso": with_sso}
@@ -170,14 +185,12 @@ def snapshot(
             raise click.UsageError("--tenant, --with-settings and --with-sso need --from-descope")
         if not sources:
             raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
-        stdin, use_cache = sys.stdin.buffer, not no_cache
+        stdin, read = sys.stdin.buffer, {"use_cache": not no_cache, "recursive": recursive}
         if dry_run:
-            preview = preview_sources(
-                ctx.open(), sources, stdin, use_cache=use_cache, target_id=target_id
-            )
+            preview = preview_sources(ctx.open(), sources, stdin, **read, target_id=target_id)
             _emit_preview(ctx, preview)
             return
-        result = snapshot_sources(ctx.open(), sources, stdin, use_cache=use_cache, **options)
+        result = snapshot_sources(ctx.open(), sources, stdin, **read, **options)
     ctx.emit(result, lambda: _render_snapshot(result))
 
 
@@ -305,7 +318,7 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
     "out",
     default=".",
     show_default=True,
-    help="Folder for <tenant>.json files, or - for stdout.",
+    help="Folder for <tenant>.json files; FILE.json for one tenant; - for stdout.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 @click.option(
@@ -329,10 +342,13 @@ def restore(
 ) -> None:
     """Write tenants of a snapshot back out as pretty JSON, or back into Descope.
 
-    Every document is re-hashed as it is read. With --out - the tenant (or
-    {"tenants": [...]} for several) goes to stdout, ready for 'casbak snapshot -'.
+    Every document is re-hashed as it is read. --out names a folder (made if
+    missing) for <tenant>.json files, or, for one tenant, the .json file to
+    write. With --out - the tenant (or {"tenants": [...]} for several) goes to
+    stdout, ready for 'casbak snapshot -'. Existing files are kept unless --force.
     """
-    from casbak.service import render_restored, restore_with_warnings, write_restored
+    from casbak.restorefiles import write_restored_to
+    from casbak.service import render_restored, restore_with_warnings
 
     if to_descope:
         if len(tenant_ids) != 1:
@@ -349,11 +365,20 @@ def restore(
     if out == "-":
         click.echo(render_restored(documents).decode(), nl=False)
         return
-    paths = write_restored(documents, Path(out), force=force)
+    paths = write_restored_to(documents, Path(out), force=force)
     ctx.emit(
         {"snapshot": snap.id, "files": [str(path) for path in paths], "warnings": warnings},
-        lambda: f"restored {count(len(paths), 'tenant')} from {snap.id[:12]} into {out}",
+        lambda: _render_restored(snap.id, paths, out),
     )
+
+
+def _render_restored(snapshot_id: str, paths: list[Path], out: str) -> str:
+    """Where every file went: the folder (the current one said so), then each file."""
+    head = f"restored {count(len(paths), 'tenant')} from {snapshot_id[:12]}"
+    if len(paths) == 1 and paths[0] == Path(out):
+        return f"{head} to {out}"
+    folder = f"the current folder ({Path.cwd()})" if Path(out) == Path(".") else out
+    return "\n".join([f"{head} into {folder}:", *(f"  {path}" for path in paths)])
 
 
 def _restore_to_descope(

@@ -25,7 +25,11 @@ from casbak.cli.output import ProgressBar, count, human_size
     "--since", callback=duration_callback, help="Only snapshots younger than this (7d, 12h)."
 )
 @click.option(
-    "--output", "-o", "output", required=True, help="Bundle file to write, or - for stdout."
+    "--output",
+    "-o",
+    "output",
+    required=True,
+    help="Bundle file to write, or - for stdout (not a terminal).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing bundle file.")
 @pass_context
@@ -48,6 +52,13 @@ def export_command(
 
     if not (snapshot_refs or target_id or everything):
         raise click.UsageError("name snapshots, or give --target ID or --all")
+    if output == "-" and sys.stdout.isatty():
+        from casbak.errors import UsageError
+
+        raise UsageError(
+            "-o -: stdout is a terminal, and a bundle is binary; redirect it "
+            "(> FILE or | ...) or use -o FILE"
+        )
     repo = ctx.open()
     chosen = select_snapshots(
         repo, snapshot_refs, target_id=target_id, everything=everything, since=since
