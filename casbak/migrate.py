@@ -44,6 +44,8 @@ class MigrateResult(msgspec.Struct, frozen=True):
 
     ``damaged_manifests``: format 3 manifest files that could not be read;
     they are as damaged after the migration as before (verify names them).
+    ``nothing_to_do``: the repository was current, with nothing left by an
+    interrupted run; nothing was changed.
     """
 
     from_version: int
@@ -53,6 +55,7 @@ class MigrateResult(msgspec.Struct, frozen=True):
     bytes_before: int
     bytes_after: int
     damaged_manifests: int = 0
+    nothing_to_do: bool = False
 
 
 def _stored_bytes(repo: Repository) -> int:
@@ -74,6 +77,10 @@ def migrate(
         before = _stored_bytes(repo)
         from_version = _current_version(repo)
         snapshots, objects, damaged = len(repo.manifest_keys()), 0, 0
+        if from_version == REPOSITORY_VERSION and not _old_files(repo):
+            return MigrateResult(
+                from_version, from_version, snapshots, 0, before, before, nothing_to_do=True
+            )
         if from_version == 1:
             snapshots, objects = _copy_objects_to_packs(repo, lock.refresh, progress)
         elif from_version == 2:
@@ -192,10 +199,15 @@ def _copy_objects_to_packs(
     return len(snapshots), len(done)
 
 
-def _remove_old_files(repo: Repository, keepalive: Callable[[], None]) -> None:
+def _old_files(repo: Repository) -> list[str]:
+    """Files of older formats: all of them once migrated, or left by an interrupted run."""
     leftovers = [info.key for info in repo.backend.list(OBJECT_PREFIX)]
     leftovers += [key for key in repo.backend.list_names(MANIFEST_PREFIX) if key.endswith(".snap")]
-    for key in leftovers:
+    return leftovers
+
+
+def _remove_old_files(repo: Repository, keepalive: Callable[[], None]) -> None:
+    for key in _old_files(repo):
         try:
             repo.backend.delete(key)
         except ObjectMissing:

@@ -17,7 +17,7 @@ from casbak.canonical import canonicalize, canonicalize_untrusted, decode_json
 from casbak.errors import InputError
 from casbak.ids import Digest, hash_bytes
 from casbak.rawcache import RawCache
-from casbak.tenantdocs import split_tenants, tenant_id_of
+from casbak.tenantdocs import id_problem, split_tenants, tenant_id_of
 
 STDIN = "-"
 
@@ -83,7 +83,7 @@ def documents_from_values(values: Iterable[Mapping[str, Any]], where: str) -> li
         document = dict(value)
         tenant_id = tenant_id_of(document)
         if tenant_id is None:
-            raise InputError(f"{where}[{index}]: tenant has no string 'id'")
+            raise InputError(f"{where}[{index}]: {id_problem(document)}")
         canonical = canonicalize_untrusted(document, f"{where} tenant {tenant_id!r}")
         documents.append(TenantDocument.of(tenant_id, canonical, f"{where}[{index}]"))
     return check_unique(documents)

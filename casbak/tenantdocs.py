@@ -8,11 +8,13 @@ its id from the tenant inside. Pure: decoded values in, documents out.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from casbak.errors import InputError
 
 MAX_TENANT_ID_LENGTH = 256
+SHOWN_VALUE_LENGTH = 40
 
 
 def tenant_id_of(document: dict[str, Any]) -> str | None:
@@ -24,6 +26,28 @@ def tenant_id_of(document: dict[str, Any]) -> str | None:
     if isinstance(inner, dict) and isinstance(inner.get("id"), str):
         return str(inner["id"])
     return None
+
+
+def id_problem(document: dict[str, Any]) -> str:
+    """Why a document has no tenant id, said as one phrase (for a document without one)."""
+    if "id" in document:
+        return _not_a_string("id", document["id"])
+    inner = document.get("tenant")
+    if isinstance(inner, dict) and "id" in inner:
+        return _not_a_string("tenant.id", inner["id"])
+    return "tenant has no string 'id'"
+
+
+def _not_a_string(name: str, value: Any) -> str:
+    if value is None:
+        return f"'{name}' is null; it must be a string"
+    try:
+        shown = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        shown = repr(value)  # handed in from Python, not decoded from JSON
+    if len(shown) > SHOWN_VALUE_LENGTH:
+        shown = shown[: SHOWN_VALUE_LENGTH - 3] + "..."
+    return f"'{name}' is {_json_type(value)} ({shown}); it must be a string"
 
 
 def split_tenants(value: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
@@ -51,7 +75,7 @@ def split_tenants(value: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
             raise InputError(f"{at} a tenant must be a JSON object, got {_json_type(item)}")
         tenant_id = tenant_id_of(item)
         if tenant_id is None:
-            raise InputError(f"{at} tenant has no string 'id'")
+            raise InputError(f"{at} {id_problem(item)}")
         if not tenant_id or len(tenant_id) > MAX_TENANT_ID_LENGTH:
             raise InputError(f"{at} tenant id must be 1 to {MAX_TENANT_ID_LENGTH} characters long")
         pairs.append((tenant_id, item))
@@ -67,4 +91,8 @@ def _json_type(value: Any) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
-    return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"

@@ -153,7 +153,7 @@ BAD_INPUTS = {
     "malformed.json": (b'{"id": "a",\n "name": }', "malformed.json:2:10: malformed JSON"),
     "not-object.json": (b'["x"]', "a tenant must be a JSON object"),
     "no-id.json": (b'{"name": "x"}', "no string 'id'"),
-    "number-id.json": (b'{"id": 7}', "no string 'id'"),
+    "number-id.json": (b'{"id": 7}', "'id' is a number (7); it must be a string"),
     "dup-tenant.json": (b'[{"id": "a"}, {"id": "a"}]', "appears twice"),
     "nan.json": (b'{"id": "a", "v": NaN}', "malformed JSON"),
     "infinity.json": (b'{"id": "a", "v": -Infinity}', "malformed JSON"),

@@ -3,7 +3,8 @@
 This module holds the group and `main`, and registers the commands of `core`
 (init, snapshot, list, show, restore, diff, stats), `maintenance` (gc, cleanup,
 forget, tag, unlock, migrate), `transfer` (export, import) and `checks` (verify). `context` holds
-what commands share, `output` how they render.
+what commands share, `globalopts` the options every command takes and the
+group's aliases, `output` how they render.
 """
 
 from __future__ import annotations
@@ -18,23 +19,13 @@ import click
 from casbak import __version__
 from casbak.cli import checks, core, history, maintenance, transfer
 from casbak.cli.context import Context
+from casbak.cli.globalopts import CasbakGroup, group_options, json_requested
 from casbak.cli.output import report_error
-from casbak.defaults import DEFAULT_REPOSITORY_DISPLAY, default_repository
 from casbak.errors import CasbakError
 
-REPO_ENV = "CASBAK_REPO"
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--repo",
-    envvar=REPO_ENV,
-    default=lambda: str(default_repository()),
-    show_default=DEFAULT_REPOSITORY_DISPLAY,
-    help=f"Repository folder (also ${REPO_ENV}).",
-)
-@click.option("--json", "json_output", is_flag=True, help="Print one JSON document for scripts.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.group(cls=CasbakGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@group_options
 @click.version_option(__version__, prog_name="casbak")
 @click.pass_context
 def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
@@ -47,8 +38,12 @@ def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
     Exit codes: 0 ok, 1 error, 2 usage, 3 damage found, 10 no repository,
     11 repository locked, 12 unsupported or older format version (see migrate),
     130 interrupted.
+
+    Global options (--repo, --json, -q/--quiet) may go before or after the
+    command: 'casbak list --json' is 'casbak --json list'.
     """
-    ctx.obj = Context(repo, json_output, quiet)
+    state = ctx.ensure_object(Context)
+    state.repo_location, state.json_output, state.quiet = repo, json_output, quiet
 
 
 for _command in (
@@ -83,10 +78,11 @@ def _interrupted(json_errors: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code; the only place errors become codes."""
     args = list(sys.argv[1:] if argv is None else argv)
-    json_errors = "--json" in args
+    # What click parsed, whether or not the command then ran.
+    state = Context()
     try:
         # Outside standalone mode click returns an Exit's code instead of raising it.
-        returned = cli.main(args=args, prog_name="casbak", standalone_mode=False)
+        returned = cli.main(args=args, prog_name="casbak", standalone_mode=False, obj=state)
         if isinstance(returned, int):
             return returned
     except click.exceptions.Exit as exc:
@@ -94,21 +90,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort as exc:
         # click turns Ctrl-C into Abort; the interrupt is still its cause.
         if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
-            return _interrupted(json_errors)
-        report_error("Aborted", "aborted", 1, json_errors)
+            return _interrupted(state.json_output)
+        report_error("Aborted", "aborted", 1, state.json_output)
         return 1
     except click.ClickException as exc:
-        if json_errors:
+        # Parsing stopped at the mistake: a --json after it is found by parsing again.
+        if state.json_output or json_requested(cli, args):
             report_error(type(exc).__name__, exc.format_message(), exc.exit_code, True)
         else:
             exc.show()
         return exc.exit_code
     except CasbakError as exc:
         if not exc.reported:
-            report_error(type(exc).__name__, str(exc), exc.exit_code, json_errors)
+            report_error(type(exc).__name__, str(exc), exc.exit_code, state.json_output)
         return exc.exit_code
     except KeyboardInterrupt:
-        return _interrupted(json_errors)
+        return _interrupted(state.json_output)
     except Exception as exc:
         # A bug, not a user error: one line by default, the traceback on request.
         if os.environ.get("CASBAK_DEBUG"):
@@ -117,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "InternalError",
             f"internal error ({type(exc).__name__}); run with CASBAK_DEBUG=1 for details",
             1,
-            json_errors,
+            state.json_output,
         )
         return 1
     return 0

@@ -14,7 +14,7 @@ from casbak.errors import CasbakError
 class Context:
     """Options shared by every command."""
 
-    def __init__(self, repo: str, json_output: bool, quiet: bool) -> None:
+    def __init__(self, repo: str = "", json_output: bool = False, quiet: bool = False) -> None:
         self.repo_location = repo
         self.json_output = json_output
         self.quiet = quiet

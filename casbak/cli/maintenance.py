@@ -313,6 +313,12 @@ def migrate(ctx: Context, lock_timeout: float) -> None:
     repo = ctx.open(for_migration=True)
     with ProgressBar(ctx, "migrating") as progress:
         result = run_migrate(repo, lock_timeout=lock_timeout, progress=progress)
+    if result.nothing_to_do:
+        ctx.emit(
+            result,
+            lambda: f"nothing to do: the repository is already at format {result.to_version}",
+        )
+        return
     ctx.emit(
         result,
         lambda: (
