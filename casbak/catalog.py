@@ -253,6 +253,15 @@ class Catalog:
             buckets[index] = self._store_part(bucket, store=store)
         if store:
             self.backend.sync()
+        newest = list(head.newest)
+        if len(newest) != len(head.chunks):
+            newest = [max(self.part(name, Chunk).times(), default=0) for name in head.chunks]
+        for index, chunk in sorted(folding.chunks.items()):
+            value = max(chunk.times(), default=0)
+            if index < len(newest):
+                newest[index] = value
+            else:
+                newest.append(value)
         return Head(
             CATALOG_VERSION,
             head.journal + len(entries),
@@ -260,6 +269,7 @@ class Catalog:
             folding.snapshots,
             chunks,
             buckets,
+            newest,
         )
 
     def _chunk_copy(self, head: Head) -> Callable[[int], Chunk]:

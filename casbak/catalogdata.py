@@ -139,7 +139,7 @@ class Bucket(msgspec.Struct, array_like=True):
         return None if raw is None else _HISTORY.decode(raw)
 
 
-class Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The catalog's entry point: which parts hold it, and how much journal is folded in."""
 
     version: int
@@ -148,6 +148,9 @@ class Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshots: int
     chunks: list[str]
     buckets: list[str]
+    newest: list[int] = []
+    """Per chunk, the newest time (µs) it holds, so `list -n` reads only the chunks that
+    can hold the newest snapshots; empty in a head written before it existed."""
 
 
 _HISTORY = msgspec.msgpack.Decoder(TenantHistory)

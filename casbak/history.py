@@ -74,16 +74,21 @@ def _journaled(view: CatalogView) -> list[Holder]:
 def newest(view: CatalogView, limit: int | None = None) -> list[Holder]:
     """Snapshots newest first; with ``limit``, only the newest ones.
 
-    Every chunk's times are read: positions follow the order the catalog
-    learned of snapshots, not their times (an import adds old ones), so a
-    chunk of old snapshots says nothing of the chunks before it.
+    Positions follow the order the catalog learned of snapshots, not their
+    times (an import adds old ones), so every chunk is considered: by the
+    newest time the head records for it, or else by its own times.
     """
     found = _journaled(view)
-    for chunk_index in range(len(view.head.chunks) - 1, -1, -1):
+    head = view.head
+    bounds = head.newest if len(head.newest) == len(head.chunks) else None
+    for chunk_index in range(len(head.chunks) - 1, -1, -1):
         if limit is not None and len(found) >= limit:
             threshold = sorted(found, key=_sort_key, reverse=True)[limit - 1]
-            times = view.times(chunk_index)
-            if not times or max(times) < threshold.micros:
+            if bounds is not None:
+                top = bounds[chunk_index]
+            else:
+                top = max(view.times(chunk_index), default=threshold.micros - 1)
+            if top < threshold.micros:
                 continue
         found.extend(_compacted(view, chunk_index))
     found.sort(key=_sort_key, reverse=True)

@@ -545,3 +545,22 @@ def test_forget_after_compactions_leaves_nothing_of_the_snapshot_in_the_journal(
     assert journal_numbers(repo) == [end + 1]
     listed = assert_agrees(repo)
     assert ids[5] not in listed and later == listed[0]
+
+
+def test_the_head_records_each_chunks_newest_time_and_list_reads_only_what_it_needs(
+    small_chunks: int, compact_often: int
+) -> None:
+    repo = Repository.init(MemoryBackend())
+    clock = FakeClock()
+    ids = [snap(repo, clock, {"id": "a", "v": number}) for number in range(10)]
+    repo.catalog.compact()
+    view = repo.view()
+    assert len(view.head.newest) == len(view.head.chunks) > 2
+    for index in range(len(view.head.chunks)):
+        assert view.head.newest[index] == max(view.chunk(index).times())
+    read: list[int] = []
+    times = view.times
+    view.times = lambda index: (read.append(index), times(index))[1]  # type: ignore[method-assign]
+    assert [h.snapshot_id.hex() for h in history.newest(view, 2)] == ids[::-1][:2]
+    last = len(view.head.chunks) - 1
+    assert read == [last, last - 1]  # the chunks holding the newest two; no earlier one
