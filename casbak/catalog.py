@@ -91,13 +91,6 @@ class CatalogView:
         """A bucket of this head."""
         return self.catalog.part(self.head.buckets[index], Bucket)
 
-    def alive(self, position: int) -> bool:
-        """Whether the snapshot at a compacted position still exists."""
-        chunk = self.chunk(position // CHUNK)
-        return bool(chunk.alive[position % CHUNK]) and (
-            chunk.id_at(position % CHUNK) not in self.removed
-        )
-
 
 class Catalog:
     """Reads, appends to, compacts and rewrites the catalog of one repository."""

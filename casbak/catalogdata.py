@@ -19,7 +19,7 @@ compaction folds into new parts (`fold`).
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
@@ -345,18 +345,6 @@ class Folding:
         self._histories.clear()
 
 
-def added_for(
-    record: SnapshotRecord, micros: int, entries: Iterable[tuple[str, bytes, int]]
-) -> Added:
-    """A journal addition from a record and the (tenant, object, size) it holds."""
-    return Added(record, micros, [TenantEntry(*entry) for entry in entries])
-
-
 def micros_of(moment: datetime) -> int:
     """µs since the epoch, the catalog's sortable time."""
     return round(moment.timestamp() * 1_000_000)
-
-
-def newest_first(found: Sequence[tuple[int, bytes, int]]) -> list[tuple[int, bytes, int]]:
-    """(µs, id, position) triples ordered newest first; ties by id, largest first."""
-    return sorted(found, key=lambda item: (item[0], item[1]), reverse=True)

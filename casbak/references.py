@@ -49,6 +49,11 @@ class Reference(msgspec.Struct, frozen=True):
     tenant: str | None = None
 
 
+def is_tenant_reference(text: str) -> bool:
+    """Whether a reference is TENANT@REF (an ``@`` after its first character)."""
+    return "@" in text[1:] and not text.startswith("@")
+
+
 def parse_reference(text: str, now: datetime) -> Reference:
     """Parse a reference; InputError (one line, naming it) when it is malformed."""
     if not text or not text.isprintable():

@@ -65,7 +65,6 @@ from casbak.tokens import random_hex
 
 __all__ = ["Repository", "Snapshot", "TenantVersion", "backend_for", "local_backend"]
 
-MIN_PREFIX = 4
 MAX_DELTA_DEPTH = 64
 """A manifest this many deltas from a whole one is stored whole again."""
 DELTA_FROM = 32

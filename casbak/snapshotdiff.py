@@ -16,6 +16,7 @@ from casbak.canonical import decode_canonical
 from casbak.diff import Change, diff_values
 from casbak.errors import NotFoundError
 from casbak.model import ManifestEntry
+from casbak.references import is_tenant_reference
 from casbak.repository import Repository
 
 ADDED, REMOVED, MODIFIED = "A", "D", "M"
@@ -83,11 +84,6 @@ class DiffStat(msgspec.Struct, frozen=True):
 
 class _Named(msgspec.Struct, frozen=True):
     id: str
-
-
-def is_tenant_reference(reference: str) -> bool:
-    """Whether a reference is TENANT@REF (an ``@`` after its first character)."""
-    return "@" in reference[1:] and not reference.startswith("@")
 
 
 class _Compared(msgspec.Struct, frozen=True):

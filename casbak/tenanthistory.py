@@ -20,6 +20,7 @@ from casbak.diff import Change, diff_values
 from casbak.errors import NotFoundError
 from casbak.history import TenantHolder
 from casbak.ids import Digest
+from casbak.references import is_tenant_reference
 from casbak.repository import Repository, Snapshot
 
 
@@ -148,7 +149,7 @@ def pick(repo: Repository, reference: str, tenant_ids: Sequence[str] = ()) -> Te
     warning naming that snapshot; a tenant the snapshot lacks is a
     NotFoundError that says where its newest copy is.
     """
-    if "@" in reference[1:] and not reference.startswith("@"):
+    if is_tenant_reference(reference):
         version = repo.resolve_tenant(reference)
         if tenant_ids and set(tenant_ids) != {version.tenant_id}:
             raise NotFoundError(f"{reference!r} names tenant {version.tenant_id!r} only")
@@ -161,7 +162,7 @@ def pick(repo: Repository, reference: str, tenant_ids: Sequence[str] = ()) -> Te
     snapshot = repo.resolve(reference)
     entries = snapshot.manifest.entries
     chosen = list(dict.fromkeys(tenant_ids)) if tenant_ids else sorted(entries)
-    newest = repo.newest_versions(tenant_ids) if tenant_ids else {}
+    newest = repo.timeline.newest_copies(tenant_ids) if tenant_ids else {}
     warnings = []
     for tenant_id in chosen:
         if tenant_id not in entries:
@@ -169,8 +170,8 @@ def pick(repo: Repository, reference: str, tenant_ids: Sequence[str] = ()) -> Te
             if tenant_id in newest:
                 where = f"; snapshots hold it: restore {tenant_id}@latest for its newest copy"
             raise NotFoundError(f"snapshot {snapshot.id[:12]} has no tenant {tenant_id!r}{where}")
-        if tenant_id in newest and newest[tenant_id] != entries[tenant_id].object:
-            holder = repo.resolve_tenant(f"{tenant_id}@latest").snapshot
+        if tenant_id in newest and newest[tenant_id][0] != entries[tenant_id].object:
+            holder = newest[tenant_id][1]
             if holder.header.timestamp >= snapshot.header.timestamp:
                 warnings.append(_newer_warning(tenant_id, snapshot.id, holder))
     return TenantDocumentPick(

@@ -191,13 +191,18 @@ class Timeline:
 
     def newest_versions(self, tenant_ids: Iterable[str]) -> dict[str, Digest]:
         """Each tenant's object in the newest snapshot holding it; a tenant none holds is absent."""
+        return {tenant: digest for tenant, (digest, _) in self.newest_copies(tenant_ids).items()}
 
-        def answer(view: CatalogView) -> dict[str, Digest]:
+    def newest_copies(self, tenant_ids: Iterable[str]) -> dict[str, tuple[Digest, Snapshot]]:
+        """Each tenant's object and the newest snapshot holding it; absent when none holds it."""
+
+        def answer(view: CatalogView) -> dict[str, tuple[Digest, Snapshot]]:
             found = {}
             for tenant_id in dict.fromkeys(tenant_ids):
                 newest = history.newest_holding(view, tenant_id)
                 if newest is not None:
-                    found[tenant_id] = Digest(newest.version.hex())
+                    snapshot = self.snapshot_of(view, newest.holder)
+                    found[tenant_id] = (Digest(newest.version.hex()), snapshot)
             return found
 
         return self.ask(answer)

@@ -26,6 +26,18 @@ def time_callback(_ctx: click.Context, _param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc)) from None
 
 
+def time_window(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--since``/``--until`` options that `log` and `find` share."""
+    command = click.option(
+        "--until", callback=time_callback, help="Only versions held at or before this time."
+    )(command)
+    return click.option(
+        "--since",
+        callback=time_callback,
+        help="Only versions held at or after this time (2025-11-17, 2025-11-17T10:30, -7d, ...).",
+    )(command)
+
+
 def when(moment: datetime) -> str:
     """A time as every history command prints it (UTC, to the second)."""
     return f"{moment:%Y-%m-%d %H:%M:%S}"
@@ -42,12 +54,7 @@ def who(provenance: dict[str, str]) -> str:
 @click.command()
 @click.argument("tenant_id", metavar="TENANT")
 @click.option("-p", "--patch", is_flag=True, help="Show the fields each version changed.")
-@click.option(
-    "--since",
-    callback=time_callback,
-    help="Only versions held at or after this time (2025-11-17, 2025-11-17T10:30, -7d, ...).",
-)
-@click.option("--until", callback=time_callback, help="Only versions held at or before this time.")
+@time_window
 @click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="At most N versions.")
 @pass_context
 def log(
@@ -110,12 +117,7 @@ def log(
     help="Only versions whose document this query matches (repeatable: all must match).",
 )
 @click.option("--current", is_flag=True, help="Only each tenant's newest version.")
-@click.option(
-    "--since",
-    callback=time_callback,
-    help="Only versions held at or after this time (2025-11-17, 2025-11-17T10:30, -7d, ...).",
-)
-@click.option("--until", callback=time_callback, help="Only versions held at or before this time.")
+@time_window
 @pass_context
 def find(
     ctx: Context,
