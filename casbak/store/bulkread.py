@@ -238,7 +238,9 @@ def _plan(located: Mapping[Digest, Location], *, whole: bool) -> list[_Fetch]:
         by_pack.setdefault(location.pack, []).append((digest, location))
     plan: list[_Fetch] = []
     for pack in _bases_first(located):
-        items = sorted(by_pack[pack], key=lambda item: (item[1].offset, item[0]))
+        items = by_pack[pack]
+        if len(items) > 1:
+            items.sort(key=lambda item: (item[1].offset, item[0]))
         if whole:
             end = max(location.offset + location.length for _, location in items)
             plan.append(_Fetch(pack, 0, None, end, items, True))
