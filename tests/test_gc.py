@@ -290,3 +290,61 @@ def test_gc_moves_small_packs_into_full_sized_ones(tmp_path: Path) -> None:
     assert {s.id: restore_documents(reopened, s.id)[1] for s in reopened.snapshots()} == before
     assert verify_repository(reopened).damage == 0
     assert collect_garbage(reopened, dry_run=True).packs_consolidated == 0
+
+
+def test_consolidation_decodes_each_moved_object_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames are checked along their delta chains, so no chain is decoded again per link."""
+    from casbak.backends.local import LocalBackend
+    from casbak.gc import CONSOLIDATE_FROM
+    from casbak.store.reader import ObjectReader
+
+    repo = Repository.init(LocalBackend(tmp_path / "repo"))
+    clock = FakeClock()
+    versions = CONSOLIDATE_FROM * 2
+    for number in range(versions):
+        tenant = {"id": f"t{number % 3}", "v": number, "pad": "x" * 400}
+        documents = documents_from_values([tenant], "x")
+        take_snapshot(repo, documents, operation="tenant-update", clock=clock)
+    reopened = Repository.open(LocalBackend(tmp_path / "repo"))
+    decoded: list[str] = []
+    original = ObjectReader.decode_frame
+
+    def counting(self: ObjectReader, digest: str, *args: Any, **kwargs: Any) -> bytes:
+        decoded.append(digest)
+        return original(self, digest, *args, **kwargs)
+
+    monkeypatch.setattr(ObjectReader, "decode_frame", counting)
+    done = collect_garbage(reopened, grace=NO_GRACE)
+    assert done.packs_consolidated >= CONSOLIDATE_FROM
+    assert len(decoded) == len(set(decoded))
+    assert len(decoded) >= versions - 3
+
+
+def test_bases_come_before_their_deltas_and_a_cycle_goes_last() -> None:
+    from casbak.ids import Digest
+    from casbak.store.indexfile import Location
+    from casbak.store.sweep import _bases_before_deltas
+
+    def at(name: str, base: str | None) -> tuple[Digest, Location]:
+        digest = Digest(name * 64)
+        return digest, Location(
+            Digest("f" * 64), 0, 1, 1, Digest(base * 64) if base else None, None
+        )
+
+    moving = [
+        at("c", "b"),
+        at("b", "a"),
+        at("d", "a"),
+        at("a", None),
+        at("e", "z"),
+        at("1", "2"),
+        at("2", "1"),
+    ]
+    order = [digest[0] for digest, _ in _bases_before_deltas(moving)]
+    assert order.index("a") < order.index("b") < order.index("c")
+    assert order.index("a") < order.index("d")
+    assert "e" in order[:5]  # its base is not moving: a root
+    assert sorted(order[-2:]) == ["1", "2"]
+    assert len(order) == len(moving)

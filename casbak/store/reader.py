@@ -224,6 +224,9 @@ class ObjectReader:
         one is known only once the frame has decoded against it.
         """
         if location.unresolved_base is not None:
-            return self._decode_ambiguous(digest, location, frame, 0, None)[0]
-        self.decode_frame(digest, location, frame)
+            location, canonical = self._decode_ambiguous(digest, location, frame, 0, None)
+        else:
+            canonical = self.decode_frame(digest, location, frame)
+        # Kept: what settles frames one by one settles the deltas of this one next.
+        self.decoded.put(digest, canonical)
         return location
