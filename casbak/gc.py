@@ -16,7 +16,7 @@ re-encoded instead: against its nearest kept ancestor, or standalone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
 
 import msgspec
@@ -228,14 +228,17 @@ def execute_gc(
     plan: GcPlan,
     keepalive: Callable[[], None] = lambda: None,
     grace: timedelta = DEFAULT_GRACE,
+    snapshots: Iterable[Snapshot] = (),
 ) -> GcPlan:
     """Carry out a plan: manifests first (made durable), then objects; what was done.
 
     Objects leave by rewriting the packs that hold them, and kept objects
     whose base leaves are re-encoded on the way; packs no index names (a
-    writer that crashed before indexing) go after the grace.
+    writer that crashed before indexing) go after the grace. ``snapshots``
+    (the planned ones) spare reading their headers again.
     """
-    rebased = repo.delete_snapshots(plan.remove_manifests, keepalive)
+    headers = {snap.id: snap.header for snap in snapshots}
+    rebased = repo.delete_snapshots(plan.remove_manifests, keepalive, headers)
     swept = repo.objects.sweep(plan.remove_objects, keepalive, plan.reencode, plan.consolidate)
     orphans = repo.objects.delete_unindexed(grace.total_seconds(), plan.remove_packs)
     return msgspec.structs.replace(

@@ -92,7 +92,7 @@ def cleanup(
         plan = plan_gc(repo, snapshots=snapshots, removing=set(decision.remove), grace=grace)
         rebuilt = reconcile(repo, stored, dry_run=dry_run)
         if not dry_run:
-            plan = execute_gc(repo, plan, lock.refresh, grace)
+            plan = execute_gc(repo, plan, lock.refresh, grace, stored.snapshots)
     return CleanupReport.of(plan, decision, dry_run, rebuilt)
 
 
@@ -141,7 +141,7 @@ def forget(
         else:
             plan = plan_removal(snapshots, named)
         if not dry_run:
-            plan = execute_gc(repo, plan, lock.refresh, grace)
+            plan = execute_gc(repo, plan, lock.refresh, grace, stored.snapshots)
     removed: list[str] = [snap.id for snap in snapshots if snap.id in named]
     return CleanupReport.of(plan, Decision(keep=[], remove=removed), dry_run, rebuilt)
 
@@ -176,7 +176,7 @@ def collect_garbage(
         plan = plan_gc(repo, snapshots=stored.snapshots, grace=grace)
         rebuilt = reconcile(repo, stored, dry_run=dry_run)
         if not dry_run:
-            plan = execute_gc(repo, plan, lock.refresh, grace)
+            plan = execute_gc(repo, plan, lock.refresh, grace, stored.snapshots)
     return CleanupReport.of(plan, None, dry_run, rebuilt)
 
 

@@ -7,7 +7,7 @@ is opened for use; older ones only for `casbak migrate`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -284,7 +284,12 @@ class Repository:
         """Remove a manifest (its objects stay until gc)."""
         self.delete_snapshots([snapshot.key])
 
-    def delete_snapshots(self, keys: Collection[str], keepalive: Callable[[], None] = _idle) -> int:
+    def delete_snapshots(
+        self,
+        keys: Collection[str],
+        keepalive: Callable[[], None] = _idle,
+        headers: Mapping[Digest, Header] | None = None,
+    ) -> int:
         """Remove manifests, first rebasing every kept delta whose parent goes; how many rebased.
 
         The caller holds the exclusive lock. A kept delta manifest whose
@@ -294,13 +299,19 @@ class Repository:
         stays readable at every moment. The catalog is taken down first and
         written again without the removed snapshots last, so it keeps nothing
         of them (a crash in between leaves no catalog: the next reader builds one).
+        ``headers`` are the manifests' headers by snapshot id, when the caller
+        has read them already (gc and cleanup have): the rest are read here.
         """
         if not keys:
             return 0
         removing = set(keys)
         by_id = self.manifest_keys()
         view = self.view(store=True)
-        headers = {sid: self.load(sid, key).header for sid, key in by_id.items()}
+        known = headers or {}
+        headers = {
+            sid: known[sid] if sid in known else self.load(sid, key).header
+            for sid, key in by_id.items()
+        }
         # A delta goes before its parent (it is one deeper), so a crash between
         # removals never leaves a manifest whose parent is gone.
         depths = {key: headers[sid].depth for sid, key in by_id.items()}
