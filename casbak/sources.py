@@ -7,7 +7,7 @@ is touched, so bad input can never leave a partial snapshot behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,6 +20,9 @@ from casbak.rawcache import RawCache
 from casbak.tenantdocs import id_problem, split_tenants, tenant_id_of
 
 STDIN = "-"
+
+Progress = Callable[[int, int, int], None]
+"""``progress(files decoded, files of this source, bytes)``."""
 
 
 class TenantDocument(msgspec.Struct, frozen=True):
@@ -47,18 +50,25 @@ def read_sources(
     cache: RawCache | None = None,
     *,
     recursive: bool = False,
+    progress: Progress | None = None,
 ) -> list[TenantDocument]:
     """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents.
 
     With a cache, a file whose raw bytes were read before is not decoded again.
     A folder's sub-folders are read only when ``recursive``; without it a
     sub-folder holding ``*.json`` files is an error rather than skipped unseen.
+    ``progress`` counts the files of each source as they are decoded.
     """
     if not sources:
         raise InputError("no source given: name JSON files, folders, or - for stdin")
     documents: list[TenantDocument] = []
+    read = 0
     for source in sources:
-        for where, data in _read_source(source, stdin, recursive):
+        files = _read_source(source, stdin, recursive)
+        for done, (where, data) in enumerate(files, 1):
+            read += len(data)
+            if progress is not None:
+                progress(done, len(files), read)
             if cache is not None:
                 key, known = cache.lookup(data)
                 if known is not None:

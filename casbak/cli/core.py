@@ -10,6 +10,7 @@ import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
 from casbak.cli.output import count, human_size, table
+from casbak.cli.progress import ProgressBar
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -185,12 +186,20 @@ def snapshot(
             raise click.UsageError("--tenant, --with-settings and --with-sso need --from-descope")
         if not sources:
             raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
-        stdin, read = sys.stdin.buffer, {"use_cache": not no_cache, "recursive": recursive}
+        stdin = sys.stdin.buffer
+        read: dict[str, Any] = {"use_cache": not no_cache, "recursive": recursive}
+        with ProgressBar(ctx, "snapshot") as progress:
+            if dry_run:
+                preview = preview_sources(
+                    ctx.open(), sources, stdin, **read, target_id=target_id, progress=progress
+                )
+            else:
+                result = snapshot_sources(
+                    ctx.open(), sources, stdin, **read, progress=progress, **options
+                )
         if dry_run:
-            preview = preview_sources(ctx.open(), sources, stdin, **read, target_id=target_id)
             _emit_preview(ctx, preview)
             return
-        result = snapshot_sources(ctx.open(), sources, stdin, **read, **options)
     ctx.emit(result, lambda: _render_snapshot(result))
 
 
@@ -358,7 +367,10 @@ def restore(
     if dry_run or yes:
         raise click.UsageError("--dry-run and --yes go with --to-descope")
 
-    snap, documents, warnings = restore_with_warnings(ctx.open(), snapshot_ref, tenant_ids)
+    with ProgressBar(ctx, "restore") as progress:
+        snap, documents, warnings = restore_with_warnings(
+            ctx.open(), snapshot_ref, tenant_ids, progress
+        )
     if not ctx.json_output or out == "-":
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -443,19 +455,22 @@ def diff(
     unless NO_COLOR is set.
     """
     from casbak.cli import diffview
+    from casbak.cli.terminal import Painter
     from casbak.snapshotdiff import diff_names, diff_snapshots, diff_stat
 
     if stat and name_only:
         raise click.UsageError("give --stat or --name-only, not both")
-    repo, paint = ctx.open(), diffview.Painter(diffview.use_color(ctx))
+    repo, paint = ctx.open(), Painter(diffview.use_color(ctx))
     if name_only:
         names = diff_names(repo, old_ref, new_ref, tenant_ids)
         ctx.emit(names, lambda: diffview.render_names(names, paint))
     elif stat:
-        counts = diff_stat(repo, old_ref, new_ref, tenant_ids)
+        with ProgressBar(ctx, "diff") as progress:
+            counts = diff_stat(repo, old_ref, new_ref, tenant_ids, progress)
         ctx.emit(counts, lambda: diffview.render_stat(counts, paint))
     else:
-        result = diff_snapshots(repo, old_ref, new_ref, tenant_ids)
+        with ProgressBar(ctx, "diff") as progress:
+            result = diff_snapshots(repo, old_ref, new_ref, tenant_ids, progress)
         ctx.emit(result, lambda: diffview.render_diff(result, paint))
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.output import count, human_size, table
+from casbak.cli.progress import ProgressBar
 
 
 def time_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -72,10 +73,11 @@ def log(
     held it. With -p, the fields changed from the version before. Times are UTC.
     """
     from casbak.cli import diffview
+    from casbak.cli.terminal import Painter
     from casbak.tenanthistory import tenant_log
 
     entries = tenant_log(ctx.open(), tenant_id, since=since, until=until, limit=limit, patch=patch)
-    paint = diffview.Painter(diffview.use_color(ctx))
+    paint = Painter(diffview.use_color(ctx))
 
     def human() -> str:
         lines = []

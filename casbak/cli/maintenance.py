@@ -13,7 +13,8 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.output import count, human_size
+from casbak.cli.progress import ProgressBar
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,38 +1,10 @@
-"""How the CLI renders for people: sizes, tables, progress bars, error lines."""
+"""How the CLI renders for people: sizes, tables, error lines (progress bars: `progress`)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import click
-
-if TYPE_CHECKING:
-    from casbak.cli.context import Context
-
-
-class ProgressBar:
-    """A progress bar on stderr, only when stderr is a terminal and output is for people."""
-
-    def __init__(self, ctx: Context, label: str) -> None:
-        self._enabled = sys.stderr.isatty() and not ctx.quiet and not ctx.json_output
-        self._label = label
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[int, int, int], None] | None:
-        return self._update if self._enabled else None
-
-    def _update(self, done: int, total: int, read: int) -> None:
-        if self._bar is None:
-            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
-            self._bar.__enter__()
-        self._bar.label = f"{self._label} ({human_size(read)})"
-        self._bar.update(done - self._bar.pos)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
 
 
 def count(number: int, noun: str, plural: str | None = None) -> str:
@@ -67,4 +39,6 @@ def report_error(error_type: str, message: str, code: int, json_errors: bool) ->
         document = {"error": error_type, "message": message, "code": code}
         click.echo(msgspec.json.encode(document).decode(), err=True)
     else:
-        click.echo(f"casbak: error: {message}", err=True)
+        from casbak.cli.terminal import for_stderr
+
+        click.echo(for_stderr(False).error(f"casbak: error: {message}"), err=True)
