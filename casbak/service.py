@@ -409,13 +409,18 @@ class RepositoryStats(msgspec.Struct, frozen=True):
     compression_ratio: float
 
 
-def repository_stats(repo: Repository) -> RepositoryStats:
-    """Count snapshots, tenants and bytes: as taken, as unique documents, as stored."""
+def repository_stats(repo: Repository, progress: Progress | None = None) -> RepositoryStats:
+    """Count snapshots, tenants and bytes: as taken, as unique documents, as stored.
+
+    ``progress`` counts the manifests read.
+    """
     snapshots = repo.snapshots()
     tenants: set[str] = set()
     unique: dict[str, int] = {}
     logical = 0
-    for snap in snapshots:
+    for done, snap in enumerate(snapshots, 1):
+        if progress is not None:
+            progress(done, len(snapshots), 0)
         for tenant_id, entry in snap.manifest.entries.items():
             tenants.add(tenant_id)
             unique[entry.object] = entry.size

@@ -480,7 +480,8 @@ def stats(ctx: Context) -> None:
     """Show snapshots, tenants, objects stored, bytes, and dedup and compression ratios."""
     from casbak.service import repository_stats
 
-    result = repository_stats(ctx.open())
+    with ProgressBar(ctx, "stats: reading manifests") as progress:
+        result = repository_stats(ctx.open(), progress)
     ctx.emit(
         result,
         lambda: "\n".join(

@@ -90,7 +90,10 @@ def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
     """
     from casbak.maintenance import collect_garbage
 
-    report = collect_garbage(ctx.open(), dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
+    with ProgressBar(ctx, "gc: reading manifests") as progress:
+        report = collect_garbage(
+            ctx.open(), dry_run=dry_run, grace=grace, lock_timeout=lock_timeout, progress=progress
+        )
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=False))
 
 
@@ -170,7 +173,10 @@ def cleanup(
         group_by=group_by,
         keep_newest_of_target=not allow_removing_newest,
     )
-    report = run_cleanup(repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
+    with ProgressBar(ctx, "cleanup: reading manifests") as progress:
+        report = run_cleanup(
+            repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout, progress=progress
+        )
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
 
 
@@ -205,15 +211,17 @@ def forget(
     """
     from casbak.maintenance import forget as run_forget
 
-    report = run_forget(
-        ctx.open(),
-        references,
-        force=force,
-        prune=not no_prune,
-        dry_run=dry_run,
-        grace=grace,
-        lock_timeout=lock_timeout,
-    )
+    with ProgressBar(ctx, "forget: reading manifests") as progress:
+        report = run_forget(
+            ctx.open(),
+            references,
+            force=force,
+            prune=not no_prune,
+            dry_run=dry_run,
+            grace=grace,
+            lock_timeout=lock_timeout,
+            progress=progress,
+        )
     left = "\nunreferenced objects are left to 'casbak gc'" if no_prune else ""
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True) + left)
 
