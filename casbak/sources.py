@@ -22,7 +22,7 @@ from casbak.tenantdocs import id_problem, split_tenants, tenant_id_of
 STDIN = "-"
 
 Progress = Callable[[int, int, int], None]
-"""``progress(done, total, bytes read)``: files of a folder, or tenants of a lone file."""
+"""``progress(done, total, bytes read)``: files, or the tenants of a lone file."""
 
 
 class TenantDocument(msgspec.Struct, frozen=True):
@@ -57,28 +57,27 @@ def read_sources(
     With a cache, a file whose raw bytes were read before is not decoded again.
     A folder's sub-folders are read only when ``recursive``; without it a
     sub-folder holding ``*.json`` files is an error rather than skipped unseen.
-    ``progress`` counts the files of a folder as they are decoded, or the
-    tenants of a source that is one file.
+    ``progress`` counts the files as they are decoded, or the tenants of a
+    lone file.
     """
     if not sources:
         raise InputError("no source given: name JSON files, folders, or - for stdin")
     documents: list[TenantDocument] = []
+    files = [item for source in sources for item in _read_source(source, stdin, recursive)]
     read = 0
-    for source in sources:
-        files = _read_source(source, stdin, recursive)
-        for done, (where, data) in enumerate(files, 1):
-            read += len(data)
-            if progress is not None and len(files) > 1:
-                progress(done, len(files), read)
-            if cache is not None:
-                key, known = cache.lookup(data)
-                if known is not None:
-                    documents += [TenantDocument(t, None, d, where, n) for t, d, n in known]
-                    continue
-            found = _canonical_documents(data, where, progress if len(files) == 1 else None)
-            if cache is not None:
-                cache.remember(key, [(doc.tenant_id, doc.digest, doc.size) for doc in found])
-            documents += found
+    for done, (where, data) in enumerate(files, 1):
+        read += len(data)
+        if progress is not None and len(files) > 1:
+            progress(done, len(files), read)
+        if cache is not None:
+            key, known = cache.lookup(data)
+            if known is not None:
+                documents += [TenantDocument(t, None, d, where, n) for t, d, n in known]
+                continue
+        found = _canonical_documents(data, where, progress if len(files) == 1 else None)
+        if cache is not None:
+            cache.remember(key, [(doc.tenant_id, doc.digest, doc.size) for doc in found])
+        documents += found
     return check_unique(documents)
 
 

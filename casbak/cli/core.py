@@ -188,7 +188,7 @@ def snapshot(
             raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
         stdin = sys.stdin.buffer
         read: dict[str, Any] = {"use_cache": not no_cache, "recursive": recursive}
-        with ProgressBar(ctx, "snapshot") as progress:
+        with ProgressBar(ctx, "snapshot", ("reading", "storing")) as progress:
             if dry_run:
                 preview = preview_sources(
                     ctx.open(), sources, stdin, **read, target_id=target_id, progress=progress

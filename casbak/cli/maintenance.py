@@ -16,6 +16,9 @@ from casbak.cli.context import (
 from casbak.cli.output import count, human_size
 from casbak.cli.progress import ProgressBar
 
+PHASES = ("reading manifests", "marking objects")
+"""What gc, cleanup and forget count: every manifest's header, then the manifests that stay."""
+
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = lock_timeout_option("Seconds to wait for running snapshots to finish.")(command)
@@ -90,7 +93,7 @@ def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
     """
     from casbak.maintenance import collect_garbage
 
-    with ProgressBar(ctx, "gc: reading manifests") as progress:
+    with ProgressBar(ctx, "gc", PHASES) as progress:
         report = collect_garbage(
             ctx.open(), dry_run=dry_run, grace=grace, lock_timeout=lock_timeout, progress=progress
         )
@@ -173,7 +176,7 @@ def cleanup(
         group_by=group_by,
         keep_newest_of_target=not allow_removing_newest,
     )
-    with ProgressBar(ctx, "cleanup: reading manifests") as progress:
+    with ProgressBar(ctx, "cleanup", PHASES) as progress:
         report = run_cleanup(
             repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout, progress=progress
         )
@@ -211,7 +214,7 @@ def forget(
     """
     from casbak.maintenance import forget as run_forget
 
-    with ProgressBar(ctx, "forget: reading manifests") as progress:
+    with ProgressBar(ctx, "forget", PHASES) as progress:
         report = run_forget(
             ctx.open(),
             references,
