@@ -305,7 +305,7 @@ def test_progress_bar_on_a_terminal(
     path, _, _ = damaged
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     from casbak.cli.context import Context
-    from casbak.cli.progress import ProgressBar
+    from casbak.cli.output import ProgressBar
 
     bar = ProgressBar(Context(str(path), False, False), "verifying")
     with bar as update:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import count, human_size
-from casbak.cli.progress import ProgressBar
-from casbak.cli.terminal import Painter, for_stdout
+from casbak.cli.output import ProgressBar, count, human_size
 from casbak.errors import DamageFound, FormatVersionError
+
+if TYPE_CHECKING:
+    from casbak.cli.terminal import Painter
 
 
 @click.command()
@@ -63,7 +64,7 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
                 snapshot_refs=snapshot_refs,
                 progress=progress,
             )
-    ctx.emit(report, lambda: _render_verify(report, for_stdout(ctx)))
+    ctx.emit(report, lambda: _render_verify(report, _painter(ctx)))
     if problem is not None and problem.kind == "unsupported-version":
         unsupported = FormatVersionError(problem.message)
         unsupported.reported = True
@@ -87,9 +88,15 @@ def _verify_bundle(ctx: Context, bundle: str) -> None:
         report = VerifyReport(
             False, "bundle", 0, 0, 0, 1, [Finding("bad-bundle", "damage", bundle, str(exc))]
         )
-    ctx.emit(report, lambda: _render_verify(report, for_stdout(ctx)))
+    ctx.emit(report, lambda: _render_verify(report, _painter(ctx)))
     if not report.ok:
         raise DamageFound(f"{report.damage} damaged")
+
+
+def _painter(ctx: Context) -> Painter:
+    from casbak.cli.terminal import for_stdout
+
+    return for_stdout(ctx)
 
 
 def _render_verify(report: Any, paint: Painter) -> str:

@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
-from casbak.cli.output import count, human_size, table
-from casbak.cli.progress import ProgressBar
+from casbak.cli.output import ProgressBar, count, human_size, table
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -455,12 +454,11 @@ def diff(
     unless NO_COLOR is set.
     """
     from casbak.cli import diffview
-    from casbak.cli.terminal import Painter
     from casbak.snapshotdiff import diff_names, diff_snapshots, diff_stat
 
     if stat and name_only:
         raise click.UsageError("give --stat or --name-only, not both")
-    repo, paint = ctx.open(), Painter(diffview.use_color(ctx))
+    repo, paint = ctx.open(), diffview.Painter(diffview.use_color(ctx))
     if name_only:
         names = diff_names(repo, old_ref, new_ref, tenant_ids)
         ctx.emit(names, lambda: diffview.render_names(names, paint))

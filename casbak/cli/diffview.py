@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from casbak.diff import Change
     from casbak.snapshotdiff import DiffNames, DiffStat, SnapshotDiff
 
+__all__ = ["NOTHING", "Painter", "render_changes", "render_diff", "render_names", "render_stat"]
+
 NOTHING = "no differences"
 
 

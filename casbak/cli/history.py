@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import count, human_size, table
-from casbak.cli.progress import ProgressBar
+from casbak.cli.output import ProgressBar, count, human_size, table
 
 
 def time_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -73,11 +72,10 @@ def log(
     held it. With -p, the fields changed from the version before. Times are UTC.
     """
     from casbak.cli import diffview
-    from casbak.cli.terminal import Painter
     from casbak.tenanthistory import tenant_log
 
     entries = tenant_log(ctx.open(), tenant_id, since=since, until=until, limit=limit, patch=patch)
-    paint = Painter(diffview.use_color(ctx))
+    paint = diffview.Painter(diffview.use_color(ctx))
 
     def human() -> str:
         lines = []

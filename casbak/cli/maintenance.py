@@ -13,8 +13,7 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.output import count, human_size
-from casbak.cli.progress import ProgressBar
+from casbak.cli.output import ProgressBar, count, human_size
 
 PHASES = ("reading manifests", "marking objects")
 """What gc, cleanup and forget count: every manifest's header, then the manifests that stay."""

@@ -14,8 +14,7 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.output import count, human_size
-from casbak.cli.progress import ProgressBar
+from casbak.cli.output import ProgressBar, count, human_size
 
 
 @click.command("export")
