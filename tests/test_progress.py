@@ -262,3 +262,85 @@ def test_verify_findings_are_coloured_on_a_terminal_only(repo: Path) -> None:
     assert code == 3
     assert ESCAPE not in out
     assert not json.loads(out)["ok"]
+
+
+# What the library reports (the bar only draws it)
+
+
+class Recorder:
+    """A progress callback that keeps every report, split into phases where counting restarts."""
+
+    def __init__(self) -> None:
+        self.phases: list[list[tuple[int, int, int]]] = []
+
+    def __call__(self, done: int, total: int, read: int) -> None:
+        if not self.phases or done <= self.phases[-1][-1][0] or total != self.phases[-1][-1][1]:
+            self.phases.append([])
+        self.phases[-1].append((done, total, read))
+
+    def ends(self) -> list[tuple[int, int]]:
+        """Each phase's last report (done, total): a finished phase has done == total."""
+        return [phase[-1][:2] for phase in self.phases]
+
+
+def _open(path: Path) -> Any:
+    from casbak.repository import Repository, backend_for
+
+    return Repository.open(backend_for(str(path)))
+
+
+def test_snapshot_reports_files_read_then_objects_stored(tmp_path: Path) -> None:
+    from casbak.service import preview_sources, snapshot_sources
+
+    path = tmp_path / "repo"
+    assert run(path, "init")[0] == 0
+    files = len(list(ROUND1.glob("*.json")))
+    seen = Recorder()
+    result = snapshot_sources(_open(path), [str(ROUND1)], use_cache=False, progress=seen)
+    assert seen.ends() == [(files, files), (result.new_objects, result.new_objects)]
+    assert seen.phases[0][-1][2] == sum(f.stat().st_size for f in ROUND1.glob("*.json"))
+    one = tmp_path / "several.json"
+    one.write_text(json.dumps([{"id": f"t{n}"} for n in range(5)]))
+    seen = Recorder()
+    preview_sources(_open(path), [str(one)], progress=seen)
+    assert seen.ends() == [(5, 5)]  # a lone file: its tenants are counted
+
+
+def test_restore_diff_and_stats_report_what_they_read(repo: Path) -> None:
+    from casbak.service import repository_stats, restore_with_warnings
+    from casbak.snapshotdiff import diff_snapshots, diff_stat
+
+    opened = _open(repo)
+    seen = Recorder()
+    _, documents, _ = restore_with_warnings(opened, "latest", (), seen)
+    assert seen.ends() == [(len(set(documents.values())),) * 2]
+    assert seen.phases[0][-1][2] == sum(len(document) for document in set(documents.values()))
+    seen = Recorder()
+    changed = diff_snapshots(opened, "latest~1", "latest", progress=seen).changed
+    assert changed and seen.ends() == [(len(changed), len(changed))]
+    seen = Recorder()
+    rows = diff_stat(opened, "latest~1", "latest", progress=seen).tenants
+    assert seen.ends() == [(len(rows), len(rows))]
+    seen = Recorder()
+    assert repository_stats(opened, seen).snapshots == 2
+    assert seen.ends() == [(2, 2)]
+
+
+def test_gc_cleanup_and_forget_report_manifests_read_then_marked(repo: Path) -> None:
+    from datetime import timedelta
+
+    from casbak.maintenance import cleanup, collect_garbage, forget
+    from casbak.retention import RetentionPolicy
+
+    seen = Recorder()
+    collect_garbage(_open(repo), dry_run=True, progress=seen)
+    assert seen.ends() == [(2, 2), (2, 2)]
+    seen = Recorder()
+    report = cleanup(
+        _open(repo), RetentionPolicy(keep_last=1), dry_run=True, grace=timedelta(0), progress=seen
+    )
+    assert report.snapshots_removed == 1
+    assert seen.ends() == [(2, 2), (1, 1)]  # every header, then the one manifest that stays
+    seen = Recorder()
+    forget(_open(repo), ["latest~1"], dry_run=True, progress=seen)
+    assert seen.ends() == [(2, 2), (1, 1)]
