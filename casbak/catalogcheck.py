@@ -373,14 +373,19 @@ class StoredSnapshots:
     A catalog that lacked a snapshot would otherwise have its objects swept.
     Each manifest's header is read here; its entries, when a plan reads them,
     are remembered as a fingerprint, so the catalog is checked against them
-    without reading a manifest twice.
+    without reading a manifest twice. ``progress`` counts the headers read.
     """
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(
+        self, repo: Repository, progress: Callable[[int, int, int], None] | None = None
+    ) -> None:
         self.repo = repo
         self.said: dict[bytes, Said] = {}
         found = []
-        for snapshot_id, key in repo.manifest_keys().items():
+        keys = repo.manifest_keys()
+        for done, (snapshot_id, key) in enumerate(keys.items(), 1):
+            if progress is not None:
+                progress(done, len(keys), 0)
             header = repo.load(snapshot_id, key).header
             self.said[bytes.fromhex(snapshot_id)] = said_of(snapshot_id, key, header, None)
             loader = self._loader(snapshot_id, key, header)

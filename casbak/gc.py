@@ -71,17 +71,21 @@ def plan_gc(
     removing: Collection[str] = (),
     grace: timedelta = DEFAULT_GRACE,
     now: float | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> GcPlan:
     """Mark objects referenced by the snapshots that stay; plan to sweep the rest.
 
     ``snapshots`` must be every snapshot in the repository (a manifest that
     cannot be read makes the caller stop before planning: its references are
-    unknown, so nothing could be swept safely).
+    unknown, so nothing could be swept safely). ``progress`` counts the
+    manifests read while marking.
     """
     current = repo.backend.now() if now is None else now
     staying = [snap for snap in snapshots if snap.id not in removing]
     referenced: set[str] = set()
-    for snap in staying:
+    for done, snap in enumerate(staying, 1):
+        if progress is not None:
+            progress(done, len(staying), 0)
         referenced.update(entry.object for entry in snap.manifest.entries.values())
     _check_indexed(repo.objects, referenced)
     doomed: dict[Digest, int] = {}

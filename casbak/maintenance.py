@@ -31,6 +31,9 @@ from casbak.retention import (
     safety_reasons,
 )
 
+Progress = Callable[[int, int, int], None]
+"""``progress(manifests read, manifests to read, 0)``."""
+
 
 class CleanupReport(msgspec.Struct, frozen=True):
     """What cleanup or gc did (or, with dry_run, would do): the same figures either way."""
@@ -83,13 +86,18 @@ def cleanup(
     grace: timedelta = DEFAULT_GRACE,
     clock: Callable[[], datetime] = utc_now,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
 ) -> CleanupReport:
-    """Apply a retention policy, then collect the garbage it leaves."""
+    """Apply a retention policy, then collect the garbage it leaves.
+
+    ``progress`` counts manifests read: every header, then those that stay.
+    """
     with repo.locks.exclusive("cleanup", lock_timeout) as lock:
-        stored = StoredSnapshots(repo)
+        stored = StoredSnapshots(repo, progress)
         snapshots = stored.snapshots
         decision = apply_policy(_infos(snapshots), policy, clock())
-        plan = plan_gc(repo, snapshots=snapshots, removing=set(decision.remove), grace=grace)
+        removing = set(decision.remove)
+        plan = plan_gc(repo, snapshots=snapshots, removing=removing, grace=grace, progress=progress)
         rebuilt = reconcile(repo, stored, dry_run=dry_run)
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace, stored.snapshots)
@@ -119,17 +127,19 @@ def forget(
     grace: timedelta = DEFAULT_GRACE,
     clock: Callable[[], datetime] = utc_now,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
 ) -> CleanupReport:
     """Remove the named snapshots, then (with ``prune``) the objects only they referenced.
 
     Cleanup's plan, execution and safety rules: naming the newest snapshot of
     a target, or one dated in the future, is refused (nothing is removed)
     unless ``force``. Without ``prune`` the objects are left to a later gc.
+    ``progress`` as for `cleanup`.
     """
     if not references:
         raise UsageError("name at least one snapshot to forget")
     with repo.locks.exclusive("forget", lock_timeout) as lock:
-        stored = StoredSnapshots(repo)
+        stored = StoredSnapshots(repo, progress)
         snapshots = stored.snapshots
         # References are answered by the catalog: it must say what the manifests say.
         rebuilt = reconcile(repo, stored, dry_run=dry_run)
@@ -137,7 +147,9 @@ def forget(
         if not force:
             _refuse_protected(snapshots, named, clock())
         if prune:
-            plan = plan_gc(repo, snapshots=snapshots, removing=named, grace=grace)
+            plan = plan_gc(
+                repo, snapshots=snapshots, removing=named, grace=grace, progress=progress
+            )
         else:
             plan = plan_removal(snapshots, named)
         if not dry_run:
@@ -165,15 +177,17 @@ def collect_garbage(
     dry_run: bool = False,
     grace: timedelta = DEFAULT_GRACE,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
 ) -> CleanupReport:
     """Remove objects no snapshot references (older than the grace period).
 
     The catalog is checked against the manifests the plan reads; one that
     disagrees, is damaged or is missing is written afresh (``catalog_rebuilt``).
+    ``progress`` as for `cleanup`.
     """
     with repo.locks.exclusive("gc", lock_timeout) as lock:
-        stored = StoredSnapshots(repo)
-        plan = plan_gc(repo, snapshots=stored.snapshots, grace=grace)
+        stored = StoredSnapshots(repo, progress)
+        plan = plan_gc(repo, snapshots=stored.snapshots, grace=grace, progress=progress)
         rebuilt = reconcile(repo, stored, dry_run=dry_run)
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace, stored.snapshots)

@@ -34,6 +34,9 @@ from casbak.tenanthistory import pick
 
 ALL_TENANTS = "all-tenants"
 
+Progress = Callable[[int, int, int], None]
+"""``progress(done, total, bytes)`` of a long step: files read, objects stored or read."""
+
 
 MAX_LABEL = 256
 
@@ -91,6 +94,7 @@ def take_snapshot(
     skip_if_unchanged: bool = False,
     clock: Callable[[], datetime] = utc_now,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
 ) -> SnapshotResult:
     """Store documents (each once) and then the manifest that names them.
 
@@ -99,7 +103,8 @@ def take_snapshot(
     The manifest records its provenance (`collect_provenance`), with ``meta``
     as ``meta.KEY``. With ``skip_if_unchanged``, nothing is written when the
     target's newest snapshot holds exactly these tenants at these versions:
-    the result names that snapshot and says ``skipped``.
+    the result names that snapshot and says ``skipped``. ``progress`` counts
+    the new objects as they are compressed and written.
     """
     target_id = target_of(documents, target_id)
     _check_label("operation", operation)
@@ -114,7 +119,9 @@ def take_snapshot(
         if existing is not None:
             return _skipped(repo, existing, documents)
     with repo.locks.shared(operation, lock_timeout) as lock:
-        new_objects, bytes_added = _store_objects(repo, documents, target_id, lock.refresh)
+        new_objects, bytes_added = _store_objects(
+            repo, documents, target_id, _Counting(lock.refresh, progress)
+        )
         lock.confirm()
         manifest = Manifest(
             description=description,
@@ -140,7 +147,7 @@ def _store_objects(
     repo: Repository,
     documents: Sequence[TenantDocument],
     target_id: str,
-    keepalive: Callable[[], None],
+    keepalive: _Counting,
 ) -> tuple[int, int]:
     """Make every document durable (each once); how many objects and bytes were new."""
     repo.objects.refresh()  # what another process stored or removed since
@@ -149,11 +156,25 @@ def _store_objects(
     if vouched and not _all_stored(repo, vouched):
         raise StaleCache("a cached document is no longer stored")
     packs = repo.objects
-    new = len(packs.locate_many(unique)) < len(unique)
-    bases = _earlier_versions(repo, target_id, documents) if new else {}
+    keepalive.total = len(unique) - len(packs.locate_many(unique))
+    bases = _earlier_versions(repo, target_id, documents) if keepalive.total else {}
     stored = packs.store(unique, bases, keepalive)
     repo.backend.sync()
     return stored.new_objects, stored.bytes_added
+
+
+class _Counting:
+    """A writer's keepalive, called once per new object, that also reports progress."""
+
+    def __init__(self, keepalive: Callable[[], None], progress: Progress | None) -> None:
+        self.keepalive, self.progress = keepalive, progress
+        self.done = self.total = 0
+
+    def __call__(self) -> None:
+        self.keepalive()
+        self.done += 1
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total, 0)
 
 
 def target_of(documents: Sequence[TenantDocument], target_id: str | None) -> str:
@@ -194,8 +215,9 @@ def preview_sources(
     use_cache: bool = True,
     target_id: str | None = None,
     recursive: bool = False,
+    progress: Progress | None = None,
 ) -> SnapshotPreview:
-    """`preview_snapshot` of files, folders or stdin.
+    """`preview_snapshot` of files, folders or stdin (``progress``: files decoded).
 
     The raw-bytes cache may spare decoding but is not saved: what it would
     learn vouches for documents stored, and a dry run stores none.
@@ -203,7 +225,7 @@ def preview_sources(
     cache = None
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
-    documents = read_sources(sources, stdin, cache, recursive=recursive)
+    documents = read_sources(sources, stdin, cache, recursive=recursive, progress=progress)
     return preview_snapshot(repo, documents, target_id=target_id)
 
 
@@ -214,23 +236,25 @@ def snapshot_sources(
     *,
     use_cache: bool = True,
     recursive: bool = False,
+    progress: Progress | None = None,
     **options: Any,
 ) -> SnapshotResult:
     """`take_snapshot` of files, folders or stdin, skipping the decoding of unchanged files.
 
     The raw-bytes cache is not used for stdin (it cannot be read twice), and
     a cache that vouches for a document no longer stored means a full re-read.
+    ``progress`` counts files decoded, then objects stored.
     """
     cache = None
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
     try:
-        result = take_snapshot(
-            repo, read_sources(sources, stdin, cache, recursive=recursive), **options
-        )
+        documents = read_sources(sources, stdin, cache, recursive=recursive, progress=progress)
+        result = take_snapshot(repo, documents, progress=progress, **options)
     except StaleCache:
         cache = None
-        result = take_snapshot(repo, read_sources(sources, stdin, recursive=recursive), **options)
+        documents = read_sources(sources, stdin, recursive=recursive, progress=progress)
+        result = take_snapshot(repo, documents, progress=progress, **options)
     if cache is not None:
         cache.save()
     return result
@@ -319,18 +343,22 @@ def restore_documents(
 
 
 def restore_with_warnings(
-    repo: Repository, reference: str, tenant_ids: Sequence[str] = ()
+    repo: Repository,
+    reference: str,
+    tenant_ids: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> tuple[Snapshot, dict[str, bytes], list[str]]:
     """`restore_documents`, and a warning per tenant of which a newer snapshot holds another copy.
 
     ``reference`` may be TENANT@REF (`casbak.references`): that tenant's version.
+    ``progress`` counts the objects read.
     """
     chosen = pick(repo, reference, tenant_ids)
     snapshot = chosen.snapshot
     # Read together, so a remote repository fetches them in parallel (pack by
     # pack); the first damaged one, in tenant order, is the error, named by
     # its tenant, because whoever restores thinks in tenants and needs the way out.
-    found = dict(repo.objects.read_many(digest for digest, _ in chosen.entries.values()))
+    found = _read_all(repo, [digest for digest, _ in chosen.entries.values()], progress)
     documents = {}
     for tenant_id, (digest, _) in chosen.entries.items():
         result = found[digest]
@@ -343,6 +371,19 @@ def restore_with_warnings(
             ) from result
         documents[tenant_id] = result
     return snapshot, documents, chosen.warnings
+
+
+def _read_all(
+    repo: Repository, digests: list[str], progress: Progress | None
+) -> dict[Digest, bytes | CasbakError]:
+    found: dict[Digest, bytes | CasbakError] = {}
+    total, read = len(set(digests)), 0
+    for digest, result in repo.objects.read_many(digests):
+        found[digest] = result
+        if progress is not None:
+            read += len(result) if isinstance(result, bytes) else 0
+            progress(len(found), total, read)
+    return found
 
 
 def render_restored(documents: dict[str, bytes]) -> bytes:
@@ -368,13 +409,18 @@ class RepositoryStats(msgspec.Struct, frozen=True):
     compression_ratio: float
 
 
-def repository_stats(repo: Repository) -> RepositoryStats:
-    """Count snapshots, tenants and bytes: as taken, as unique documents, as stored."""
+def repository_stats(repo: Repository, progress: Progress | None = None) -> RepositoryStats:
+    """Count snapshots, tenants and bytes: as taken, as unique documents, as stored.
+
+    ``progress`` counts the manifests read.
+    """
     snapshots = repo.snapshots()
     tenants: set[str] = set()
     unique: dict[str, int] = {}
     logical = 0
-    for snap in snapshots:
+    for done, snap in enumerate(snapshots, 1):
+        if progress is not None:
+            progress(done, len(snapshots), 0)
         for tenant_id, entry in snap.manifest.entries.items():
             tenants.add(tenant_id)
             unique[entry.object] = entry.size

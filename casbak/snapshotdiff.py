@@ -7,7 +7,7 @@ tenants differ; no document is read) and `diff_stat` (how many changes).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -20,6 +20,9 @@ from casbak.references import is_tenant_reference
 from casbak.repository import Repository
 
 ADDED, REMOVED, MODIFIED = "A", "D", "M"
+
+Progress = Callable[[int, int, int], None]
+"""``progress(tenants compared, tenants to compare, 0)``."""
 
 
 class TenantChanges(msgspec.Struct, frozen=True):
@@ -151,24 +154,30 @@ def _changes(repo: Repository, compared: _Compared, tenant_id: str) -> list[Chan
 
 
 def diff_snapshots(
-    repo: Repository, old_ref: str, new_ref: str, tenant_ids: Sequence[str] = ()
+    repo: Repository,
+    old_ref: str,
+    new_ref: str,
+    tenant_ids: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> SnapshotDiff:
     """Tenants added, removed and changed, with changed fields by JSON path.
 
     With ``tenant_ids`` only those tenants are compared; one that neither
-    snapshot holds is a NotFoundError.
+    snapshot holds is a NotFoundError. ``progress`` counts changed tenants compared.
     """
     compared = _compare(repo, old_ref, new_ref, tenant_ids)
+    modified = [t.tenant_id for t in compared.differ if t.status == MODIFIED]
+    changed = []
+    for done, tenant_id in enumerate(modified, 1):
+        changed.append(TenantChanges(tenant_id, _changes(repo, compared, tenant_id)))
+        if progress is not None:
+            progress(done, len(modified), 0)
     return SnapshotDiff(
         compared.old,
         compared.new,
         [t.tenant_id for t in compared.differ if t.status == ADDED],
         [t.tenant_id for t in compared.differ if t.status == REMOVED],
-        [
-            TenantChanges(t.tenant_id, _changes(repo, compared, t.tenant_id))
-            for t in compared.differ
-            if t.status == MODIFIED
-        ],
+        changed,
     )
 
 
@@ -181,17 +190,23 @@ def diff_names(
 
 
 def diff_stat(
-    repo: Repository, old_ref: str, new_ref: str, tenant_ids: Sequence[str] = ()
+    repo: Repository,
+    old_ref: str,
+    new_ref: str,
+    tenant_ids: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> DiffStat:
     """Per tenant counts of the changes `diff_snapshots` lists, and their totals.
 
     An added or removed tenant is counted as its document compared with an
     empty one (each top-level field added or removed); a ``reordered`` array
-    counts as a changed field.
+    counts as a changed field. ``progress`` counts tenants compared.
     """
     compared = _compare(repo, old_ref, new_ref, tenant_ids)
     rows = []
-    for status in compared.differ:
+    for done, status in enumerate(compared.differ, 1):
+        if progress is not None:
+            progress(done, len(compared.differ), 0)
         kinds = [change.kind for change in _changes(repo, compared, status.tenant_id)]
         added, removed = kinds.count("added"), kinds.count("removed")
         changed = len(kinds) - added - removed

@@ -7,7 +7,7 @@ is touched, so bad input can never leave a partial snapshot behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,6 +20,9 @@ from casbak.rawcache import RawCache
 from casbak.tenantdocs import id_problem, split_tenants, tenant_id_of
 
 STDIN = "-"
+
+Progress = Callable[[int, int, int], None]
+"""``progress(done, total, bytes read)``: files, or the tenants of a lone file."""
 
 
 class TenantDocument(msgspec.Struct, frozen=True):
@@ -47,31 +50,47 @@ def read_sources(
     cache: RawCache | None = None,
     *,
     recursive: bool = False,
+    progress: Progress | None = None,
 ) -> list[TenantDocument]:
     """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents.
 
     With a cache, a file whose raw bytes were read before is not decoded again.
     A folder's sub-folders are read only when ``recursive``; without it a
     sub-folder holding ``*.json`` files is an error rather than skipped unseen.
+    ``progress`` counts the files as they are decoded, or the tenants of a
+    lone file.
     """
     if not sources:
         raise InputError("no source given: name JSON files, folders, or - for stdin")
     documents: list[TenantDocument] = []
-    for source in sources:
-        for where, data in _read_source(source, stdin, recursive):
-            if cache is not None:
-                key, known = cache.lookup(data)
-                if known is not None:
-                    documents += [TenantDocument(t, None, d, where, n) for t, d, n in known]
-                    continue
-            found = [
-                TenantDocument.of(tenant_id, canonicalize(document), where)
-                for tenant_id, document in split_tenants(decode_json(data, where), where)
-            ]
-            if cache is not None:
-                cache.remember(key, [(doc.tenant_id, doc.digest, doc.size) for doc in found])
-            documents += found
+    files = [item for source in sources for item in _read_source(source, stdin, recursive)]
+    read = 0
+    for done, (where, data) in enumerate(files, 1):
+        read += len(data)
+        if progress is not None and len(files) > 1:
+            progress(done, len(files), read)
+        if cache is not None:
+            key, known = cache.lookup(data)
+            if known is not None:
+                documents += [TenantDocument(t, None, d, where, n) for t, d, n in known]
+                continue
+        found = _canonical_documents(data, where, progress if len(files) == 1 else None)
+        if cache is not None:
+            cache.remember(key, [(doc.tenant_id, doc.digest, doc.size) for doc in found])
+        documents += found
     return check_unique(documents)
+
+
+def _canonical_documents(
+    data: bytes, where: str, progress: Progress | None
+) -> list[TenantDocument]:
+    tenants = split_tenants(decode_json(data, where), where)
+    found = []
+    for done, (tenant_id, document) in enumerate(tenants, 1):
+        found.append(TenantDocument.of(tenant_id, canonicalize(document), where))
+        if progress is not None:
+            progress(done, len(tenants), len(data))
+    return found
 
 
 def documents_from_values(values: Iterable[Mapping[str, Any]], where: str) -> list[TenantDocument]:

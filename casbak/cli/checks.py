@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from casbak.cli.context import Context, pass_context
 from casbak.cli.output import ProgressBar, count, human_size
 from casbak.errors import DamageFound, FormatVersionError
+
+if TYPE_CHECKING:
+    from casbak.cli.terminal import Painter
 
 
 @click.command()
@@ -61,7 +64,7 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
                 snapshot_refs=snapshot_refs,
                 progress=progress,
             )
-    ctx.emit(report, lambda: _render_verify(report))
+    ctx.emit(report, lambda: _render_verify(report, _painter(ctx)))
     if problem is not None and problem.kind == "unsupported-version":
         unsupported = FormatVersionError(problem.message)
         unsupported.reported = True
@@ -85,22 +88,32 @@ def _verify_bundle(ctx: Context, bundle: str) -> None:
         report = VerifyReport(
             False, "bundle", 0, 0, 0, 1, [Finding("bad-bundle", "damage", bundle, str(exc))]
         )
-    ctx.emit(report, lambda: _render_verify(report))
+    ctx.emit(report, lambda: _render_verify(report, _painter(ctx)))
     if not report.ok:
         raise DamageFound(f"{report.damage} damaged")
 
 
-def _render_verify(report: Any) -> str:
+def _painter(ctx: Context) -> Painter:
+    from casbak.cli.terminal import for_stdout
+
+    return for_stdout(ctx)
+
+
+def _render_verify(report: Any, paint: Painter) -> str:
+    """A line per finding, its severity coloured (DAMAGE red, warning yellow), then a verdict."""
     lines = []
     for finding in report.findings:
-        label = "DAMAGE " if finding.severity == "damage" else f"{finding.severity} "
-        line = f"{label}{finding.kind} {finding.location}: {finding.message}"
+        if finding.severity == "damage":
+            label = paint.error("DAMAGE")
+        else:
+            label = paint.warning(finding.severity)
+        line = f"{label} {finding.kind} {finding.location}: {finding.message}"
         if finding.snapshots:
             line += f"; snapshots {', '.join(s[:12] for s in finding.snapshots)}"
         if finding.tenants:
             line += f"; tenants {', '.join(finding.tenants)}"
         lines.append(line)
-    verdict = "no damage" if report.ok else f"{report.damage} damaged"
+    verdict = "no damage" if report.ok else paint.error(f"{report.damage} damaged")
     lines.append(
         f"checked {count(report.snapshots_checked, 'snapshot')}, "
         f"{count(report.objects_stored, 'object')} stored "

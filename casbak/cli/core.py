@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
-from casbak.cli.output import count, human_size, table
+from casbak.cli.output import ProgressBar, count, human_size, table
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -185,12 +185,20 @@ def snapshot(
             raise click.UsageError("--tenant, --with-settings and --with-sso need --from-descope")
         if not sources:
             raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
-        stdin, read = sys.stdin.buffer, {"use_cache": not no_cache, "recursive": recursive}
+        stdin = sys.stdin.buffer
+        read: dict[str, Any] = {"use_cache": not no_cache, "recursive": recursive}
+        with ProgressBar(ctx, "snapshot", ("reading", "storing")) as progress:
+            if dry_run:
+                preview = preview_sources(
+                    ctx.open(), sources, stdin, **read, target_id=target_id, progress=progress
+                )
+            else:
+                result = snapshot_sources(
+                    ctx.open(), sources, stdin, **read, progress=progress, **options
+                )
         if dry_run:
-            preview = preview_sources(ctx.open(), sources, stdin, **read, target_id=target_id)
             _emit_preview(ctx, preview)
             return
-        result = snapshot_sources(ctx.open(), sources, stdin, **read, **options)
     ctx.emit(result, lambda: _render_snapshot(result))
 
 
@@ -358,7 +366,10 @@ def restore(
     if dry_run or yes:
         raise click.UsageError("--dry-run and --yes go with --to-descope")
 
-    snap, documents, warnings = restore_with_warnings(ctx.open(), snapshot_ref, tenant_ids)
+    with ProgressBar(ctx, "restore") as progress:
+        snap, documents, warnings = restore_with_warnings(
+            ctx.open(), snapshot_ref, tenant_ids, progress
+        )
     if not ctx.json_output or out == "-":
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -452,10 +463,12 @@ def diff(
         names = diff_names(repo, old_ref, new_ref, tenant_ids)
         ctx.emit(names, lambda: diffview.render_names(names, paint))
     elif stat:
-        counts = diff_stat(repo, old_ref, new_ref, tenant_ids)
+        with ProgressBar(ctx, "diff") as progress:
+            counts = diff_stat(repo, old_ref, new_ref, tenant_ids, progress)
         ctx.emit(counts, lambda: diffview.render_stat(counts, paint))
     else:
-        result = diff_snapshots(repo, old_ref, new_ref, tenant_ids)
+        with ProgressBar(ctx, "diff") as progress:
+            result = diff_snapshots(repo, old_ref, new_ref, tenant_ids, progress)
         ctx.emit(result, lambda: diffview.render_diff(result, paint))
 
 
@@ -465,7 +478,8 @@ def stats(ctx: Context) -> None:
     """Show snapshots, tenants, objects stored, bytes, and dedup and compression ratios."""
     from casbak.service import repository_stats
 
-    result = repository_stats(ctx.open())
+    with ProgressBar(ctx, "stats: reading manifests") as progress:
+        result = repository_stats(ctx.open(), progress)
     ctx.emit(
         result,
         lambda: "\n".join(

@@ -1,46 +1,34 @@
 """How differences read for people: field changes, --stat, --name-only, and colour.
 
 Colour (red for what was removed or the old value, green for what was added
-or the new one) is decided here, never below: only when stdout is a terminal,
+or the new one) follows `terminal`'s rules: only when stdout is a terminal,
 ``NO_COLOR`` is not set to anything, and the output is not ``--json``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import click
 import msgspec
 
 from casbak.cli.output import count
+from casbak.cli.terminal import Painter, colour_on
 
 if TYPE_CHECKING:
     from casbak.cli.context import Context
     from casbak.diff import Change
     from casbak.snapshotdiff import DiffNames, DiffStat, SnapshotDiff
 
+__all__ = ["NOTHING", "Painter", "render_changes", "render_diff", "render_names", "render_stat"]
+
 NOTHING = "no differences"
 
 
 def use_color(ctx: Context) -> bool:
-    """Whether this command's stdout gets colour."""
-    return not ctx.json_output and "NO_COLOR" not in os.environ and sys.stdout.isatty()
-
-
-class Painter:
-    """Marks text as removed/old (red) or added/new (green), or leaves it plain."""
-
-    def __init__(self, color: bool) -> None:
-        self.color = color
-
-    def old(self, text: str) -> str:
-        return click.style(text, fg="red") if self.color else text
-
-    def new(self, text: str) -> str:
-        return click.style(text, fg="green") if self.color else text
+    """Whether this command's stdout gets colour (`terminal` decides for every command)."""
+    return colour_on(sys.stdout, ctx.json_output)
 
 
 def render_changes(changes: Iterable[Change], paint: Painter | None = None) -> list[str]:

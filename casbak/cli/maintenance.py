@@ -15,6 +15,9 @@ from casbak.cli.context import (
 )
 from casbak.cli.output import ProgressBar, count, human_size
 
+PHASES = ("reading manifests", "marking objects")
+"""What gc, cleanup and forget count: every manifest's header, then the manifests that stay."""
+
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = lock_timeout_option("Seconds to wait for running snapshots to finish.")(command)
@@ -89,7 +92,10 @@ def gc(ctx: Context, dry_run: bool, grace: Any, lock_timeout: float) -> None:
     """
     from casbak.maintenance import collect_garbage
 
-    report = collect_garbage(ctx.open(), dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
+    with ProgressBar(ctx, "gc", PHASES) as progress:
+        report = collect_garbage(
+            ctx.open(), dry_run=dry_run, grace=grace, lock_timeout=lock_timeout, progress=progress
+        )
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=False))
 
 
@@ -169,7 +175,10 @@ def cleanup(
         group_by=group_by,
         keep_newest_of_target=not allow_removing_newest,
     )
-    report = run_cleanup(repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout)
+    with ProgressBar(ctx, "cleanup", PHASES) as progress:
+        report = run_cleanup(
+            repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout, progress=progress
+        )
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
 
 
@@ -204,15 +213,17 @@ def forget(
     """
     from casbak.maintenance import forget as run_forget
 
-    report = run_forget(
-        ctx.open(),
-        references,
-        force=force,
-        prune=not no_prune,
-        dry_run=dry_run,
-        grace=grace,
-        lock_timeout=lock_timeout,
-    )
+    with ProgressBar(ctx, "forget", PHASES) as progress:
+        report = run_forget(
+            ctx.open(),
+            references,
+            force=force,
+            prune=not no_prune,
+            dry_run=dry_run,
+            grace=grace,
+            lock_timeout=lock_timeout,
+            progress=progress,
+        )
     left = "\nunreferenced objects are left to 'casbak gc'" if no_prune else ""
     ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True) + left)
 

@@ -1,8 +1,19 @@
-"""How the CLI renders for people: sizes, tables, progress bars, error lines."""
+"""How the CLI renders for people: sizes, tables, progress bars, error lines.
+
+Library functions report ``progress(done, total, bytes)`` through a callback
+(verify, export, find, snapshot, gc, ...); `ProgressBar` draws it, where
+`terminal` allows. Nothing is drawn until the work has run for ``DELAY``
+seconds, so a quick command prints nothing extra. A callback that starts
+counting again (a smaller ``done`` or another ``total``) is the next phase of
+the same command (gc reads every header, then marks from the manifests that
+stay): the finished bar stays, a new one begins, and it is named by the next
+of the command's ``phases``.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,28 +22,58 @@ import click
 if TYPE_CHECKING:
     from casbak.cli.context import Context
 
+Progress = Callable[[int, int, int], None]
+
+DELAY = 0.5
+"""Seconds of work before a bar appears."""
+REDRAW = 0.1
+"""Seconds between two redraws: a count per object would otherwise cost more than the work."""
+
 
 class ProgressBar:
-    """A progress bar on stderr, only when stderr is a terminal and output is for people."""
+    """``with ProgressBar(ctx, label) as progress``: a callback, or None where no bar is wanted."""
 
-    def __init__(self, ctx: Context, label: str) -> None:
-        self._enabled = sys.stderr.isatty() and not ctx.quiet and not ctx.json_output
-        self._label = label
+    def __init__(self, ctx: Context, label: str, phases: Sequence[str] = ()) -> None:
+        from casbak.cli.terminal import progress_on  # only commands that draw pay for it
+
+        self._enabled = progress_on(ctx)
+        self._labels = [f"{label}: {phase}" for phase in phases] or [label]
+        self._phase = 0
         self._bar: Any = None
+        self._done = self._total = 0
+        self._started = self._drawn = 0.0
 
-    def __enter__(self) -> Callable[[int, int, int], None] | None:
+    def __enter__(self) -> Progress | None:
+        self._started = time.monotonic()
         return self._update if self._enabled else None
 
     def _update(self, done: int, total: int, read: int) -> None:
+        if total != self._total or done < self._done:
+            # Counting starts again: the next phase, drawn (if at all) as a bar of its own.
+            if self._total:
+                self._phase += 1
+            self._close()
+        self._done, self._total = done, total
+        now = time.monotonic()
+        if total <= 0 or now - self._started < DELAY:
+            return
+        label = self._labels[min(self._phase, len(self._labels) - 1)]
         if self._bar is None:
-            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
+            self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
             self._bar.__enter__()
-        self._bar.label = f"{self._label} ({human_size(read)})"
+        elif done < total and now - self._drawn < REDRAW:
+            return
+        self._drawn = now
+        self._bar.label = f"{label} ({human_size(read)})" if read else label
         self._bar.update(done - self._bar.pos)
 
-    def __exit__(self, *exc: object) -> None:
+    def _close(self) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
 
 
 def count(number: int, noun: str, plural: str | None = None) -> str:
@@ -67,4 +108,6 @@ def report_error(error_type: str, message: str, code: int, json_errors: bool) ->
         document = {"error": error_type, "message": message, "code": code}
         click.echo(msgspec.json.encode(document).decode(), err=True)
     else:
-        click.echo(f"casbak: error: {message}", err=True)
+        from casbak.cli.terminal import for_stderr
+
+        click.echo(for_stderr(False).error(f"casbak: error: {message}"), err=True)
