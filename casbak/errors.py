@@ -125,12 +125,30 @@ class CorruptData(IntegrityError):
         self.reason = reason
 
 
+class DecryptionFailed(CorruptData):
+    """Sealed bytes whose tag does not verify: tampered, swapped for another file, or cut short."""
+
+
 class ParentMissing(CorruptData):
     """A format 2 delta manifest whose parent manifest is gone."""
 
 
 class BaseMissing(CorruptData):
     """A format 2 delta object whose base object is gone."""
+
+
+class KeyProblem(CasbakError):
+    """An encrypted repository could not be unlocked; nothing was changed."""
+
+    exit_code = 13
+
+
+class WrongPassword(KeyProblem):
+    """No key slot opens with the password given."""
+
+
+class PasswordMissing(KeyProblem):
+    """A password is needed and no source gave one (no terminal to ask on)."""
 
 
 class BundleError(InputError):
