@@ -26,15 +26,18 @@ CATALOG_HEAD_KEY = "catalog/head"
 CATALOG_LOCK_KEY = "catalog/compacting"
 CATALOG_JOURNAL_PREFIX = "catalog/journal/"
 CATALOG_PART_PREFIX = "catalog/parts/"
+KEY_PREFIX = "keys/"
+"""Key slots of an encrypted repository (format 5), one file each."""
 OBJECT_PREFIX = "objects/"
 """Format 1 kept one file per object here; bundles still name their objects so."""
 
-MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json", 4: ".json"}
-"""Formats 1, 3 and 4 store manifests as JSON; format 2 stored them compressed."""
+MANIFEST_SUFFIXES = {1: ".json", 2: ".snap", 3: ".json", 4: ".json", 5: ".json"}
+"""Formats 1, 3, 4 and 5 store manifests as JSON; format 2 stored them compressed."""
 _MANIFEST_NAME = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d_[A-Za-z0-9-]+_[A-Za-z0-9-]+_(?P<id>[0-9a-f]{64})"
     r"(?P<suffix>\.json|\.snap)"
 )
+_SLOT_NAME = re.compile(r"(?P<id>[0-9a-f]{16})\.json")
 _LOCK_NAME = re.compile(r"(shared|exclusive)-[0-9a-f]{16}\.json")
 
 
@@ -56,6 +59,19 @@ def dictionary_key(dictionary_id: str) -> str:
 def object_key(digest: str) -> str:
     """Key of a format 1 object file, and the name of an object in a bundle."""
     return f"{OBJECT_PREFIX}{digest[:2]}/{digest}"
+
+
+def key_slot_key(slot_id: str) -> str:
+    """Key of a key slot's file."""
+    return f"{KEY_PREFIX}{slot_id}.json"
+
+
+def slot_id_from_key(key: str) -> str | None:
+    """The slot id a key slot's file name gives, or None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    found = _SLOT_NAME.fullmatch(key[len(KEY_PREFIX) :])
+    return found.group("id") if found else None
 
 
 def lock_key(kind: str, token: str) -> str:
@@ -146,6 +162,8 @@ def belongs_to_layout(key: str, version: int = 4) -> bool:
     if key == CONFIG_KEY or is_lock_key(key) or snapshot_id_from_key(key, version) is not None:
         return True
     if version >= 4 and is_catalog_key(key):
+        return True
+    if version >= 5 and slot_id_from_key(key) is not None:
         return True
     if version == 1:
         return object_id_from_key(key) is not None

@@ -19,6 +19,8 @@ FORMAT_NAME = "casbak"
 REPOSITORY_VERSION = 4
 SUPPORTED_VERSIONS = (1, 2, 3, 4)
 """Versions a config may name; only REPOSITORY_VERSION is used, older ones are migrated."""
+ENCRYPTED_VERSION = 5
+"""The format of an encrypted repository (docs/ENCRYPTION-PLAN.md); plain ones stay at 4."""
 MANIFEST_VERSION = 1
 
 HexDigest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
@@ -60,6 +62,18 @@ class _VersionOnly(msgspec.Struct):
     version: Any = None
 
 
+class Encryption(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How an encrypted repository seals its files and names its objects."""
+
+    aead: str = "aes-256-gcm-siv"
+    ids: str = "blake3-keyed"
+    subkeys: str = "blake3-derive-key casbak 2026"
+
+
+ENCRYPTION = Encryption()
+"""The only scheme there is so far; a config naming another is refused."""
+
+
 class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The repository's ``config`` document, written once by ``init``."""
 
@@ -69,6 +83,8 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: int
     compression_level: Annotated[int, msgspec.Meta(ge=1, le=22)] = DEFAULT_COMPRESSION_LEVEL
     retention_days: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_RETENTION_DAYS
+    encryption: Encryption | msgspec.UnsetType = msgspec.UNSET
+    """Set in an encrypted repository (format 5) only; unset it is not encoded at all."""
 
 
 # "sorted" orders struct fields by name too, whatever their declaration order.
@@ -108,13 +124,22 @@ def encode_config(config: RepositoryConfig) -> bytes:
 
 def decode_config(data: bytes, what: str) -> RepositoryConfig:
     """Decode the repository config, refusing unknown formats and versions."""
-    _check_version(data, what, SUPPORTED_VERSIONS, "repository format")
+    _check_version(data, what, (*SUPPORTED_VERSIONS, ENCRYPTED_VERSION), "repository format")
     try:
         config = _CONFIG_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CorruptData(what, f"not a valid repository config ({exc})") from exc
     if config.format != FORMAT_NAME:
         raise CorruptData(what, f"format is {config.format!r}, not {FORMAT_NAME!r}")
+    encrypted = config.encryption is not msgspec.UNSET
+    if encrypted != (config.version == ENCRYPTED_VERSION):
+        raise CorruptData(
+            what, f"format {config.version} with encryption {'on' if encrypted else 'off'}"
+        )
+    if encrypted and config.encryption != ENCRYPTION:
+        raise FormatVersionError(
+            f"{what}: an encryption scheme this casbak does not know; upgrade casbak"
+        )
     return config
 
 

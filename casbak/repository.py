@@ -43,6 +43,7 @@ from casbak.layout import (
 from casbak.locks import LockManager
 from casbak.manifestchain import ManifestChains
 from casbak.model import (
+    ENCRYPTED_VERSION,
     FORMAT_NAME,
     REPOSITORY_VERSION,
     Manifest,
@@ -150,6 +151,13 @@ class Repository:
                 f"no casbak repository at {backend.describe()} (create one with 'casbak init')"
             ) from None
         config = decode_config(data, f"{backend.describe()}/{CONFIG_KEY}")
+        if config.version == ENCRYPTED_VERSION:
+            # Nothing is sealed yet (issue 16 in progress): refuse rather than
+            # write plain bytes into a repository that says it is encrypted.
+            raise FormatVersionError(
+                f"{backend.describe()} is an encrypted repository (format {ENCRYPTED_VERSION}); "
+                "this casbak manages its keys ('casbak key') but cannot read or write it yet"
+            )
         if config.version != REPOSITORY_VERSION and not for_migration:
             raise FormatVersionError(
                 f"{backend.describe()} is a format {config.version} repository; run "

@@ -18,7 +18,7 @@ from typing import NoReturn
 import click
 
 from casbak import __version__
-from casbak.cli import checks, core, history, maintenance, transfer
+from casbak.cli import checks, core, history, keys, maintenance, transfer
 from casbak.cli.context import Context
 from casbak.cli.globalopts import CasbakGroup, group_options, json_requested
 from casbak.cli.output import report_error
@@ -38,7 +38,7 @@ def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
     \b
     Exit codes: 0 ok, 1 error, 2 usage, 3 damage found, 10 no repository,
     11 repository locked, 12 unsupported or older format version (see migrate),
-    130 interrupted.
+    13 wrong or missing password, 130 interrupted.
 
     Global options (--repo, --json, -q/--quiet) may go before or after the
     command: 'casbak list --json' is 'casbak --json list'.
@@ -66,6 +66,7 @@ for _command in (
     maintenance.migrate,
     transfer.export_command,
     transfer.import_command,
+    keys.key_group,
 ):
     cli.add_command(_command)
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
+from casbak.cli.keys import kdf_of, kdf_options, new_repository_password, password_file_option
 from casbak.cli.output import ProgressBar, count, human_size, table
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
@@ -29,17 +30,49 @@ from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
     help="zstd level for new objects.",
 )
 @click.option("--force", is_flag=True, help="Create it even in a folder that holds other files.")
+@click.option(
+    "--encrypt", is_flag=True, help="Create an encrypted repository (a password opens it)."
+)
+@password_file_option
+@kdf_options
 @pass_context
-def init(ctx: Context, retention_days: int, compression_level: int, force: bool) -> None:
+def init(
+    ctx: Context,
+    retention_days: int,
+    compression_level: int,
+    force: bool,
+    encrypt: bool,
+    password_file: Path | None,
+    kdf_memory: int,
+    kdf_iterations: int,
+) -> None:
     """Create a repository (exit 1 if one is there already).
 
     The folder must be new or empty (or --force); an S3 prefix is not checked.
+    With --encrypt the password (--password-file, CASBAK_PASSWORD,
+    CASBAK_PASSWORD_COMMAND, or asked twice on a terminal) wraps a random
+    master key in the repository's first key slot.
     """
     from casbak.repository import Repository, backend_for, refuse_occupied_folder
 
     backend = backend_for(ctx.repo_location)
     if not force:
         refuse_occupied_folder(backend)
+    if encrypt:
+        from casbak.keyservice import init_encrypted
+
+        config, _slot = init_encrypted(
+            backend,
+            new_repository_password(password_file),
+            retention_days=retention_days,
+            compression_level=compression_level,
+            kdf=kdf_of(kdf_memory, kdf_iterations),
+        )
+        ctx.emit(
+            {"repository": backend.describe(), "repository_id": config.repository_id},
+            lambda: f"created encrypted casbak repository at {backend.describe()}",
+        )
+        return
     repo = Repository.init(
         backend,
         retention_days=retention_days,

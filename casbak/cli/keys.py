@@ -1,0 +1,197 @@
+"""Passwords on the command line, and the ``key`` commands (list, add, remove, passwd)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from casbak.cli.context import Context, lock_timeout_option, pass_context
+from casbak.cli.output import table
+
+_PATH = click.Path(dir_okay=False, path_type=Path)
+
+
+def password_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--password-file``: the repository password (first line of the file)."""
+    return click.option(
+        "--password-file",
+        type=_PATH,
+        help="Read the password from this file's first line (else CASBAK_PASSWORD, "
+        "CASBAK_PASSWORD_COMMAND, or a prompt on a terminal).",
+    )(func)
+
+
+def kdf_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The Argon2id cost of a new key slot; recorded in the slot, so unlocking uses the same."""
+    func = click.option(
+        "--kdf-memory",
+        type=click.IntRange(8, 4 * 1024 * 1024),
+        default=64 * 1024,
+        show_default=True,
+        help="Argon2id memory of a new key slot, in KiB.",
+    )(func)
+    return click.option(
+        "--kdf-iterations",
+        type=click.IntRange(1, 64),
+        default=3,
+        show_default=True,
+        help="Argon2id passes of a new key slot.",
+    )(func)
+
+
+def kdf_of(memory_kib: int, iterations: int) -> Any:
+    """The KDF settings the options give (lanes: up to 4, at least 8 KiB each)."""
+    from casbak.keyfile import Argon2id
+
+    return Argon2id(iterations=iterations, memory_kib=memory_kib, lanes=min(4, memory_kib // 8))
+
+
+def _prompt(text: str, confirm: bool) -> Callable[[], str] | None:
+    if not sys.stdin.isatty():
+        return None
+    return lambda: str(click.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True))
+
+
+def password(password_file: Path | None) -> str:
+    """The repository password from the first source that gives one."""
+    from casbak.passwords import find_password
+
+    return find_password(password_file, os.environ, _prompt("Repository password", False))
+
+
+def new_password(new_password_file: Path | None) -> str:
+    """A new slot's password: ``--new-password-file``, CASBAK_NEW_PASSWORD, or asked twice."""
+    from casbak.passwords import find_password
+
+    environ = {"CASBAK_PASSWORD": os.environ.get("CASBAK_NEW_PASSWORD", "")}
+    return find_password(new_password_file, environ, _prompt("New password", True))
+
+
+def new_repository_password(password_file: Path | None) -> str:
+    """The password of a new repository: the usual sources, asked twice on a terminal."""
+    from casbak.passwords import find_password
+
+    return find_password(password_file, os.environ, _prompt("New repository password", True))
+
+
+@click.group("key")
+def key_group() -> None:
+    """Manage the key slots of an encrypted repository.
+
+    Each slot wraps the repository's master key under one password; every
+    command needs a password that opens some slot (exit 13 if none does).
+    """
+
+
+@key_group.command("list")
+@password_file_option
+@pass_context
+def key_list(ctx: Context, password_file: Path | None) -> None:
+    """List the key slots; the one the password opens is marked '*'."""
+    from casbak.keyservice import list_keys
+    from casbak.repository import backend_for
+
+    result = list_keys(backend_for(ctx.repo_location), password(password_file))
+
+    def text() -> str:
+        rows = [["", "ID", "LABEL", "CREATED", "KDF"]]
+        rows += [
+            [
+                "*" if key.current else "",
+                key.id,
+                key.label,
+                f"{key.created:%Y-%m-%d %H:%M}",
+                key.kdf,
+            ]
+            for key in result.keys
+        ]
+        lines = [table(rows)]
+        lines += [f"damaged: {key}: {why}" for key, why in result.damaged.items()]
+        return "\n".join(lines)
+
+    ctx.emit(result, text)
+
+
+@key_group.command("add")
+@password_file_option
+@click.option("--new-password-file", type=_PATH, help="The new slot's password (first line).")
+@click.option("--label", default="", help="A name for the new slot (whose key it is).")
+@kdf_options
+@lock_timeout_option("Seconds to wait for the exclusive lock.")
+@pass_context
+def key_add(
+    ctx: Context,
+    password_file: Path | None,
+    new_password_file: Path | None,
+    label: str,
+    kdf_memory: int,
+    kdf_iterations: int,
+    lock_timeout: float,
+) -> None:
+    """Add a key slot for a new password (CASBAK_NEW_PASSWORD, or asked twice)."""
+    from casbak.keyservice import add_key
+    from casbak.repository import backend_for
+
+    backend = backend_for(ctx.repo_location)
+    current = password(password_file)
+    result = add_key(
+        backend,
+        current,
+        new_password(new_password_file),
+        label=label,
+        kdf=kdf_of(kdf_memory, kdf_iterations),
+        lock_timeout=lock_timeout,
+    )
+    added = result.added.id if result.added else ""
+    ctx.emit(result, lambda: f"added key slot {added}")
+
+
+@key_group.command("remove")
+@click.argument("slot_id")
+@password_file_option
+@lock_timeout_option("Seconds to wait for the exclusive lock.")
+@pass_context
+def key_remove(ctx: Context, slot_id: str, password_file: Path | None, lock_timeout: float) -> None:
+    """Remove key slot SLOT_ID (or a unique prefix); the last slot is never removed."""
+    from casbak.keyservice import remove_key
+    from casbak.repository import backend_for
+
+    backend = backend_for(ctx.repo_location)
+    result = remove_key(backend, password(password_file), slot_id, lock_timeout=lock_timeout)
+    ctx.emit(result, lambda: f"removed key slot {result.removed}")
+
+
+@key_group.command("passwd")
+@password_file_option
+@click.option("--new-password-file", type=_PATH, help="The new password (first line).")
+@kdf_options
+@lock_timeout_option("Seconds to wait for the exclusive lock.")
+@pass_context
+def key_passwd(
+    ctx: Context,
+    password_file: Path | None,
+    new_password_file: Path | None,
+    kdf_memory: int,
+    kdf_iterations: int,
+    lock_timeout: float,
+) -> None:
+    """Change the password of the slot the current password opens (a new slot replaces it)."""
+    from casbak.keyservice import change_password
+    from casbak.repository import backend_for
+
+    backend = backend_for(ctx.repo_location)
+    current = password(password_file)
+    result = change_password(
+        backend,
+        current,
+        new_password(new_password_file),
+        kdf=kdf_of(kdf_memory, kdf_iterations),
+        lock_timeout=lock_timeout,
+    )
+    added = result.added.id if result.added else ""
+    ctx.emit(result, lambda: f"changed password: key slot {result.removed} replaced by {added}")
