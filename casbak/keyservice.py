@@ -76,7 +76,8 @@ def _info(slot: KeySlot, current: KeySlot | None = None) -> KeyInfo:
     return KeyInfo(slot.id, slot.label, slot.created, kdf, current is not None and current == slot)
 
 
-def _encrypted_config(backend: Backend) -> RepositoryConfig:
+def encrypted_config(backend: Backend) -> RepositoryConfig:
+    """The config of the encrypted repository at ``backend``; an error if it is not one."""
     try:
         data = backend.get(CONFIG_KEY)
     except ObjectMissing:
@@ -131,7 +132,7 @@ def init_encrypted(
 
 def list_keys(backend: Backend, password: str) -> KeyList:
     """Every slot, marking the one ``password`` opens (WrongPassword if none does)."""
-    config = _encrypted_config(backend)
+    config = encrypted_config(backend)
     current, _master = unlock_repository(backend, config, password)
     files = read_slots(backend)
     keys = [_info(slot, current) for slot in files.slots]
@@ -149,7 +150,7 @@ def add_key(
     clock: Callable[[], datetime] = utc_now,
 ) -> KeyChange:
     """Add a slot for ``new_password`` wrapping the master key ``password`` unlocks."""
-    config = _encrypted_config(backend)
+    config = encrypted_config(backend)
     with LockManager(backend).exclusive("key add", lock_timeout):
         _current, master = unlock_repository(backend, config, password)
         slot = make_slot(master, new_password, config.repository_id, clock(), label=label, kdf=kdf)
@@ -165,7 +166,7 @@ def remove_key(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> KeyChange:
     """Remove the slot ``slot_id`` (or a unique prefix of it); the last slot is never removed."""
-    config = _encrypted_config(backend)
+    config = encrypted_config(backend)
     with LockManager(backend).exclusive("key remove", lock_timeout):
         unlock_repository(backend, config, password)
         slots = read_slots(backend).slots
@@ -193,7 +194,7 @@ def change_password(
     The new slot is durable before the old one goes: a crash in between
     leaves both passwords working, never neither.
     """
-    config = _encrypted_config(backend)
+    config = encrypted_config(backend)
     with LockManager(backend).exclusive("key passwd", lock_timeout):
         old, master = unlock_repository(backend, config, password)
         slot = make_slot(

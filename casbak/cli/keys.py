@@ -93,10 +93,12 @@ def key_group() -> None:
 @pass_context
 def key_list(ctx: Context, password_file: Path | None) -> None:
     """List the key slots; the one the password opens is marked '*'."""
-    from casbak.keyservice import list_keys
+    from casbak.keyservice import encrypted_config, list_keys
     from casbak.repository import backend_for
 
-    result = list_keys(backend_for(ctx.repo_location), password(password_file))
+    backend = backend_for(ctx.repo_location)
+    encrypted_config(backend)  # before asking for a password it could not use
+    result = list_keys(backend, password(password_file))
 
     def text() -> str:
         rows = [["", "ID", "LABEL", "CREATED", "KDF"]]
@@ -134,10 +136,11 @@ def key_add(
     lock_timeout: float,
 ) -> None:
     """Add a key slot for a new password (CASBAK_NEW_PASSWORD, or asked twice)."""
-    from casbak.keyservice import add_key
+    from casbak.keyservice import add_key, encrypted_config
     from casbak.repository import backend_for
 
     backend = backend_for(ctx.repo_location)
+    encrypted_config(backend)
     current = password(password_file)
     result = add_key(
         backend,
@@ -158,10 +161,11 @@ def key_add(
 @pass_context
 def key_remove(ctx: Context, slot_id: str, password_file: Path | None, lock_timeout: float) -> None:
     """Remove key slot SLOT_ID (or a unique prefix); the last slot is never removed."""
-    from casbak.keyservice import remove_key
+    from casbak.keyservice import encrypted_config, remove_key
     from casbak.repository import backend_for
 
     backend = backend_for(ctx.repo_location)
+    encrypted_config(backend)
     result = remove_key(backend, password(password_file), slot_id, lock_timeout=lock_timeout)
     ctx.emit(result, lambda: f"removed key slot {result.removed}")
 
@@ -181,10 +185,11 @@ def key_passwd(
     lock_timeout: float,
 ) -> None:
     """Change the password of the slot the current password opens (a new slot replaces it)."""
-    from casbak.keyservice import change_password
+    from casbak.keyservice import change_password, encrypted_config
     from casbak.repository import backend_for
 
     backend = backend_for(ctx.repo_location)
+    encrypted_config(backend)
     current = password(password_file)
     result = change_password(
         backend,
