@@ -133,8 +133,11 @@ def decode_config(data: bytes, what: str) -> RepositoryConfig:
         raise CorruptData(what, f"format is {config.format!r}, not {FORMAT_NAME!r}")
     encrypted = config.encryption is not msgspec.UNSET
     if encrypted != (config.version == ENCRYPTED_VERSION):
-        raise CorruptData(
-            what, f"format {config.version} with encryption {'on' if encrypted else 'off'}"
+        # Format 5 means encrypted: anything else with that number is a
+        # format this casbak does not know (a newer one), not damage.
+        raise FormatVersionError(
+            f"{what}: repository format {config.version} "
+            f"{'with' if encrypted else 'without'} encryption is not supported; upgrade casbak"
         )
     if encrypted and config.encryption != ENCRYPTION:
         raise FormatVersionError(

@@ -239,3 +239,26 @@ def test_real_process_init_and_key_list(tmp_path: Path) -> None:
     )
     assert missing.returncode == 13
     assert b"Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("version", "encryption", "message"),
+    [
+        (4, {"aead": "aes-256-gcm-siv"}, "format 4 with encryption"),
+        (5, None, "format 5 without encryption"),
+        (5, {"aead": "rot13"}, "encryption scheme this casbak does not know"),
+    ],
+)
+def test_a_config_whose_encryption_and_format_disagree_is_refused(
+    encrypted: Path, version: int, encryption: dict[str, str] | None, message: str
+) -> None:
+    from casbak.errors import FormatVersionError
+
+    config = json.loads((encrypted / "config").read_bytes())
+    config["version"] = version
+    if encryption is None:
+        del config["encryption"]
+    else:
+        config["encryption"] = encryption
+    with pytest.raises(FormatVersionError, match=message):
+        decode_config(json.dumps(config).encode(), "config")
