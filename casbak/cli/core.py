@@ -10,6 +10,7 @@ import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
 from casbak.cli.output import count, human_size, table
+from casbak.cli.params import DRY_RUN_SHORT, OUTPUT_SHORT, RenamedOption
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -79,7 +80,9 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
 )
 @click.option(
     "--operation",
-    "-o",
+    cls=RenamedOption,
+    old=["-o"],
+    why=OUTPUT_SHORT,
     default="manual",
     show_default=True,
     help="Why the snapshot is taken (tenant-update, tenant-delete, sync-apply, ...).",
@@ -120,7 +123,7 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     is_flag=True,
     help="Store nothing if the target's newest snapshot holds exactly these tenant versions.",
 )
-@lock_timeout_option("Seconds to wait for a lock held by gc.")
+@lock_timeout_option("How long to wait for a lock held by gc")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -230,9 +233,23 @@ def _emit_preview(ctx: Context, preview: Any) -> None:
 
 @click.command("list")
 @click.option("--target", "-t", "target_id", help="Only snapshots of this target.")
-@click.option("--operation", "-o", help="Only snapshots of this operation.")
+@click.option(
+    "--operation",
+    cls=RenamedOption,
+    old=["-o"],
+    why=OUTPUT_SHORT,
+    help="Only snapshots of this operation.",
+)
 @click.option("--tag", help="Only snapshots with this tag.")
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="Only the newest N.")
+@click.option(
+    "--max-count",
+    "limit",
+    cls=RenamedOption,
+    old=["-n"],
+    why=DRY_RUN_SHORT,
+    type=click.IntRange(min=1),
+    help="Only the newest N.",
+)
 @pass_context
 def list_command(
     ctx: Context,
@@ -314,8 +331,12 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
 @click.argument("snapshot_ref", metavar="SNAPSHOT")
 @click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
 @click.option(
-    "--out",
+    "--output",
+    "-o",
     "out",
+    cls=RenamedOption,
+    old=["--out"],
+    why="every command names its output path --output",
     default=".",
     show_default=True,
     help="Folder for <tenant>.json files; FILE.json for one tenant; - for stdout.",
@@ -327,7 +348,7 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
     help="Put one tenant (--tenant) back into Descope: show the field-level diff, ask, "
     "snapshot the live state (operation restore), then update or re-create it.",
 )
-@click.option("--dry-run", is_flag=True, help="With --to-descope: only show the diff.")
+@click.option("--dry-run", "-n", is_flag=True, help="With --to-descope: only show the diff.")
 @click.option("--yes", "-y", is_flag=True, help="With --to-descope: do not ask.")
 @pass_context
 def restore(

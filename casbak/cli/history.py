@@ -10,6 +10,7 @@ import click
 
 from casbak.cli.context import Context, pass_context
 from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.params import DRY_RUN_SHORT, RenamedOption
 
 
 def time_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -55,7 +56,15 @@ def who(provenance: dict[str, str]) -> str:
 @click.argument("tenant_id", metavar="TENANT")
 @click.option("-p", "--patch", is_flag=True, help="Show the fields each version changed.")
 @time_window
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="At most N versions.")
+@click.option(
+    "--max-count",
+    "limit",
+    cls=RenamedOption,
+    old=["-n"],
+    why=DRY_RUN_SHORT,
+    type=click.IntRange(min=1),
+    help="At most N versions.",
+)
 @pass_context
 def log(
     ctx: Context,

@@ -17,7 +17,7 @@ from casbak.cli.output import ProgressBar, count, human_size
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = lock_timeout_option("Seconds to wait for running snapshots to finish.")(command)
+    command = lock_timeout_option("How long to wait for running snapshots to finish")(command)
     command = click.option(
         "--grace",
         default="1h",
@@ -221,7 +221,7 @@ def forget(
 @click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
 @click.option("--add", multiple=True, metavar="TAG", help="Add this tag (repeatable).")
 @click.option("--remove", multiple=True, metavar="TAG", help="Remove this tag (repeatable).")
-@lock_timeout_option("Seconds to wait for running snapshots to finish.")
+@lock_timeout_option("How long to wait for running snapshots to finish")
 @pass_context
 def tag(
     ctx: Context,
@@ -296,7 +296,7 @@ def unlock(ctx: Context, force: bool) -> None:
 
 
 @click.command()
-@lock_timeout_option("Seconds to wait for running snapshots to finish.")
+@lock_timeout_option("How long to wait for running snapshots to finish")
 @pass_context
 def migrate(ctx: Context, lock_timeout: float) -> None:
     """Convert a format 1, 2 or 3 repository to the current format in place; ids stay the same.

@@ -81,7 +81,7 @@ def export_command(
 
 @click.command("import")
 @click.argument("bundle")
-@lock_timeout_option("Seconds to wait for a lock held by gc.")
+@lock_timeout_option("How long to wait for a lock held by gc")
 @pass_context
 def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
     """Bring a bundle's snapshots into the repository (BUNDLE may be -).
