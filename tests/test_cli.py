@@ -61,7 +61,9 @@ def test_no_repository_exit_10(tmp_path: Path) -> None:
 
 
 def test_full_tour(repo: Path, tmp_path: Path) -> None:
-    code, out, _ = run(repo, "--json", "snapshot", str(ROUND1), "--operation", "sync-apply", "--tag", "t")
+    code, out, _ = run(
+        repo, "--json", "snapshot", str(ROUND1), "--operation", "sync-apply", "--tag", "t"
+    )
     assert code == 0
     first = json.loads(out)
     assert first["snapshot"]["tenants"] == 6

@@ -33,7 +33,9 @@ def repo(tmp_path: Path) -> Path:
 
 def test_restore_one_tenant_to_a_json_path_writes_that_file(repo: Path, tmp_path: Path) -> None:
     target = tmp_path / "new" / "globex-restored.json"
-    code, out, err = run(repo, "restore", "latest", "--tenant", "globex-us", "--output", str(target))
+    code, out, err = run(
+        repo, "restore", "latest", "--tenant", "globex-us", "--output", str(target)
+    )
     assert (code, err) == (0, "")
     assert target.is_file()
     assert json.loads(target.read_text()) == json.loads(GLOBEX.read_text())
@@ -223,7 +225,11 @@ def test_folder_with_only_sub_folders_names_them(tmp_path: Path) -> None:
 
 def test_recursive_goes_with_sources_only(repo: Path) -> None:
     code, _, err = run(repo, "snapshot", "--from-descope", "-r")
-    assert code == 2 and "not both" in err
+    assert code == 2
+    assert err == (
+        "casbak: error: --recursive and --from-descope contradict each other: "
+        "files or Descope, not both\n"
+    )
 
 
 # export to a terminal

@@ -214,7 +214,16 @@ def test_references_in_a_real_process(history: tuple[Repository, dict[str, str]]
     env = {**os.environ, "NO_COLOR": "1"}
     where = ["--repo", repo.backend.describe()]
     done = subprocess.run(
-        [sys.executable, "-m", "casbak", *where, "restore", "acme@@2025-11-17T12:00", "--output", "-"],
+        [
+            sys.executable,
+            "-m",
+            "casbak",
+            *where,
+            "restore",
+            "acme@@2025-11-17T12:00",
+            "--output",
+            "-",
+        ],
         capture_output=True,
         text=True,
         env=env,

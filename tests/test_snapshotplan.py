@@ -197,7 +197,9 @@ def test_cli_skip_if_unchanged(repo_dir: Path) -> None:
     assert code == 0 and json.loads(out)["skipped"] is False
     first = json.loads(out)["snapshot"]["id"]
     before = tree_state(repo_dir)
-    code, out, _ = run(repo_dir, "snapshot", str(ROUND1), "--skip-if-unchanged", "--operation", "other")
+    code, out, _ = run(
+        repo_dir, "snapshot", str(ROUND1), "--skip-if-unchanged", "--operation", "other"
+    )
     assert code == 0
     assert out == (
         f"no snapshot taken: the newest snapshot of all-tenants, {first[:12]}, "

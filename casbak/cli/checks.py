@@ -9,6 +9,7 @@ import click
 
 from casbak.cli.context import Context, pass_context
 from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.params import refuse_together
 from casbak.errors import DamageFound, FormatVersionError
 
 
@@ -45,6 +46,9 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     from casbak.verify import verify_repository
 
     if bundle is not None:
+        for given, name in ((quick, "--quick"), (snapshot_refs, "--snapshot")):
+            if given:
+                refuse_together(name, "--bundle", "a bundle is checked whole, on its own")
         _verify_bundle(ctx, bundle)
         return
     backend = backend_for(ctx.repo_location)

@@ -10,7 +10,7 @@ import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
 from casbak.cli.output import count, human_size, table
-from casbak.cli.params import DRY_RUN_SHORT, OUTPUT_SHORT, RenamedOption
+from casbak.cli.params import DRY_RUN_SHORT, OUTPUT_SHORT, RenamedOption, refuse_together
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -173,8 +173,13 @@ def snapshot(
         "lock_timeout": lock_timeout,
     }
     if from_descope:
-        if sources or recursive:
-            raise click.UsageError("give SOURCES (with --recursive) or --from-descope, not both")
+        for given, name in (
+            (sources, "SOURCES"),
+            (recursive, "--recursive"),
+            (no_cache, "--no-cache"),
+        ):
+            if given:
+                refuse_together(name, "--from-descope", "files or Descope, not both")
         from casbak.descope_live import SdkTenantApi, pull_documents, pull_snapshot
 
         pulled = {"with_settings": with_settings, "with_sso": with_sso}
@@ -363,15 +368,16 @@ def restore(
 ) -> None:
     """Write tenants of a snapshot back out as pretty JSON, or back into Descope.
 
-    Every document is re-hashed as it is read. --out names a folder (made if
+    Every document is re-hashed as it is read. --output names a folder (made if
     missing) for <tenant>.json files, or, for one tenant, the .json file to
-    write. With --out - the tenant (or {"tenants": [...]} for several) goes to
+    write. With -o - the tenant (or {"tenants": [...]} for several) goes to
     stdout, ready for 'casbak snapshot -'. Existing files are kept unless --force.
     """
     from casbak.restorefiles import write_restored_to
     from casbak.service import render_restored, restore_with_warnings
 
     if to_descope:
+        _refuse_with_descope(force)
         if len(tenant_ids) != 1:
             raise click.UsageError("--to-descope restores one tenant: give --tenant ID once")
         _restore_to_descope(ctx, snapshot_ref, tenant_ids[0], dry_run=dry_run, yes=yes)
@@ -391,6 +397,17 @@ def restore(
         {"snapshot": snap.id, "files": [str(path) for path in paths], "warnings": warnings},
         lambda: _render_restored(snap.id, paths, out),
     )
+
+
+def _refuse_with_descope(force: bool) -> None:
+    """--to-descope writes no file: the options about files contradict it."""
+    source = click.get_current_context().get_parameter_source("out")
+    if source is not None and source != click.core.ParameterSource.DEFAULT:
+        refuse_together("--output", "--to-descope", "one writes files, the other Descope")
+    if force:
+        refuse_together(
+            "--force", "--to-descope", "--force overwrites files, and Descope is no file"
+        )
 
 
 def _render_restored(snapshot_id: str, paths: list[Path], out: str) -> str:
@@ -467,7 +484,7 @@ def diff(
     from casbak.snapshotdiff import diff_names, diff_snapshots, diff_stat
 
     if stat and name_only:
-        raise click.UsageError("give --stat or --name-only, not both")
+        refuse_together("--stat", "--name-only", "give one, not both")
     repo, paint = ctx.open(), diffview.Painter(diffview.use_color(ctx))
     if name_only:
         names = diff_names(repo, old_ref, new_ref, tenant_ids)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,7 +23,13 @@ OUTPUT_SHORT = "-o is --output in every command"
 DRY_RUN_SHORT = "-n is --dry-run in every command"
 
 
-class Duration(click.ParamType):
+if TYPE_CHECKING:
+    _DurationBase = click.ParamType[timedelta]
+else:  # click before 8.5 has no type parameter on ParamType
+    _DurationBase = click.ParamType
+
+
+class Duration(_DurationBase):
     """A duration in casbak's one syntax (see `casbak.retention.parse_duration`).
 
     ``bare_seconds`` also takes a plain number as seconds, for options that

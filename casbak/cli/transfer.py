@@ -15,6 +15,7 @@ from casbak.cli.context import (
     pass_context,
 )
 from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.params import refuse_together
 
 
 @click.command("export")
@@ -52,6 +53,9 @@ def export_command(
 
     if not (snapshot_refs or target_id or everything):
         raise click.UsageError("name snapshots, or give --target ID or --all")
+    if everything and (snapshot_refs or target_id):
+        named = f"SNAPSHOT {snapshot_refs[0]!r}" if snapshot_refs else "--target"
+        refuse_together(named, "--all", "--all already exports every snapshot")
     if output == "-" and sys.stdout.isatty():
         from casbak.errors import UsageError
 
