@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import Context, pass_context
 from casbak.cli.output import ProgressBar, count, human_size
 from casbak.cli.params import refuse_together
@@ -19,6 +20,7 @@ from casbak.errors import DamageFound, FormatVersionError
     "--snapshot",
     "snapshot_refs",
     multiple=True,
+    shell_complete=complete.snapshots,
     metavar="SNAPSHOT",
     help="Check only these snapshots and their objects (repeatable).",
 )

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import Context, lock_timeout_option, pass_context
 from casbak.cli.output import count, human_size, table
 from casbak.cli.params import DRY_RUN_SHORT, OUTPUT_SHORT, RenamedOption, refuse_together
@@ -91,6 +92,7 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     "--target",
     "-t",
     "target_id",
+    shell_complete=complete.targets,
     help="Target id. Default: the tenant id for one tenant, else all-tenants.",
 )
 @click.option("--description", "-d", default="", help="Free text kept with the snapshot.")
@@ -237,7 +239,13 @@ def _emit_preview(ctx: Context, preview: Any) -> None:
 
 
 @click.command("list")
-@click.option("--target", "-t", "target_id", help="Only snapshots of this target.")
+@click.option(
+    "--target",
+    "-t",
+    "target_id",
+    shell_complete=complete.targets,
+    help="Only snapshots of this target.",
+)
 @click.option(
     "--operation",
     cls=RenamedOption,
@@ -289,7 +297,7 @@ def list_command(
 
 
 @click.command()
-@click.argument("snapshot_ref", metavar="SNAPSHOT")
+@click.argument("snapshot_ref", metavar="SNAPSHOT", shell_complete=complete.snapshots)
 @pass_context
 def show(ctx: Context, snapshot_ref: str) -> None:
     """Show a snapshot's metadata and tenants.
@@ -333,8 +341,14 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
 
 
 @click.command()
-@click.argument("snapshot_ref", metavar="SNAPSHOT")
-@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.argument("snapshot_ref", metavar="SNAPSHOT", shell_complete=complete.snapshots)
+@click.option(
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
+)
 @click.option(
     "--output",
     "-o",
@@ -453,9 +467,15 @@ def _restore_to_descope(
 
 
 @click.command()
-@click.argument("old_ref", metavar="OLD")
-@click.argument("new_ref", metavar="NEW")
-@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.argument("old_ref", metavar="OLD", shell_complete=complete.snapshots)
+@click.argument("new_ref", metavar="NEW", shell_complete=complete.snapshots)
+@click.option(
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
+)
 @click.option(
     "--stat", is_flag=True, help="Per tenant counts of fields added, removed and changed."
 )

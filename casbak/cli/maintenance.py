@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import (
     Context,
     duration_callback,
@@ -174,7 +175,9 @@ def cleanup(
 
 
 @click.command()
-@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.argument(
+    "references", metavar="SNAPSHOT...", nargs=-1, required=True, shell_complete=complete.snapshots
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -218,7 +221,9 @@ def forget(
 
 
 @click.command()
-@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.argument(
+    "references", metavar="SNAPSHOT...", nargs=-1, required=True, shell_complete=complete.snapshots
+)
 @click.option("--add", multiple=True, metavar="TAG", help="Add this tag (repeatable).")
 @click.option("--remove", multiple=True, metavar="TAG", help="Remove this tag (repeatable).")
 @lock_timeout_option("How long to wait for running snapshots to finish")

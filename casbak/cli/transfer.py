@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import (
     Context,
     duration_callback,
@@ -19,8 +20,16 @@ from casbak.cli.params import refuse_together
 
 
 @click.command("export")
-@click.argument("snapshot_refs", nargs=-1, metavar="[SNAPSHOT]...")
-@click.option("--target", "-t", "target_id", help="Every snapshot of this target.")
+@click.argument(
+    "snapshot_refs", nargs=-1, metavar="[SNAPSHOT]...", shell_complete=complete.snapshots
+)
+@click.option(
+    "--target",
+    "-t",
+    "target_id",
+    shell_complete=complete.targets,
+    help="Every snapshot of this target.",
+)
 @click.option("--all", "everything", is_flag=True, help="Every snapshot.")
 @click.option(
     "--since", callback=duration_callback, help="Only snapshots younger than this (7d, 12h)."
