@@ -244,3 +244,8 @@ def test_real_process_old_spelling_and_contradiction(repo: Path, tmp_path: Path)
         "casbak: error: SNAPSHOT 'latest' and --all contradict each other: "
         "--all already exports every snapshot\n"
     )
+
+
+def test_a_minus_that_is_no_duration_is_a_bad_time(repo: Path) -> None:
+    code, _, err = run(repo, "show", "@-soon")
+    assert code == 1 and "invalid time in reference '@-soon'" in err
