@@ -9,7 +9,7 @@ the last 60 days (so a 30-day retention removes about half, whatever the
 size). Tenants have the shapes of `benchmarks.workload`. Setup writes without
 fsync (it is not what is measured). Then, as ratios from the same run:
 
-- ``casbak list -n 20`` and ``casbak log TENANT`` against the bare start-up
+- ``casbak list --max-count 20`` and ``casbak log TENANT`` against the bare start-up
   (``python -c "import casbak.cli"``), whole processes, median of 5;
 - ``create_tenant_backup`` into that repository against the same call into an
   empty one, median and mean of 30: through one `BackupService` (a service
@@ -130,7 +130,7 @@ def measure(base: Path, snapshots: int, tenants: int, startup: float) -> dict[st
     repo = base / f"work-{snapshots}"
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(built / "repo", repo)
-    listing = _median_process(_casbak(repo, "list", "-n", "20"))
+    listing = _median_process(_casbak(repo, "list", "--max-count", "20"))
     log = _median_process(_casbak(repo, "log", busiest))
     probe = new_tenant(random.Random(5), set())
     creates: dict[str, float] = {}
@@ -213,7 +213,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"## Goals at {large['snapshots']:,} snapshots",
         "",
-        _goal("`casbak list -n 20` x bare start-up", large["list_vs_startup"], 2.0),
+        _goal("`casbak list --max-count 20` x bare start-up", large["list_vs_startup"], 2.0),
         _goal("`casbak log TENANT` x bare start-up", large["log_vs_startup"], 3.0),
         _goal(
             "`create_tenant_backup` (one service) x empty repository, median",

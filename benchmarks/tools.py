@@ -110,7 +110,7 @@ class Casbak(Tool):
         self.run(self.cmd("init"))
 
     def backup(self, folder: Path) -> Measured:
-        return self.run(self.cmd("snapshot", str(folder), "-o", "sync-apply"))
+        return self.run(self.cmd("snapshot", str(folder), "--operation", "sync-apply"))
 
     def verify(self) -> Measured:
         return self.run(self.cmd("verify"))

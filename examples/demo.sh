@@ -16,7 +16,7 @@ run casbak list
 run casbak stats
 run casbak diff latest:all-tenants~1 latest:all-tenants
 run casbak log globex-us -p
-run casbak restore globex-us@latest --out "$(dirname "$repo")/restored"
+run casbak restore globex-us@latest --output "$(dirname "$repo")/restored"
 run casbak show latest
 run casbak verify
 run casbak export --all -o "$(dirname "$repo")/all.casbak" --force

@@ -474,7 +474,7 @@ def test_a_missing_catalog_is_rebuilt_in_memory_by_readers_and_stored_by_the_nex
     path = tmp_path / "repo"
     run(path, "init")
     run(path, "snapshot", str(ROUND1))
-    run(path, "snapshot", str(ROUND2), "-o", "sync-apply")
+    run(path, "snapshot", str(ROUND2), "--operation", "sync-apply")
     (path / CATALOG_HEAD_KEY).unlink()
     before = tree_state(path)
     code, out, _ = run(path, "--json", "list")
@@ -488,7 +488,7 @@ def test_a_missing_catalog_is_rebuilt_in_memory_by_readers_and_stored_by_the_nex
     )
     assert len(json.loads(listed.stdout)["snapshots"]) == 2
     assert tree_state(path) == before  # readers write nothing
-    run(path, "snapshot", str(ROUND1), "-o", "tenant-update")
+    run(path, "snapshot", str(ROUND1), "--operation", "tenant-update")
     assert (path / CATALOG_HEAD_KEY).exists()
     assert len(assert_agrees(Repository.open(LocalBackend(path)))) == 3
 

@@ -61,12 +61,14 @@ def test_no_repository_exit_10(tmp_path: Path) -> None:
 
 
 def test_full_tour(repo: Path, tmp_path: Path) -> None:
-    code, out, _ = run(repo, "--json", "snapshot", str(ROUND1), "-o", "sync-apply", "--tag", "t")
+    code, out, _ = run(
+        repo, "--json", "snapshot", str(ROUND1), "--operation", "sync-apply", "--tag", "t"
+    )
     assert code == 0
     first = json.loads(out)
     assert first["snapshot"]["tenants"] == 6
     assert first["new_objects"] == 6
-    code, out, _ = run(repo, "snapshot", str(ROUND2), "-o", "sync-apply", "-d", "second")
+    code, out, _ = run(repo, "snapshot", str(ROUND2), "--operation", "sync-apply", "-d", "second")
     assert code == 0
     assert "7 tenants, 4 new objects" in out
 
@@ -110,22 +112,22 @@ def test_full_tour(repo: Path, tmp_path: Path) -> None:
     assert ", 10 objects stored (" in run(repo, "verify")[1]
 
     out_dir = tmp_path / "restored"
-    code, out, _ = run(repo, "restore", "latest", "--out", str(out_dir))
+    code, out, _ = run(repo, "restore", "latest", "--output", str(out_dir))
     assert code == 0
     for source in ROUND2.iterdir():
         assert json.loads((out_dir / source.name).read_text()) == json.loads(source.read_text())
-    code, _, err = run(repo, "restore", "latest", "--out", str(out_dir))
+    code, _, err = run(repo, "restore", "latest", "--output", str(out_dir))
     assert code == 1
     assert "--force" in err
-    assert run(repo, "restore", "latest", "--out", str(out_dir), "--force")[0] == 0
+    assert run(repo, "restore", "latest", "--output", str(out_dir), "--force")[0] == 0
 
-    code, out, _ = run(repo, "restore", "latest", "--tenant", "globex-us", "--out", "-")
+    code, out, _ = run(repo, "restore", "latest", "--tenant", "globex-us", "--output", "-")
     assert json.loads(out) == json.loads((ROUND2 / "globex-us.json").read_text())
 
 
 def test_restore_to_stdout_feeds_snapshot_from_stdin(repo: Path) -> None:
     run(repo, "snapshot", str(ROUND1))
-    _, out, _ = run(repo, "restore", "latest", "--out", "-")
+    _, out, _ = run(repo, "restore", "latest", "--output", "-")
     code, again, _ = run(repo, "--json", "snapshot", "-", input=out)
     assert code == 0
     assert json.loads(again)["new_objects"] == 0
@@ -269,7 +271,7 @@ def test_gc_and_cleanup_commands(tmp_path: Path) -> None:
     repo = tmp_path / "v1"
     assert run(repo, "init")[0] == 0
     for source in (ROUND1, ROUND2):
-        assert run(repo, "snapshot", str(source), "-o", "sync-apply")[0] == 0
+        assert run(repo, "snapshot", str(source), "--operation", "sync-apply")[0] == 0
     code, out, _ = run(repo, "--json", "cleanup", "--keep-last", "1", "--dry-run", "--grace", "0s")
     assert code == 0
     dry = json.loads(out)

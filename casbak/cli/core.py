@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import Context, lock_timeout_option, pass_context
 from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.params import DRY_RUN_SHORT, OUTPUT_SHORT, RenamedOption, refuse_together
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -79,7 +81,9 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
 )
 @click.option(
     "--operation",
-    "-o",
+    cls=RenamedOption,
+    old=["-o"],
+    why=OUTPUT_SHORT,
     default="manual",
     show_default=True,
     help="Why the snapshot is taken (tenant-update, tenant-delete, sync-apply, ...).",
@@ -88,6 +92,7 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     "--target",
     "-t",
     "target_id",
+    shell_complete=complete.targets,
     help="Target id. Default: the tenant id for one tenant, else all-tenants.",
 )
 @click.option("--description", "-d", default="", help="Free text kept with the snapshot.")
@@ -120,7 +125,7 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     is_flag=True,
     help="Store nothing if the target's newest snapshot holds exactly these tenant versions.",
 )
-@lock_timeout_option("Seconds to wait for a lock held by gc.")
+@lock_timeout_option("How long to wait for a lock held by gc")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -170,8 +175,13 @@ def snapshot(
         "lock_timeout": lock_timeout,
     }
     if from_descope:
-        if sources or recursive:
-            raise click.UsageError("give SOURCES (with --recursive) or --from-descope, not both")
+        for given, name in (
+            (sources, "SOURCES"),
+            (recursive, "--recursive"),
+            (no_cache, "--no-cache"),
+        ):
+            if given:
+                refuse_together(name, "--from-descope", "files or Descope, not both")
         from casbak.descope_live import SdkTenantApi, pull_documents, pull_snapshot
 
         pulled = {"with_settings": with_settings, "with_sso": with_sso}
@@ -237,10 +247,30 @@ def _emit_preview(ctx: Context, preview: Any) -> None:
 
 
 @click.command("list")
-@click.option("--target", "-t", "target_id", help="Only snapshots of this target.")
-@click.option("--operation", "-o", help="Only snapshots of this operation.")
+@click.option(
+    "--target",
+    "-t",
+    "target_id",
+    shell_complete=complete.targets,
+    help="Only snapshots of this target.",
+)
+@click.option(
+    "--operation",
+    cls=RenamedOption,
+    old=["-o"],
+    why=OUTPUT_SHORT,
+    help="Only snapshots of this operation.",
+)
 @click.option("--tag", help="Only snapshots with this tag.")
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="Only the newest N.")
+@click.option(
+    "--max-count",
+    "limit",
+    cls=RenamedOption,
+    old=["-n"],
+    why=DRY_RUN_SHORT,
+    type=click.IntRange(min=1),
+    help="Only the newest N.",
+)
 @pass_context
 def list_command(
     ctx: Context,
@@ -275,7 +305,7 @@ def list_command(
 
 
 @click.command()
-@click.argument("snapshot_ref", metavar="SNAPSHOT")
+@click.argument("snapshot_ref", metavar="SNAPSHOT", shell_complete=complete.snapshots)
 @pass_context
 def show(ctx: Context, snapshot_ref: str) -> None:
     """Show a snapshot's metadata and tenants.
@@ -319,11 +349,21 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
 
 
 @click.command()
-@click.argument("snapshot_ref", metavar="SNAPSHOT")
-@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.argument("snapshot_ref", metavar="SNAPSHOT", shell_complete=complete.snapshots)
 @click.option(
-    "--out",
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
+)
+@click.option(
+    "--output",
+    "-o",
     "out",
+    cls=RenamedOption,
+    old=["--out"],
+    why="every command names its output path --output",
     default=".",
     show_default=True,
     help="Folder for <tenant>.json files; FILE.json for one tenant; - for stdout.",
@@ -335,7 +375,7 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
     help="Put one tenant (--tenant) back into Descope: show the field-level diff, ask, "
     "snapshot the live state (operation restore), then update or re-create it.",
 )
-@click.option("--dry-run", is_flag=True, help="With --to-descope: only show the diff.")
+@click.option("--dry-run", "-n", is_flag=True, help="With --to-descope: only show the diff.")
 @click.option("--yes", "-y", is_flag=True, help="With --to-descope: do not ask.")
 @pass_context
 def restore(
@@ -350,15 +390,16 @@ def restore(
 ) -> None:
     """Write tenants of a snapshot back out as pretty JSON, or back into Descope.
 
-    Every document is re-hashed as it is read. --out names a folder (made if
+    Every document is re-hashed as it is read. --output names a folder (made if
     missing) for <tenant>.json files, or, for one tenant, the .json file to
-    write. With --out - the tenant (or {"tenants": [...]} for several) goes to
+    write. With -o - the tenant (or {"tenants": [...]} for several) goes to
     stdout, ready for 'casbak snapshot -'. Existing files are kept unless --force.
     """
     from casbak.restorefiles import write_restored_to
     from casbak.service import render_restored, restore_with_warnings
 
     if to_descope:
+        _refuse_with_descope(force)
         if len(tenant_ids) != 1:
             raise click.UsageError("--to-descope restores one tenant: give --tenant ID once")
         _restore_to_descope(ctx, snapshot_ref, tenant_ids[0], dry_run=dry_run, yes=yes)
@@ -381,6 +422,17 @@ def restore(
         {"snapshot": snap.id, "files": [str(path) for path in paths], "warnings": warnings},
         lambda: _render_restored(snap.id, paths, out),
     )
+
+
+def _refuse_with_descope(force: bool) -> None:
+    """--to-descope writes no file: the options about files contradict it."""
+    source = click.get_current_context().get_parameter_source("out")
+    if source is not None and source != click.core.ParameterSource.DEFAULT:
+        refuse_together("--output", "--to-descope", "one writes files, the other Descope")
+    if force:
+        refuse_together(
+            "--force", "--to-descope", "--force overwrites files, and Descope is no file"
+        )
 
 
 def _render_restored(snapshot_id: str, paths: list[Path], out: str) -> str:
@@ -426,9 +478,15 @@ def _restore_to_descope(
 
 
 @click.command()
-@click.argument("old_ref", metavar="OLD")
-@click.argument("new_ref", metavar="NEW")
-@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.argument("old_ref", metavar="OLD", shell_complete=complete.snapshots)
+@click.argument("new_ref", metavar="NEW", shell_complete=complete.snapshots)
+@click.option(
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
+)
 @click.option(
     "--stat", is_flag=True, help="Per tenant counts of fields added, removed and changed."
 )
@@ -457,7 +515,7 @@ def diff(
     from casbak.snapshotdiff import diff_names, diff_snapshots, diff_stat
 
     if stat and name_only:
-        raise click.UsageError("give --stat or --name-only, not both")
+        refuse_together("--stat", "--name-only", "give one, not both")
     repo, paint = ctx.open(), diffview.Painter(diffview.use_color(ctx))
     if name_only:
         names = diff_names(repo, old_ref, new_ref, tenant_ids)

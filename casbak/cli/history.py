@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import Context, pass_context
 from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.params import DRY_RUN_SHORT, RenamedOption
 
 
 def time_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -52,10 +54,18 @@ def who(provenance: dict[str, str]) -> str:
 
 
 @click.command()
-@click.argument("tenant_id", metavar="TENANT")
+@click.argument("tenant_id", metavar="TENANT", shell_complete=complete.tenants)
 @click.option("-p", "--patch", is_flag=True, help="Show the fields each version changed.")
 @time_window
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="At most N versions.")
+@click.option(
+    "--max-count",
+    "limit",
+    cls=RenamedOption,
+    old=["-n"],
+    why=DRY_RUN_SHORT,
+    type=click.IntRange(min=1),
+    help="At most N versions.",
+)
 @pass_context
 def log(
     ctx: Context,
@@ -107,7 +117,12 @@ def log(
 
 @click.command()
 @click.option(
-    "--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable)."
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    metavar="ID",
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
 )
 @click.option(
     "--where",

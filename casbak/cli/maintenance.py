@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import (
     Context,
     duration_callback,
@@ -20,7 +21,7 @@ PHASES = ("reading manifests", "marking objects")
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = lock_timeout_option("Seconds to wait for running snapshots to finish.")(command)
+    command = lock_timeout_option("How long to wait for running snapshots to finish")(command)
     command = click.option(
         "--grace",
         default="1h",
@@ -183,7 +184,9 @@ def cleanup(
 
 
 @click.command()
-@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.argument(
+    "references", metavar="SNAPSHOT...", nargs=-1, required=True, shell_complete=complete.snapshots
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -229,10 +232,12 @@ def forget(
 
 
 @click.command()
-@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.argument(
+    "references", metavar="SNAPSHOT...", nargs=-1, required=True, shell_complete=complete.snapshots
+)
 @click.option("--add", multiple=True, metavar="TAG", help="Add this tag (repeatable).")
 @click.option("--remove", multiple=True, metavar="TAG", help="Remove this tag (repeatable).")
-@lock_timeout_option("Seconds to wait for running snapshots to finish.")
+@lock_timeout_option("How long to wait for running snapshots to finish")
 @pass_context
 def tag(
     ctx: Context,
@@ -307,7 +312,7 @@ def unlock(ctx: Context, force: bool) -> None:
 
 
 @click.command()
-@lock_timeout_option("Seconds to wait for running snapshots to finish.")
+@lock_timeout_option("How long to wait for running snapshots to finish")
 @pass_context
 def migrate(ctx: Context, lock_timeout: float) -> None:
     """Convert a format 1, 2 or 3 repository to the current format in place; ids stay the same.
