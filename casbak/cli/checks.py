@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.output import ProgressBar, count, human_size, short_id
 from casbak.errors import DamageFound, FormatVersionError
 
 
@@ -96,7 +96,7 @@ def _render_verify(report: Any) -> str:
         label = "DAMAGE " if finding.severity == "damage" else f"{finding.severity} "
         line = f"{label}{finding.kind} {finding.location}: {finding.message}"
         if finding.snapshots:
-            line += f"; snapshots {', '.join(s[:12] for s in finding.snapshots)}"
+            line += f"; snapshots {', '.join(short_id(s) for s in finding.snapshots)}"
         if finding.tenants:
             line += f"; tenants {', '.join(finding.tenants)}"
         lines.append(line)
