@@ -305,7 +305,7 @@ def _render_show(detail: Any, local: bool) -> str:
     ]
     rows = [("TENANT", "OBJECT", "SIZE")]
     rows += [(t.tenant_id, short_id(t.object), human_size(t.size)) for t in detail.tenants]
-    return "\n".join(head) + table(rows)
+    return "\n".join([*head, table(rows)])
 
 
 def _render_provenance(provenance: dict[str, str]) -> list[str]:
