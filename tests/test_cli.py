@@ -314,7 +314,7 @@ def test_locked_repository_exit_11(repo: Path) -> None:
     with opened.locks.shared("snapshot", 0):
         code, _, err = run(repo, "gc", "--lock-timeout", "0.1")
     assert code == 11
-    assert "locked (shared) by 'snapshot'" in err
+    assert "shared lock of 'snapshot'" in err
     with opened.locks.exclusive("gc", 0):
         code, _, err = run(repo, "--json", "snapshot", str(ROUND1), "--lock-timeout", "0.1")
     assert code == 11

@@ -40,8 +40,11 @@ def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
     11 repository locked, 12 unsupported or older format version (see migrate),
     130 interrupted.
 
-    Global options (--repo, --json, -q/--quiet) may go before or after the
-    command: 'casbak list --json' is 'casbak --json list'.
+    Global options may go before or after the command (--repo, --json,
+    -q/--quiet, --local): 'casbak list --json' is 'casbak --json list'.
+
+    Human output prints times as YYYY-MM-DD HH:MM:SS in UTC (--local: in
+    the local zone); JSON always has exact UTC timestamps and byte counts.
     """
     state = ctx.ensure_object(Context)
     state.repo_location, state.json_output, state.quiet = repo, json_output, quiet

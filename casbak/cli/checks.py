@@ -9,7 +9,7 @@ import click
 
 from casbak.cli import complete
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.output import ProgressBar, count, human_size, short_id
 from casbak.cli.params import refuse_together
 from casbak.errors import DamageFound, FormatVersionError
 
@@ -115,7 +115,7 @@ def _render_verify(report: Any, paint: Painter) -> str:
             label = paint.warning(finding.severity)
         line = f"{label} {finding.kind} {finding.location}: {finding.message}"
         if finding.snapshots:
-            line += f"; snapshots {', '.join(s[:12] for s in finding.snapshots)}"
+            line += f"; snapshots {', '.join(short_id(s) for s in finding.snapshots)}"
         if finding.tenants:
             line += f"; tenants {', '.join(finding.tenants)}"
         lines.append(line)

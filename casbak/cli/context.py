@@ -18,6 +18,8 @@ class Context:
         self.repo_location = repo
         self.json_output = json_output
         self.quiet = quiet
+        self.local_time = False
+        """Human output shows local times instead of UTC (``--local``); JSON is always UTC."""
 
     def open(self, *, for_migration: bool = False) -> Any:
         from casbak.repository import Repository, backend_for

@@ -10,7 +10,16 @@ import click
 
 from casbak.cli import complete
 from casbak.cli.context import Context, lock_timeout_option, pass_context
-from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.output import (
+    ProgressBar,
+    count,
+    human_size,
+    short_id,
+    snapshot_cells,
+    snapshot_header,
+    table,
+    when_zoned,
+)
 from casbak.cli.params import DRY_RUN_SHORT, OUTPUT_SHORT, RenamedOption, refuse_together
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
@@ -217,11 +226,11 @@ def _render_snapshot(result: Any) -> str:
     if result.skipped:
         return (
             f"no snapshot taken: the newest snapshot of {summary.target_id}, "
-            f"{summary.id[:12]}, holds the same {count(summary.tenants, 'tenant')} "
+            f"{short_id(summary.id)}, holds the same {count(summary.tenants, 'tenant')} "
             "at the same versions"
         )
     return (
-        f"snapshot {summary.id[:12]} saved: "
+        f"snapshot {short_id(summary.id)} saved: "
         f"{count(summary.tenants, 'tenant')}, "
         f"{count(result.new_objects, 'new object')} ({human_size(result.bytes_added)} added), "
         f"{result.reused_objects} unchanged"
@@ -235,10 +244,11 @@ def _emit_preview(ctx: Context, preview: Any) -> None:
             f"of target {preview.target_id}: {preview.new} new, {preview.changed} changed, "
             f"{preview.unchanged} unchanged"
         ]
-        lines += [f"  {t.status:<9}  {t.tenant_id}  {t.object[:12]}" for t in preview.tenants]
+        lines += [f"  {t.status:<9}  {t.tenant_id}  {short_id(t.object)}" for t in preview.tenants]
         if preview.unchanged_snapshot is not None:
+            newest = short_id(preview.unchanged_snapshot)
             lines.append(
-                f"the newest snapshot of {preview.target_id}, {preview.unchanged_snapshot[:12]}, "
+                f"the newest snapshot of {preview.target_id}, {newest}, "
                 "holds exactly these versions (--skip-if-unchanged would store nothing)"
             )
         return "\n".join(lines)
@@ -287,18 +297,8 @@ def list_command(
     )
 
     def human() -> str:
-        rows = [("ID", "TIME (UTC)", "OPERATION", "TARGET", "TENANTS", "DESCRIPTION")]
-        rows += [
-            (
-                s.id[:12],
-                s.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
-                s.operation,
-                s.target_id,
-                str(s.tenants),
-                s.description,
-            )
-            for s in found
-        ]
+        rows = [(*snapshot_header(ctx.local_time), "DESCRIPTION")]
+        rows += [(*snapshot_cells(s, ctx.local_time), s.description) for s in found]
         return table(rows) if found else "no snapshots"
 
     ctx.emit({"snapshots": found}, human)
@@ -321,24 +321,30 @@ def show(ctx: Context, snapshot_ref: str) -> None:
         for warning in detail.warnings:
             click.echo(f"warning: {warning}", err=True)
 
-    def human() -> str:
-        s = detail.snapshot
-        head = [
-            f"snapshot    {s.id}",
-            f"time        {s.timestamp.isoformat()}",
-            f"operation   {s.operation}",
-            f"target      {s.target_id}",
-            f"description {s.description}",
-            f"tags        {', '.join(s.tags)}",
-            f"tenants     {s.tenants}",
-            *_render_provenance(s.provenance),
-            "",
-        ]
-        rows = [("TENANT", "OBJECT", "SIZE")]
-        rows += [(t.tenant_id, t.object[:16], str(t.size)) for t in detail.tenants]
-        return "\n".join(head) + table(rows)
+    ctx.emit(detail, lambda: _render_show(detail, ctx.local_time))
 
-    ctx.emit(detail, human)
+
+def _render_show(detail: Any, local: bool) -> str:
+    """The snapshot's fields (empty description and tags left out), then its tenants."""
+    s = detail.snapshot
+    head = [
+        f"snapshot    {short_id(s.id)}",
+        f"time        {when_zoned(s.timestamp, local)}",
+        f"operation   {s.operation}",
+        f"target      {s.target_id}",
+    ]
+    if s.description:
+        head.append(f"description {s.description}")
+    if s.tags:
+        head.append(f"tags        {', '.join(s.tags)}")
+    head += [
+        f"tenants     {s.tenants}",
+        *_render_provenance(s.provenance),
+        "",
+    ]
+    rows = [("TENANT", "OBJECT", "SIZE")]
+    rows += [(t.tenant_id, short_id(t.object), human_size(t.size)) for t in detail.tenants]
+    return "\n".join([*head, table(rows)])
 
 
 def _render_provenance(provenance: dict[str, str]) -> list[str]:
@@ -437,7 +443,7 @@ def _refuse_with_descope(force: bool) -> None:
 
 def _render_restored(snapshot_id: str, paths: list[Path], out: str) -> str:
     """Where every file went: the folder (the current one said so), then each file."""
-    head = f"restored {count(len(paths), 'tenant')} from {snapshot_id[:12]}"
+    head = f"restored {count(len(paths), 'tenant')} from {short_id(snapshot_id)}"
     if len(paths) == 1 and paths[0] == Path(out):
         return f"{head} to {out}"
     folder = f"the current folder ({Path.cwd()})" if Path(out) == Path(".") else out
@@ -463,12 +469,12 @@ def _restore_to_descope(
     )
 
     def human() -> str:
-        head = f"tenant {tenant_id} from snapshot {result.snapshot[:12]}"
+        head = f"tenant {tenant_id} from snapshot {short_id(result.snapshot)}"
         if not result.exists:
             head += " (no longer exists in Descope: it will be re-created)"
         lines = [head, *render_changes(result.changes)]
         if result.undo_snapshot:
-            lines.append(f"live state saved as snapshot {result.undo_snapshot[:12]} (restore)")
+            lines.append(f"live state saved as snapshot {short_id(result.undo_snapshot)} (restore)")
         lines += result.actions
         if not result.applied and not result.actions:
             lines.append("dry run: nothing changed")

@@ -10,7 +10,16 @@ import click
 
 from casbak.cli import complete
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.output import (
+    ProgressBar,
+    count,
+    human_size,
+    short_id,
+    table,
+    when,
+    when_zoned,
+    zone_label,
+)
 from casbak.cli.params import DRY_RUN_SHORT, RenamedOption
 
 
@@ -38,11 +47,6 @@ def time_window(command: Callable[..., Any]) -> Callable[..., Any]:
         callback=time_callback,
         help="Only versions held at or after this time (2025-11-17, 2025-11-17T10:30, -7d, ...).",
     )(command)
-
-
-def when(moment: datetime) -> str:
-    """A time as every history command prints it (UTC, to the second)."""
-    return f"{moment:%Y-%m-%d %H:%M:%S}"
 
 
 def who(provenance: dict[str, str]) -> str:
@@ -79,24 +83,27 @@ def log(
 
     Each version names the snapshot that introduced it (time, operation,
     target, description, and who took it) and how many snapshots in a row
-    held it. With -p, the fields changed from the version before. Times are UTC.
+    held it. With -p, the fields changed from the version before. Times are UTC
+    (--local: local).
     """
     from casbak.cli import diffview
     from casbak.tenanthistory import tenant_log
 
     entries = tenant_log(ctx.open(), tenant_id, since=since, until=until, limit=limit, patch=patch)
     paint = diffview.Painter(diffview.use_color(ctx))
+    local = ctx.local_time
 
     def human() -> str:
         lines = []
         for entry in entries:
             first, last = entry.first, entry.last
             held = count(entry.snapshots, "snapshot")
-            span = when(first.timestamp)
+            span = when_zoned(first.timestamp, local)
             if entry.snapshots > 1:
-                span += f" .. {when(last.timestamp)}"
-            lines.append(f"version {entry.object[:12]}  {entry.size} B  held by {held}  {span}")
-            line = f"    {first.id[:12]}  {first.operation}  target {first.target_id}"
+                span = f"{when(first.timestamp, local)} .. {when_zoned(last.timestamp, local)}"
+            size = human_size(entry.size)
+            lines.append(f"version {short_id(entry.object)}  {size}  held by {held}  {span}")
+            line = f"    {short_id(first.id)}  {first.operation}  target {first.target_id}"
             author = who(first.provenance)
             if author:
                 line += f"  by {author}"
@@ -149,7 +156,7 @@ def find(
     later (A, then B, then A again) is one row spanning all its snapshots;
     'casbak log' lists such runs separately. Tenants by id, each newest
     first. With --current, only the version of the newest snapshot holding
-    each tenant (within --since/--until). Times are UTC. A version whose
+    each tenant (within --since/--until). Times are UTC (--local: local). A version whose
     document cannot be read is left out with a warning, and the exit code is 3.
 
     \b
@@ -186,15 +193,16 @@ def find(
     found = result.versions
 
     def human() -> str:
-        rows = [("TENANT", "VERSION", "SIZE", "SNAPSHOTS", "FIRST (UTC)", "LAST (UTC)")]
+        zone = zone_label(ctx.local_time)
+        rows = [("TENANT", "VERSION", "SIZE", "SNAPSHOTS", f"FIRST ({zone})", f"LAST ({zone})")]
         rows += [
             (
                 entry.tenant_id,
-                entry.object[:12],
+                short_id(entry.object),
                 human_size(entry.size),
                 str(entry.snapshots),
-                f"{when(entry.first.timestamp)} {entry.first.id[:12]}",
-                f"{when(entry.last.timestamp)} {entry.last.id[:12]}",
+                f"{when(entry.first.timestamp, ctx.local_time)} {short_id(entry.first.id)}",
+                f"{when(entry.last.timestamp, ctx.local_time)} {short_id(entry.last.id)}",
             )
             for entry in found
         ]
