@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
+from itertools import groupby
 from pathlib import Path
 
 import msgspec
@@ -53,6 +54,7 @@ from casbak.model import (
     encode_manifest,
     utc_now,
 )
+from casbak.objects import delete_keys
 from casbak.store import PackStore
 from casbak.storedmanifest import (
     Header,
@@ -339,9 +341,9 @@ class Repository:
         self.backend.sync()
         removed_ids = {bytes.fromhex(sid) for sid, key in by_id.items() if key in removing}
         survivors = history.everything_but(view, removed_ids, rebased)
-        for key in keys:
-            self.backend.delete(key)
-            keepalive()
+        # Deepest first, each depth wholly gone before the next one starts.
+        for _, same_depth in groupby(keys, key=lambda key: depths.get(key, 0)):
+            delete_keys(self.backend, same_depth, keepalive)
         self.backend.sync()
         self._keys = None
         self.catalog.write_fresh(survivors, journal_end, purge=True)
