@@ -60,13 +60,16 @@ class TimeScale:
         parts = [f'<line class="ax" x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}"/>']
         fmt = time_format(self.span)
         steps = TICKS if self.span else 1
+        previous = ""
         for step in range(steps):
             moment = self.start + timedelta(seconds=self.span * step / max(steps - 1, 1))
-            x = self.x(moment)
-            parts.append(
-                f'<text class="tk" x="{x:.1f}" y="{y + 16}" text-anchor="middle">'
-                f"{moment:{fmt}}</text>"
-            )
+            label = f"{moment:{fmt}}"
+            if label != previous:  # a span of seconds would repeat one label
+                parts.append(
+                    f'<text class="tk" x="{self.x(moment):.1f}" y="{y + 16}" '
+                    f'text-anchor="middle">{label}</text>'
+                )
+            previous = label
         return "".join(parts)
 
 
@@ -131,19 +134,22 @@ def growth(points: Sequence[GrowthPoint]) -> str:
         scale = TimeScale(points[0].timestamp, points[-1].timestamp)
         high = max(*(p.logical for p in points), 1)
         low = max(min(p.stored for p in points), 1)
-        low_exp, high_exp = math.floor(math.log10(low)), math.ceil(math.log10(high))
-        high_exp = max(high_exp, low_exp + 1)
+        ticks = [(v, t) for v, t in _BYTE_TICKS if v <= low][-1:]
+        ticks += [(v, t) for v, t in _BYTE_TICKS if low < v < high]
+        ticks += [(v, t) for v, t in _BYTE_TICKS if v >= high][:1]
+        low_exp = math.log10(ticks[0][0])
+        high_exp = max(math.log10(ticks[-1][0]), low_exp + 1)
 
         def y(value: int) -> float:
             share = (math.log10(max(value, 1)) - low_exp) / (high_exp - low_exp)
             return bottom - (bottom - top) * min(max(share, 0.0), 1.0)
 
-        for exponent in range(low_exp, high_exp + 1):
-            ty = y(10**exponent)
+        for value, label in ticks:
+            ty = y(value)
             parts.append(
                 f'<line class="gl" x1="{LEFT}" y1="{ty:.1f}" x2="{WIDTH - RIGHT}" y2="{ty:.1f}"/>'
                 f'<text class="tk" x="{LEFT - 8}" y="{ty + 4:.1f}" text-anchor="end">'
-                f"{human_bytes(10**exponent)}</text>"
+                f"{label}</text>"
             )
         for name, _ in (*_SERIES, ("stored", "")):
             coords = " ".join(
@@ -158,6 +164,14 @@ def growth(points: Sequence[GrowthPoint]) -> str:
         parts.append(scale.axis(bottom))
     parts.append("</svg>")
     return "".join(parts)
+
+
+_BYTE_TICKS = [
+    (factor * 1024**power, f"{factor} {unit}")
+    for power, unit in enumerate(("B", "KiB", "MiB", "GiB", "TiB"))
+    for factor in (1, 10, 100)
+]
+"""Round sizes for a log-scale axis: 1, 10 and 100 of each unit."""
 
 
 def _point_title(point: GrowthPoint) -> str:
@@ -219,11 +233,15 @@ def _bucket_axis(edges: Sequence[datetime], cell: float, y: float) -> str:
         f'<line class="ax" x1="{LEFT}" y1="{y}" x2="{LEFT + cell * (len(edges) - 1):.1f}"'
         f' y2="{y}"/>'
     ]
+    previous = ""
     for index in range(0, len(edges), every):
-        parts.append(
-            f'<text class="tk" x="{LEFT + cell * index:.1f}" y="{y + 16}" text-anchor="middle">'
-            f"{edges[index]:{fmt}}</text>"
-        )
+        label = f"{edges[index]:{fmt}}"
+        if label != previous:
+            parts.append(
+                f'<text class="tk" x="{LEFT + cell * index:.1f}" y="{y + 16}" '
+                f'text-anchor="middle">{label}</text>'
+            )
+        previous = label
     return "".join(parts)
 
 
