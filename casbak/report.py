@@ -207,7 +207,7 @@ def _growth(
     if len(totals) <= MAX_POINTS:
         return [point for _, point in totals], False
     first, last = totals[0][0], totals[-1][0]
-    width = (last - first) / MAX_POINTS
+    width = max((last - first) / MAX_POINTS, 1.0)
     slices: dict[int, GrowthPoint] = {}
     for micros, point in totals:
         slices[min(int((micros - first) / width), MAX_POINTS - 1)] = point

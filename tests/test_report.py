@@ -300,3 +300,20 @@ def test_subprocess(history: tuple[Repository, dict[str, str]], tmp_path: Path) 
 def test_write_report_failure_leaves_nothing(tmp_path: Path, memory_repo: Repository) -> None:
     with pytest.raises(InputError, match="cannot write report"):
         write_report(tmp_path / "nope" / "r.html", gather(memory_repo))
+
+
+def test_compacted_and_journaled_catalogs_give_one_report(tmp_path: Path) -> None:
+    """Snapshots folded into catalog parts and ones still in the journal count alike."""
+    repo = Repository.init(LocalBackend(tmp_path / "repo"))
+    clock = FakeClock()
+    for number in range(3):
+        store(repo, clock, "sync-apply", {"id": "a", "v": number}, {"id": "b", "v": 0})
+    journaled = gather(repo, clock=lambda: T0)
+    assert repo.timeline.catalog.compact()
+    store(repo, clock, "tenant-update", {"id": "b", "v": 1})
+    mixed = gather(repo, clock=lambda: T0)
+    assert mixed.growth[:3] == journaled.growth
+    assert [row.versions for row in mixed.churn.rows] == [3, 2]
+    before, last = journaled.growth[-1], mixed.growth[-1]
+    assert last.logical - before.logical == last.unique - before.unique > 0
+    assert mixed.header.snapshots == 4
