@@ -27,7 +27,8 @@ ENV = {
 
 COMPARE_SECTION = "compare"
 GROWTH_SECTION = "growth"
-_SECTIONS = (COMPARE_SECTION, GROWTH_SECTION)
+REPORT_SECTION = "report"
+_SECTIONS = (COMPARE_SECTION, GROWTH_SECTION, REPORT_SECTION)
 
 
 def write_section(path: Path, name: str, text: str) -> None:

@@ -2,9 +2,9 @@
 
 This module holds the group and `main`, and registers the commands of `core`
 (init, snapshot, list, show, restore, diff, stats), `maintenance` (gc, cleanup,
-forget, tag, unlock, migrate), `transfer` (export, import) and `checks` (verify). `context` holds
-what commands share, `globalopts` the options every command takes and the
-group's aliases, `output` how they render.
+forget, tag, unlock, migrate), `transfer` (export, import), `checks` (verify)
+and `report`. `context` holds what commands share, `globalopts` the options
+every command takes and the group's aliases, `output` how they render.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import NoReturn
 import click
 
 from casbak import __version__
-from casbak.cli import checks, core, history, maintenance, transfer
+from casbak.cli import checks, core, history, maintenance, report, transfer
 from casbak.cli.context import Context
 from casbak.cli.globalopts import CasbakGroup, group_options, json_requested
 from casbak.cli.output import report_error
@@ -69,6 +69,7 @@ for _command in (
     maintenance.migrate,
     transfer.export_command,
     transfer.import_command,
+    report.report,
 ):
     cli.add_command(_command)
 
