@@ -376,6 +376,31 @@ def test_ctrl_c_exits_130_with_one_line(repo: Path) -> None:
     assert json.loads(run(repo, "--json", "list")[1])["snapshots"] == []
 
 
+def test_ctrl_c_while_the_cli_is_still_loading_is_one_line_and_130() -> None:
+    """A slow start (a loaded machine) must not turn an early Ctrl-C into a traceback."""
+    import subprocess
+    import sys
+
+    interrupt_on_import = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'casbak.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from casbak.launch import run\n"
+        "run()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", interrupt_on_import, "list"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 130
+    assert done.stderr == "casbak: error: interrupted; nothing was written\n"
+
+
 def test_counts_are_singular_or_plural_as_english_wants(repo: Path) -> None:
     one = json.dumps({"id": "solo", "v": 1})
     code, out, _ = run(repo, "snapshot", "-", input=one)
