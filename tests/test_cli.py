@@ -377,12 +377,19 @@ def test_ctrl_c_exits_130_with_one_line(repo: Path) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "casbak", "--repo", str(repo), "snapshot", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    # A shell runs background jobs with Ctrl-C ignored, and a child inherits
+    # an ignored signal (a CI runner started with `&`); a handled one is reset
+    # to the default at exec, as on a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "casbak", "--repo", str(repo), "snapshot", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     _wait_until_reading_stdin(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
