@@ -17,7 +17,7 @@ import msgspec
 from casbak import history
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
-from casbak.catalog import COMPACT_AFTER, CatalogView
+from casbak.catalog import COMPACT_AFTER, COMPACT_FROM_TENANTS, CatalogView
 from casbak.catalogdata import (
     CATALOG_VERSION,
     JournalEntry,
@@ -194,7 +194,7 @@ class Repository:
         self.backend.sync()
         if self._keys is not None:
             self._keys[snapshot_id] = key
-        if waiting >= COMPACT_AFTER:
+        if waiting >= COMPACT_AFTER or len(manifest.entries) >= COMPACT_FROM_TENANTS:
             self.catalog.compact()
         return Snapshot(snapshot_id, key, header, manifest)
 
