@@ -8,30 +8,44 @@ DEMO_REPO := .demo/repo
 .PHONY: demo test lint typecheck layers unit bench bench-compare soak clean
 
 LOCK := requirements.lock
+RUN_LOCK := requirements-run.lock
+RUN_STAMP := $(VENV)/.installed-run
 PIP_TOOLS := pip-tools==7.6.2
+COMPILE := .lockenv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --all-build-deps \
+	--strip-extras --no-emit-find-links --no-emit-index-url
 
 .PHONY: lock
 
-# Exactly the locked versions (hash-checked), then casbak itself without
-# resolving anything again: a fresh clone gets what CI tested.
-$(STAMP): $(LOCK) pyproject.toml
+# Two locks, both exact and hash-checked: $(RUN_LOCK) holds what casbak runs on
+# (msgspec, zstandard, blake3, click, and the build backend for the editable
+# install), $(LOCK) that plus the development tools. The demo installs only the
+# first; test targets add the second on top, so switching targets installs
+# only what is missing. casbak itself goes in without resolving anything
+# again: a fresh clone gets what CI tested.
+$(RUN_STAMP): $(RUN_LOCK) pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(RUN_LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(LOCK) $(RUN_STAMP)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	touch $(STAMP)
 
-# Refresh the lock file from pyproject's ranges (newest versions the registry serves).
+# Refresh both locks from pyproject's ranges (newest versions the registry
+# serves): the full one first, then the runtime one starting from its pins, so
+# a package in both has one version. The only way to regenerate either.
 lock:
 	rm -rf .lockenv
 	$(PYTHON) -m venv .lockenv
 	.lockenv/bin/pip install --quiet $(PIP_TOOLS)
-	.lockenv/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe \
-		--extra dev --all-build-deps --strip-extras --no-emit-find-links --no-emit-index-url \
-		-o $(LOCK) pyproject.toml
+	$(COMPILE) --upgrade --extra dev -o $(LOCK) pyproject.toml
+	cp $(LOCK) $(RUN_LOCK)
+	$(COMPILE) -o $(RUN_LOCK) pyproject.toml
 	rm -rf .lockenv
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh $(DEMO_REPO)
 
 lint: $(STAMP)

@@ -94,7 +94,7 @@ class Copies(Tool):
 
 
 def restore_casbak(tool: Casbak, target: Path) -> Measured:
-    return tool.run(tool.cmd("restore", "latest", "--out", str(target)))
+    return tool.run(tool.cmd("restore", "latest", "--output", str(target)))
 
 
 def restore_restic(tool: Restic, target: Path) -> Measured:
@@ -177,7 +177,7 @@ def main() -> None:
             for _ in range(REPEATS):
                 if isinstance(tool, Casbak):
                     one_run = tool.run(
-                        tool.cmd("snapshot", str(single / one.name), "-o", "tenant-update")
+                        tool.cmd("snapshot", str(single / one.name), "--operation", "tenant-update")
                     )
                 else:
                     one_run = tool.backup(single)

@@ -9,17 +9,18 @@ the last 60 days (so a 30-day retention removes about half, whatever the
 size). Tenants have the shapes of `benchmarks.workload`. Setup writes without
 fsync (it is not what is measured). Then, as ratios from the same run:
 
-- ``casbak list -n 20`` and ``casbak log TENANT`` against the bare start-up
+- ``casbak list --max-count 20`` and ``casbak log TENANT`` against the bare start-up
   (``python -c "import casbak.cli"``), whole processes, median of 5;
 - ``create_tenant_backup`` into that repository against the same call into an
   empty one, median and mean of 30: through one `BackupService` (a service
   that keeps it, the goal) and through a new one per call (a script that
   backs up before one change: the index and catalog are read afresh);
 - ``casbak find --where`` over the whole history: time and peak memory;
-- ``casbak gc`` and then ``casbak cleanup`` (30-day retention): time and peak
-  memory, and how each grows from the smallest size to the largest; ``find``
-  again after that first gc, which moves the one-snapshot packs into
-  full-sized ones;
+- ``casbak gc`` and then ``casbak cleanup`` (30-day retention): time (median
+  of ``--maintenance-runs``, each on a fresh copy: one run of a few seconds
+  varies by a third on a shared disk) and peak memory (the largest), and how
+  each grows from the smallest size to the largest; ``find`` again after the
+  first gc, which moves the one-snapshot packs into full-sized ones;
 - the peak memory of one ``casbak snapshot`` of a 20,000-tenant export against
   the export's size (``--export-tenants``).
 
@@ -117,7 +118,14 @@ def _casbak(repo: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "casbak", "--repo", str(repo), *args]
 
 
-def measure(base: Path, snapshots: int, tenants: int, startup: float) -> dict[str, Any]:
+def _fresh_copy(built: Path, repo: Path) -> None:
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(built / "repo", repo)
+
+
+def measure(
+    base: Path, snapshots: int, tenants: int, startup: float, maintenance_runs: int = 3
+) -> dict[str, Any]:
     """Build one repository of ``snapshots`` (unless kept) and measure everything on it."""
     built = base / f"built-{snapshots}-{tenants}"
     marker = built / "busiest-tenant"
@@ -128,9 +136,8 @@ def measure(base: Path, snapshots: int, tenants: int, startup: float) -> dict[st
         marker.write_text(f"{busiest}\n{time.perf_counter() - started:.1f}\n")
     busiest, build_s = marker.read_text().split()
     repo = base / f"work-{snapshots}"
-    shutil.rmtree(repo, ignore_errors=True)
-    shutil.copytree(built / "repo", repo)
-    listing = _median_process(_casbak(repo, "list", "-n", "20"))
+    _fresh_copy(built, repo)
+    listing = _median_process(_casbak(repo, "list", "--max-count", "20"))
     log = _median_process(_casbak(repo, "log", busiest))
     probe = new_tenant(random.Random(5), set())
     creates: dict[str, float] = {}
@@ -139,9 +146,13 @@ def measure(base: Path, snapshots: int, tenants: int, startup: float) -> dict[st
         empty = _calls(base / f"empty-{snapshots}", probe, cold=cold)
         creates |= _ratios(name, empty, _calls(repo, probe, cold=cold))
     find = measure_rss(_casbak(repo, "find", "--where", FIND_QUERY), env=ENV)
-    gc = measure_rss(_casbak(repo, "gc"), env=ENV)
+    gcs = [measure_rss(_casbak(repo, "gc"), env=ENV)]
     find_again = measure_rss(_casbak(repo, "find", "--where", FIND_QUERY), env=ENV)
-    cleanup = measure_rss(_casbak(repo, "cleanup"), env=ENV)
+    cleanups = [measure_rss(_casbak(repo, "cleanup"), env=ENV)]
+    for _ in range(maintenance_runs - 1):
+        _fresh_copy(built, repo)
+        gcs.append(measure_rss(_casbak(repo, "gc"), env=ENV))
+        cleanups.append(measure_rss(_casbak(repo, "cleanup"), env=ENV))
     return {
         "snapshots": snapshots,
         "build_s": float(build_s),
@@ -155,10 +166,12 @@ def measure(base: Path, snapshots: int, tenants: int, startup: float) -> dict[st
         "find_ok": find.returncode == 0,
         "find_after_gc_s": round(find_again.seconds, 2),
         "find_after_gc_peak_mib": round(find_again.peak_kib / 1024, 1),
-        "gc_s": round(gc.seconds, 2),
-        "gc_peak_mib": round(gc.peak_kib / 1024, 1),
-        "cleanup_s": round(cleanup.seconds, 2),
-        "cleanup_peak_mib": round(cleanup.peak_kib / 1024, 1),
+        "gc_s": round(statistics.median(run.seconds for run in gcs), 2),
+        "gc_runs_s": [round(run.seconds, 2) for run in gcs],
+        "gc_peak_mib": round(max(run.peak_kib for run in gcs) / 1024, 1),
+        "cleanup_s": round(statistics.median(run.seconds for run in cleanups), 2),
+        "cleanup_runs_s": [round(run.seconds, 2) for run in cleanups],
+        "cleanup_peak_mib": round(max(run.peak_kib for run in cleanups) / 1024, 1),
     }
 
 
@@ -206,14 +219,14 @@ def render(report: dict[str, Any]) -> str:
         "|---|" + "---|" * len(sizes),
     ]
     lines += [
-        f"| {column} | " + " | ".join(str(size[column]) for size in sizes) + " |"
+        f"| {column} | " + " | ".join(_cell(size.get(column, "")) for size in sizes) + " |"
         for column in columns
     ]
     lines += [
         "",
         f"## Goals at {large['snapshots']:,} snapshots",
         "",
-        _goal("`casbak list -n 20` x bare start-up", large["list_vs_startup"], 2.0),
+        _goal("`casbak list --max-count 20` x bare start-up", large["list_vs_startup"], 2.0),
         _goal("`casbak log TENANT` x bare start-up", large["log_vs_startup"], 3.0),
         _goal(
             "`create_tenant_backup` (one service) x empty repository, median",
@@ -247,12 +260,21 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--tenants", type=int, default=2000)
     parser.add_argument("--keep", type=Path, help="Build the repositories here, once.")
     parser.add_argument("--export-tenants", type=int, default=20000)
+    parser.add_argument(
+        "--maintenance-runs", type=int, default=3, help="gc and cleanup runs per size (median)."
+    )
     parser.add_argument("--from-json", type=Path, help="Only write RESULTS.md from this report.")
     args = parser.parse_args()
     if args.from_json:
@@ -263,7 +285,9 @@ def main() -> None:
         base = args.keep or Path(scratch)
         base.mkdir(parents=True, exist_ok=True)
         startup = _median_process([sys.executable, "-c", "import casbak.cli"])
-        results = [measure(base, size, args.tenants, startup) for size in sizes]
+        results = [
+            measure(base, size, args.tenants, startup, args.maintenance_runs) for size in sizes
+        ]
         large_export = big_snapshot(base, args.export_tenants)
     small, large = results[0], results[-1]
     factor = large["snapshots"] / small["snapshots"]

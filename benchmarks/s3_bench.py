@@ -71,10 +71,10 @@ def main() -> None:
         timed("verify", [*casbak, "verify"])
         timed("export --all", [*casbak, "export", "--all", "-o", str(Path(scratch) / "b")])
         restored = str(Path(scratch) / "restored")
-        timed("restore latest", [*casbak, "restore", "latest", "--out", restored])
+        timed("restore latest", [*casbak, "restore", "latest", "--output", restored])
         first = json.loads(min(Path(restored).iterdir()).read_text())
         tenant = first["id"] if "id" in first else first["tenant"]["id"]
-        one = [*casbak, "restore", "latest", "--tenant", tenant, "--out", restored + "-one"]
+        one = [*casbak, "restore", "latest", "--tenant", tenant, "--output", restored + "-one"]
         timed("restore one tenant", one)
 
 

@@ -54,7 +54,13 @@ def main() -> None:
             input_bytes = workload.write(folder)
             start = time.perf_counter()
             done = casbak(
-                repo, "--json", "snapshot", str(folder), "-o", "sync-apply", no_fsync=args.no_fsync
+                repo,
+                "--json",
+                "snapshot",
+                str(folder),
+                "--operation",
+                "sync-apply",
+                no_fsync=args.no_fsync,
             )
             elapsed = time.perf_counter() - start
             result = json.loads(done.stdout)

@@ -27,7 +27,8 @@ ENV = {
 
 COMPARE_SECTION = "compare"
 GROWTH_SECTION = "growth"
-_SECTIONS = (COMPARE_SECTION, GROWTH_SECTION)
+REPORT_SECTION = "report"
+_SECTIONS = (COMPARE_SECTION, GROWTH_SECTION, REPORT_SECTION)
 
 
 def write_section(path: Path, name: str, text: str) -> None:
@@ -110,7 +111,7 @@ class Casbak(Tool):
         self.run(self.cmd("init"))
 
     def backup(self, folder: Path) -> Measured:
-        return self.run(self.cmd("snapshot", str(folder), "-o", "sync-apply"))
+        return self.run(self.cmd("snapshot", str(folder), "--operation", "sync-apply"))
 
     def verify(self) -> Measured:
         return self.run(self.cmd("verify"))

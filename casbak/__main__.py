@@ -1,5 +1,5 @@
 """``python -m casbak`` runs the CLI."""
 
-from casbak.cli import run
+from casbak.launch import run
 
 run()

@@ -215,6 +215,34 @@ class BackupService:
         )
         return report.snapshots_removed
 
+    def report(
+        self,
+        path: Path | str,
+        *,
+        tenants: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        top: int = 10,
+        verify_json: Path | str | None = None,
+    ) -> Path:
+        """Write the HTML report `casbak report` writes to ``path``; returns the path.
+
+        ``tenants`` get their whole history (else the ``top`` busiest get a
+        section); ``verify_json`` is a file holding a ``casbak verify --json`` result.
+        """
+        from casbak.report import gather, read_verify, write_report
+
+        data = gather(
+            self.repository,
+            tenant_ids=tenants,
+            since=since,
+            until=until,
+            top=top,
+            verify=read_verify(str(verify_json)) if verify_json is not None else None,
+            clock=self.clock,
+        )
+        return Path(write_report(Path(path), data).path)
+
     def tag_backup(
         self, path_or_id: Path | str, add: Sequence[str] = (), remove: Sequence[str] = ()
     ) -> Path:

@@ -49,6 +49,11 @@ from casbak.layout import (
 from casbak.store.hashnamed import put_once
 
 COMPACT_AFTER = 32
+COMPACT_FROM_TENANTS = 256
+"""A snapshot of at least this many tenants is folded at once: its journal entry
+names every tenant at full length (a sync of 2,000 tenants: 110 KB), while
+folded it adds a few bytes per tenant to the parts; 32 of them waiting would
+make the catalog the largest thing a round adds."""
 """Journal entries after which a writer folds them into the parts."""
 GHOST_AFTER = 3600.0
 """Seconds after which a journaled snapshot whose manifest never arrived is dropped."""

@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from itertools import count
 from typing import NamedTuple, TypeVar
 
-import blake3
 import msgspec
 
 from casbak import history
@@ -58,11 +57,11 @@ LACKS = "lacks snapshots whose manifests exist"
 LOOKS = 3
 """How often verify looks before a disagreement counts: writers and cleanups work meanwhile."""
 _FIELDS = SnapshotRecord.__struct_fields__
-_MOD = 1 << 256
+_MASK = (1 << 64) - 1
 P = TypeVar("P", Chunk, Bucket)
 
 Fingerprint = tuple[int, int]
-"""How many tenants a snapshot holds, and the sum (mod 2**256) of a hash of each entry."""
+"""How many tenants a snapshot holds, and the sum (mod 2**64) of a hash of each entry."""
 
 
 class Said(NamedTuple):
@@ -89,14 +88,26 @@ class Reading(NamedTuple):
     problems: list[Problem]
 
 
+def entry_print(tenant_id: str, digest: bytes, size: int) -> int:
+    """One (tenant, object, size) entry's share of a fingerprint.
+
+    Python's own tuple hash, not blake3: fingerprints are compared only within
+    one process (the catalog against the manifests just read), never stored,
+    and gc computes one per entry of every manifest (millions at 100,000
+    snapshots), where a cryptographic hash per entry cost seconds. A catalog
+    that disagrees yet collides in 64 bits would only stay unrewritten; gc
+    never takes what to keep from it.
+    """
+    return hash((tenant_id, digest, size)) & _MASK
+
+
 def fingerprint(entries: Iterable[tuple[str, bytes, int]]) -> Fingerprint:
     """A fingerprint of (tenant, object, size) entries that does not depend on their order."""
     number = total = 0
     for tenant_id, digest, size in entries:
-        data = tenant_id.encode("utf-8", "surrogatepass") + digest + size.to_bytes(8, "big")
-        total = (total + int.from_bytes(blake3.blake3(data).digest(), "big")) % _MOD
+        total += hash((tenant_id, digest, size)) & _MASK
         number += 1
-    return number, total
+    return number, total & _MASK
 
 
 def said_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest | None) -> Said:
@@ -303,7 +314,7 @@ class _PartCheck:
                 self._problem(where, f"history of tenant {tenant_id!r} is unreadable")
                 continue
             versions = [
-                fingerprint([(tenant_id, digest, size)])[1]
+                entry_print(tenant_id, digest, size)
                 for digest, size in zip(held.objects, held.sizes, strict=False)
             ]
             if (
@@ -315,7 +326,7 @@ class _PartCheck:
                 continue
             for position, version in pairs:
                 number, total = self.tenants.get(position, (0, 0))
-                self.tenants[position] = (number + 1, (total + versions[version]) % _MOD)
+                self.tenants[position] = (number + 1, (total + versions[version]) & _MASK)
         for target_id in bucket.targets:
             try:
                 positions = bucket.target_positions(target_id)

@@ -27,6 +27,7 @@ from casbak.locks import LockManager
 from casbak.model import decode_config
 from casbak.repository import Repository
 from casbak.store import PackStore
+from casbak.wording import count as plural
 
 Severity = Literal["damage", "warning", "info"]
 
@@ -142,7 +143,7 @@ def pack_findings(packs: PackStore, referenced: set[str], hashed: dict[str, str]
                     info.key,
                     f"content hashes to {actual}, not to its name; "
                     + (
-                        f"it holds {count} objects snapshots need"
+                        f"it holds {plural(count, 'object')} snapshots need"
                         if count
                         else "no snapshot needs it"
                     ),
@@ -271,7 +272,7 @@ def catalog_findings(problems: list[Problem]) -> list[Finding]:
         else:
             message = f"the catalog {what}"
             if ids:
-                message += f" ({len(ids)} snapshot{'' if len(ids) == 1 else 's'})"
+                message += f" ({plural(len(ids), 'snapshot')})"
         message = f"{message}; {CATALOG_WAY_OUT}"
         findings.append(Finding(kind, "warning", location, message, sorted(ids)[:_SHOWN]))
     return findings

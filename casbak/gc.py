@@ -25,6 +25,7 @@ from casbak.errors import IntegrityError
 from casbak.ids import Digest
 from casbak.repository import Repository, Snapshot
 from casbak.store import MAX_CHAIN, Location, PackStore
+from casbak.wording import count
 
 DEFAULT_GRACE = timedelta(hours=1)
 
@@ -136,7 +137,8 @@ def _check_indexed(packs: PackStore, referenced: set[str]) -> None:
         # The bases of an object we cannot see are unknown: sweeping could
         # take one that a kept object needs.
         raise IntegrityError(
-            f"{len(unindexed)} objects that snapshots reference are not indexed "
+            f"{count(len(unindexed), 'object')} that snapshots reference "
+            f"{'is' if len(unindexed) == 1 else 'are'} not indexed "
             f"(e.g. {sorted(unindexed)[0]}); run 'casbak verify' before collecting garbage"
         )
 

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -42,8 +42,18 @@ class LockRecord(msgspec.Struct, frozen=True):
     created: datetime
 
 
-def _epoch() -> datetime:
-    return datetime.fromtimestamp(0, UTC)
+class Holder(NamedTuple):
+    """A live lock in the way: its key, its record (None if unreadable), its last refresh."""
+
+    key: str
+    record: LockRecord | None
+    refreshed: float
+    """The record's mtime by the backend's clock: it counts as stale STALE_AFTER later."""
+
+
+def _utc(moment: datetime) -> str:
+    # The one time format of human output; errors are not told about --local.
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _process_alive(pid: int) -> bool:
@@ -154,7 +164,7 @@ class LockManager:
         self.backend.sync()
         return True
 
-    def _first_live_holder(self, kind_prefix: str, own_key: str) -> LockRecord | None:
+    def _first_live_holder(self, kind_prefix: str, own_key: str) -> Holder | None:
         """First live record whose name starts with ``kind_prefix``; stale ones are removed."""
         for info in self.backend.list(LOCK_PREFIX):
             name = info.key[len(LOCK_PREFIX) :]
@@ -162,7 +172,7 @@ class LockManager:
                 continue
             record = self._read(info.key)
             if not self._is_stale(record, info.mtime):
-                return record or LockRecord("unknown", "unknown", 0, "unknown", _epoch())
+                return Holder(info.key, record, info.mtime)
             try:
                 self.backend.delete(info.key)
             except ObjectMissing:
@@ -181,14 +191,36 @@ class LockManager:
         return self._wall_clock() - mtime > STALE_AFTER
 
     def _wait_or_give_up(
-        self, deadline: float, delay: float, holder: LockRecord, timeout: float
+        self, deadline: float, delay: float, holder: Holder, timeout: float
     ) -> float:
         if time.monotonic() >= deadline:
-            since = holder.created.strftime("%Y-%m-%dT%H:%M:%SZ")
-            raise RepositoryLocked(
-                f"repository is locked ({holder.kind}) by {holder.operation!r} on host "
-                f"{holder.host} pid {holder.pid} since {since}; gave up after {timeout:g}s "
-                f"(a lock whose process has died is removed automatically)"
-            )
+            raise RepositoryLocked(self._locked_message(holder, timeout))
         self._sleep(delay * random.uniform(0.5, 1.5))
         return min(delay * 2, 0.5)
+
+    def _locked_message(self, holder: Holder, timeout: float) -> str:
+        """Whose lock is in the way, since when, when it counts as stale, and what to do."""
+        record = holder.record
+        if record is None:
+            whose = f"an unreadable lock record {holder.key} (holder unknown)"
+        else:
+            whose = (
+                f"{record.kind} lock of {record.operation!r} by pid {record.pid} on host "
+                f"{record.host} since {_utc(record.created)}"
+            )
+        head = f"repository is locked: {whose}; gave up after {timeout:g}s"
+        if record is not None and record.host == self._host:
+            # Same host: the pid was checked, the process is running.
+            return (
+                f"{head}. That process is still running: its lock goes when it ends "
+                "(if it hangs, stop it; 'casbak unlock' then removes its lock)"
+            )
+        stale_at = datetime.fromtimestamp(holder.refreshed + STALE_AFTER, UTC)
+        # Another host's process cannot be checked: only its silence shows it is gone.
+        return (
+            f"{head}. Its process cannot be checked from this host: unless it is refreshed "
+            f"(a running casbak does so every {REFRESH_EVERY:g}s), the lock counts as stale "
+            f"from {_utc(stale_at)}, and any casbak command (or 'casbak unlock') then "
+            "removes it; if that process is surely gone, 'casbak unlock --force' removes "
+            "it now"
+        )

@@ -9,10 +9,12 @@ say what the manifests say.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import msgspec
+from msgspec.structs import asdict
 
 from casbak.catalogcheck import StoredSnapshots, reconcile
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
@@ -24,19 +26,33 @@ from casbak.model import utc_now
 from casbak.repository import Repository, Snapshot
 from casbak.retention import (
     Decision,
-    Kept,
     RetentionPolicy,
     SnapshotInfo,
     apply_policy,
     safety_reasons,
 )
+from casbak.snapshotsummary import SnapshotSummary
+
+_Summary = TypeVar("_Summary", bound=SnapshotSummary)
+
+
+class KeptSnapshot(SnapshotSummary, frozen=True):
+    """A snapshot cleanup keeps, as `list` shows it, and every reason it stays."""
+
+    reasons: list[str]
+
 
 Progress = Callable[[int, int, int], None]
 """``progress(manifests read, manifests to read, 0)``."""
 
 
 class CleanupReport(msgspec.Struct, frozen=True):
-    """What cleanup or gc did (or, with dry_run, would do): the same figures either way."""
+    """What cleanup or gc did (or, with dry_run, would do): the same figures either way.
+
+    ``kept`` and ``removed`` carry each snapshot as `list` shows it, newest
+    first, so the report says what went without another lookup (which would
+    find nothing: the snapshots are gone).
+    """
 
     dry_run: bool
     snapshots_removed: int
@@ -48,8 +64,8 @@ class CleanupReport(msgspec.Struct, frozen=True):
     objects_reencoded: int
     packs_rewritten: int
     orphan_packs_removed: int
-    kept: list[Kept]
-    removed: list[str]
+    kept: list[KeptSnapshot]
+    removed: list[SnapshotSummary]
     packs_consolidated: int = 0
     """Small packs whose frames moved into full-sized packs (counted in packs_rewritten too)."""
     catalog_rebuilt: bool = False
@@ -57,9 +73,16 @@ class CleanupReport(msgspec.Struct, frozen=True):
 
     @classmethod
     def of(
-        cls, plan: GcPlan, decision: Decision | None, dry_run: bool, catalog_rebuilt: bool = False
+        cls,
+        plan: GcPlan,
+        decision: Decision | None,
+        dry_run: bool,
+        catalog_rebuilt: bool = False,
+        snapshots: Sequence[Snapshot] = (),
     ) -> CleanupReport:
-        """Combine a retention decision (if any) with a gc plan."""
+        """Combine a retention decision (if any) on ``snapshots`` with a gc plan."""
+        by_id: dict[str, Snapshot] = {snap.id: snap for snap in snapshots}
+        kept, removed = decision.keep if decision else [], decision.remove if decision else []
         return cls(
             dry_run=dry_run,
             packs_consolidated=plan.packs_consolidated,
@@ -72,10 +95,17 @@ class CleanupReport(msgspec.Struct, frozen=True):
             objects_reencoded=plan.objects_reencoded,
             packs_rewritten=plan.packs_rewritten,
             orphan_packs_removed=plan.orphan_packs_removed,
-            kept=decision.keep if decision else [],
-            removed=decision.remove if decision else [],
+            kept=_newest_first(
+                KeptSnapshot(**asdict(SnapshotSummary.of(by_id[k.id])), reasons=k.reasons)
+                for k in kept
+            ),
+            removed=_newest_first(SnapshotSummary.of(by_id[i]) for i in removed),
             catalog_rebuilt=catalog_rebuilt,
         )
+
+
+def _newest_first(summaries: Iterable[_Summary]) -> list[_Summary]:
+    return sorted(summaries, key=lambda s: (s.timestamp, s.id), reverse=True)
 
 
 def cleanup(
@@ -101,7 +131,7 @@ def cleanup(
         rebuilt = reconcile(repo, stored, dry_run=dry_run)
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace, stored.snapshots)
-    return CleanupReport.of(plan, decision, dry_run, rebuilt)
+    return CleanupReport.of(plan, decision, dry_run, rebuilt, snapshots)
 
 
 def _infos(snapshots: list[Snapshot]) -> list[SnapshotInfo]:
@@ -155,7 +185,8 @@ def forget(
         if not dry_run:
             plan = execute_gc(repo, plan, lock.refresh, grace, stored.snapshots)
     removed: list[str] = [snap.id for snap in snapshots if snap.id in named]
-    return CleanupReport.of(plan, Decision(keep=[], remove=removed), dry_run, rebuilt)
+    decision = Decision(keep=[], remove=removed)
+    return CleanupReport.of(plan, decision, dry_run, rebuilt, snapshots)
 
 
 def _refuse_protected(snapshots: list[Snapshot], named: Collection[str], now: datetime) -> None:

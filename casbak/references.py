@@ -6,8 +6,9 @@
     @TIME        the newest snapshot at or before TIME: ``2025-11-17`` (its
                  start, 00:00 UTC), ``2025-11-17T10:30``, ``2025-11-17T10:30:00``
                  (UTC unless an offset such as ``+01:00`` or ``Z`` is given),
-                 ``now``, ``yesterday`` (24 hours ago), or ``-N`` followed by
-                 ``m``, ``h``, ``d`` or ``w`` (that long ago: ``@-3d``)
+                 ``now``, ``yesterday`` (24 hours ago), or ``-`` and a duration
+                 (that long ago: ``@-3d``, ``@-6mo``, ``@-1w2d``; see
+                 `casbak.retention.parse_duration`)
     REF~N        the Nth earlier snapshot of the same target (``~`` is ``~1``;
                  ``latest~2~1`` is ``latest~3``)
     TENANT@REF   tenant TENANT as held by the newest snapshot at or before REF
@@ -27,11 +28,10 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from casbak.errors import InputError
+from casbak.errors import InputError, UsageError
+from casbak.retention import parse_duration
 
 _BACK = re.compile(r"(~\d*)+$")
-_RELATIVE = re.compile(r"-(?P<count>\d{1,6})(?P<unit>[mhdw])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _DATE = re.compile(r"\d{4}-\d\d-\d\d")
 _MINUTES = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?P<zone>Z|[+-]\d\d:\d\d)?")
 _TIME = msgspec.json.Decoder(datetime)
@@ -86,10 +86,12 @@ def parse_time(value: str, now: datetime, text: str) -> datetime:
         return now
     if value == "yesterday":
         return now - timedelta(days=1)
-    relative = _RELATIVE.fullmatch(value)
-    if relative is not None:
-        unit = _UNITS[relative.group("unit")]
-        return now - timedelta(**{unit: int(relative.group("count"))})
+    if value.startswith("-"):
+        # The durations every option takes (-3d, -6mo, -1w2d), counted back from now.
+        try:
+            return now - parse_duration(value[1:])
+        except UsageError:
+            pass  # not a duration: refused below with the forms a time takes
     if _DATE.fullmatch(value):
         value += "T00:00:00"
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
+from itertools import groupby
 from pathlib import Path
 
 import msgspec
@@ -16,7 +17,7 @@ import msgspec
 from casbak import history
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
-from casbak.catalog import COMPACT_AFTER, CatalogView
+from casbak.catalog import COMPACT_AFTER, COMPACT_FROM_TENANTS, CatalogView
 from casbak.catalogdata import (
     CATALOG_VERSION,
     JournalEntry,
@@ -54,6 +55,7 @@ from casbak.model import (
     encode_manifest,
     utc_now,
 )
+from casbak.objects import delete_keys
 from casbak.store import PackStore
 from casbak.storedmanifest import (
     Header,
@@ -200,7 +202,7 @@ class Repository:
         self.backend.sync()
         if self._keys is not None:
             self._keys[snapshot_id] = key
-        if waiting >= COMPACT_AFTER:
+        if waiting >= COMPACT_AFTER or len(manifest.entries) >= COMPACT_FROM_TENANTS:
             self.catalog.compact()
         return Snapshot(snapshot_id, key, header, manifest)
 
@@ -347,9 +349,9 @@ class Repository:
         self.backend.sync()
         removed_ids = {bytes.fromhex(sid) for sid, key in by_id.items() if key in removing}
         survivors = history.everything_but(view, removed_ids, rebased)
-        for key in keys:
-            self.backend.delete(key)
-            keepalive()
+        # Deepest first, each depth wholly gone before the next one starts.
+        for _, same_depth in groupby(keys, key=lambda key: depths.get(key, 0)):
+            delete_keys(self.backend, same_depth, keepalive)
         self.backend.sync()
         self._keys = None
         self.catalog.write_fresh(survivors, journal_end, purge=True)

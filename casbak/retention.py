@@ -21,8 +21,22 @@ import msgspec
 from casbak.errors import UsageError
 
 GroupBy = Literal["target", "operation", "none"]
-_DURATION_PART = re.compile(r"(\d+)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# ``mo`` before ``m``: months are spelled out enough not to be taken for minutes.
+_DURATION_PART = re.compile(r"(\d+)(mo|[smhdwy])")
+DAY = 86400
+_UNIT_SECONDS = {
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": DAY,
+    "w": 7 * DAY,
+    "mo": 30 * DAY,
+    "y": 365 * DAY,
+}
+DURATION_UNITS = tuple(_UNIT_SECONDS)
+"""Every unit a duration may use, smallest first; a month is 30 days, a year 365."""
+LONGEST_DURATION = timedelta(days=100 * 365)
+"""No option needs more; a longer value is a typo (and timedelta overflows soon after)."""
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True):
@@ -82,16 +96,29 @@ class Decision(msgspec.Struct, frozen=True):
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``30d``, ``12h``, ``1w2d``, ``90m``, ``45s`` into a timedelta."""
+    """Parse ``30d``, ``12h``, ``1w2d``, ``90m``, ``45s``, ``6mo``, ``1y`` into a timedelta.
+
+    Fixed lengths (a month is 30 days, a year 365) keep a duration one number
+    of seconds whatever the date it is counted from.
+    """
     cleaned = text.strip().lower()
     parts = _DURATION_PART.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
-        raise UsageError(f"invalid duration {text!r}: use forms like 30d, 12h, 1w2d, 90m")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+        raise UsageError(
+            f"invalid duration {text!r}: use a number and a unit, e.g. 45s, 90m, 12h, 30d, "
+            "2w, 6mo, 1y, 1w2d"
+        )
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds > LONGEST_DURATION.total_seconds():
+        raise UsageError(f"invalid duration {text!r}: longer than 100 years")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta) -> str:
-    """The shortest ``parse_duration`` form of a whole number of seconds."""
+    """The shortest ``parse_duration`` form of a whole number of seconds, in days at most.
+
+    ``365d``, not ``1y``: a reason should not hide that a year here is 365 days.
+    """
     seconds = int(delta.total_seconds())
     if seconds == 0:
         return "0s"

@@ -29,6 +29,7 @@ from casbak.model import Manifest, ManifestEntry, provenance_field, utc_now
 from casbak.rawcache import RawCache
 from casbak.repository import Repository, Snapshot
 from casbak.snapshotplan import SnapshotPreview, preview, unchanged_snapshot
+from casbak.snapshotsummary import SnapshotSummary
 from casbak.sources import STDIN, TenantDocument, read_sources
 from casbak.tenanthistory import pick
 
@@ -39,35 +40,6 @@ Progress = Callable[[int, int, int], None]
 
 
 MAX_LABEL = 256
-
-
-class SnapshotSummary(msgspec.Struct, frozen=True):
-    """A snapshot as `list` shows it."""
-
-    id: str
-    timestamp: datetime
-    operation: str
-    target_id: str
-    description: str
-    tags: list[str]
-    tenants: int
-    provenance: dict[str, str]
-    """Who took it and where (user, host, casbak, meta.*, ci.*); {} before format 4."""
-
-    @classmethod
-    def of(cls, snapshot: Snapshot) -> SnapshotSummary:
-        """Summarize a loaded snapshot."""
-        header = snapshot.header
-        return cls(
-            snapshot.id,
-            header.timestamp,
-            header.operation,
-            header.target_id,
-            header.description,
-            list(header.tags),
-            header.tenants,
-            dict(header.provenance),
-        )
 
 
 class SnapshotResult(msgspec.Struct, frozen=True):

@@ -32,6 +32,7 @@ from casbak.layout import CATALOG_PART_PREFIX, MANIFEST_PREFIX, snapshot_id_from
 from casbak.model import Manifest, utc_now
 from casbak.references import Reference, parse_reference
 from casbak.storedmanifest import Header
+from casbak.wording import count
 
 T = TypeVar("T")
 MIN_PREFIX = 4
@@ -78,11 +79,6 @@ class TenantVersion(msgspec.Struct, frozen=True):
     snapshot: Snapshot
     newer: Snapshot | None
     """The newest snapshot holding the tenant, when it holds another version."""
-
-
-def count_versions(number: int) -> str:
-    """``1 version`` or ``N versions``."""
-    return f"{number} version" + ("" if number == 1 else "s")
 
 
 class Timeline:
@@ -244,7 +240,7 @@ class Timeline:
             runs = history.versions(older)
             if parsed.back >= len(runs):
                 raise NotFoundError(
-                    f"{reference!r}: tenant {tenant_id!r} has {count_versions(len(runs))} "
+                    f"{reference!r}: tenant {tenant_id!r} has {count(len(runs), 'version')} "
                     f"at or before {base.text.split('@', 1)[-1] or 'latest'}"
                 )
             chosen = runs[parsed.back][0]
@@ -280,8 +276,8 @@ class Timeline:
             if position + parsed.back >= len(line):
                 earlier = len(line) - 1 - position
                 raise NotFoundError(
-                    f"{parsed.text!r}: target {target_id!r} has {earlier} snapshot"
-                    f"{'' if earlier == 1 else 's'} before {found.snapshot_id.hex()[:12]}"
+                    f"{parsed.text!r}: target {target_id!r} has {count(earlier, 'snapshot')} "
+                    f"before {found.snapshot_id.hex()[:12]}"
                 )
             found = line[position + parsed.back]
         return found

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: two rounds of the sample tenants into a
-# fresh local repository, then list, stats, diff, log, restore and verify.
+# fresh local repository, then list, stats, diff, log, restore and verify; ends
+# with an HTML report (.demo/report.html).
 set -euo pipefail
 repo=${1:-.demo/repo}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +17,7 @@ run casbak list
 run casbak stats
 run casbak diff latest:all-tenants~1 latest:all-tenants
 run casbak log globex-us -p
-run casbak restore globex-us@latest --out "$(dirname "$repo")/restored"
+run casbak restore globex-us@latest --output "$(dirname "$repo")/restored"
 run casbak show latest
 run casbak verify
 run casbak export --all -o "$(dirname "$repo")/all.casbak" --force
@@ -25,3 +26,7 @@ rm -rf "$(dirname "$repo")/copy"
 run casbak --repo "$(dirname "$repo")/copy" init
 run casbak --repo "$(dirname "$repo")/copy" import "$(dirname "$repo")/all.casbak"
 run casbak --repo "$(dirname "$repo")/copy" verify
+casbak verify --json > "$(dirname "$repo")/verify.json"
+run casbak report --verify "$(dirname "$repo")/verify.json" -o "$(dirname "$repo")/report.html"
+echo
+echo "Report: open $(cd "$(dirname "$repo")" && pwd)/report.html in a browser (it needs no network)."

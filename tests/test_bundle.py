@@ -31,9 +31,9 @@ def source(tmp_path: Path) -> tuple[Path, list[str]]:
     run(path, "init")
     ids = []
     for args in (
-        [str(ROUND1), "-o", "sync-apply"],
-        [str(ROUND2), "-o", "sync-apply"],
-        [str(ROUND2 / "globex-us.json"), "-o", "tenant-update"],
+        [str(ROUND1), "--operation", "sync-apply"],
+        [str(ROUND2), "--operation", "sync-apply"],
+        [str(ROUND2 / "globex-us.json"), "--operation", "tenant-update"],
     ):
         ids.append(json.loads(run(path, "--json", "snapshot", *args)[1])["snapshot"]["id"])
     return path, ids

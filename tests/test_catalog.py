@@ -474,7 +474,7 @@ def test_a_missing_catalog_is_rebuilt_in_memory_by_readers_and_stored_by_the_nex
     path = tmp_path / "repo"
     run(path, "init")
     run(path, "snapshot", str(ROUND1))
-    run(path, "snapshot", str(ROUND2), "-o", "sync-apply")
+    run(path, "snapshot", str(ROUND2), "--operation", "sync-apply")
     (path / CATALOG_HEAD_KEY).unlink()
     before = tree_state(path)
     code, out, _ = run(path, "--json", "list")
@@ -488,7 +488,7 @@ def test_a_missing_catalog_is_rebuilt_in_memory_by_readers_and_stored_by_the_nex
     )
     assert len(json.loads(listed.stdout)["snapshots"]) == 2
     assert tree_state(path) == before  # readers write nothing
-    run(path, "snapshot", str(ROUND1), "-o", "tenant-update")
+    run(path, "snapshot", str(ROUND1), "--operation", "tenant-update")
     assert (path / CATALOG_HEAD_KEY).exists()
     assert len(assert_agrees(Repository.open(LocalBackend(path)))) == 3
 
@@ -564,3 +564,31 @@ def test_the_head_records_each_chunks_newest_time_and_list_reads_only_what_it_ne
     assert [h.snapshot_id.hex() for h in history.newest(view, 2)] == ids[::-1][:2]
     last = len(view.head.chunks) - 1
     assert read == [last, last - 1]  # the chunks holding the newest two; no earlier one
+
+
+def test_a_snapshot_of_many_tenants_is_folded_at_once(clock: FakeClock) -> None:
+    """Its journal entry names every tenant at full length; folded, a few bytes each."""
+    from casbak.catalog import COMPACT_FROM_TENANTS
+    from casbak.service import take_snapshot
+    from casbak.sources import documents_from_values
+
+    repo = Repository.init(MemoryBackend())
+    journal = "catalog/journal/"
+    few = documents_from_values([{"id": "solo", "v": 1}], "x")
+    take_snapshot(repo, few, operation="tenant-update", clock=clock)
+    assert len(list(repo.backend.list_names(journal))) == 1
+    many = documents_from_values(
+        [{"id": f"t{number:04d}", "v": 1} for number in range(COMPACT_FROM_TENANTS)], "x"
+    )
+    take_snapshot(repo, many, operation="sync-apply", clock=clock)
+    head = repo.catalog.head()
+    assert head is not None and head.journal == 2  # both folded already
+    more = documents_from_values(
+        [{"id": f"t{number:04d}", "v": 2} for number in range(COMPACT_FROM_TENANTS)], "x"
+    )
+    snap = take_snapshot(repo, more, operation="sync-apply", clock=clock)
+    # Only the entry just folded stays (a racing append may still use its number).
+    assert list(repo.backend.list_names(journal)) == ["catalog/journal/000000000003"]
+    reopened = Repository.open(repo.backend)
+    assert reopened.resolve("latest").id == snap.snapshot.id
+    assert len(reopened.snapshots()) == 3

@@ -336,7 +336,8 @@ def test_cleanup_and_forget_see_what_the_catalog_lacks_and_write_it_afresh() -> 
     assert (report.snapshots_kept, report.objects_removed, report.catalog_rebuilt) == (3, 0, True)
     rewrite(repo, without(ids[1]))
     report = forget(repo, [ids[1]], grace=timedelta(0), force=True)
-    assert (report.removed, report.catalog_rebuilt, report.objects_removed) == ([ids[1]], True, 1)
+    removed = [s.id for s in report.removed]
+    assert (removed, report.catalog_rebuilt, report.objects_removed) == ([ids[1]], True, 1)
     assert assert_agrees(repo) == [ids[2], ids[0]]
 
 
@@ -395,7 +396,7 @@ def test_catalog_on_s3(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = run(s3_env, "--json", "list")  # type: ignore[arg-type]
     assert [s["id"] for s in json.loads(out)["snapshots"]] == ids[::-1]
     report = forget(repo, [ids[1]], grace=timedelta(0))
-    assert report.removed == [ids[1]]
+    assert [s.id for s in report.removed] == [ids[1]]
     assert list(repo.backend.list_names(CATALOG_JOURNAL_PREFIX)) == []
     assert assert_agrees(repo) == [ids[4], ids[3], ids[2], ids[0]]
     repo.catalog.invalidate()

@@ -98,7 +98,7 @@ def test_help_says_global_options_go_anywhere() -> None:
 def test_snapshots_is_list(repo: Path) -> None:
     listed = casbak("list", "--repo", str(repo), "--json")
     assert casbak("snapshots", "--repo", str(repo), "--json") == listed
-    assert casbak("--repo", str(repo), "snapshots", "-n", "1")[1].startswith("ID ")
+    assert casbak("--repo", str(repo), "snapshots", "--max-count", "1")[1].startswith("ID ")
     top = CliRunner().invoke(cli, ["--help"]).output
     aliases = top.split("Aliases:")[1]
     assert "snapshots  Same as 'list'." in aliases

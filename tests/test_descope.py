@@ -53,7 +53,7 @@ def no_secret(*texts: str) -> None:
 
 
 def test_pull_all_tenants(fake: FakeDescope, repo: Path) -> None:
-    code, out, err = run(repo, "--json", "snapshot", "--from-descope", "-o", "sync-apply")
+    code, out, err = run(repo, "--json", "snapshot", "--from-descope", "--operation", "sync-apply")
     assert code == 0, err
     result = json.loads(out)
     assert result["snapshot"]["tenants"] == 3

@@ -140,7 +140,7 @@ def test_stat_and_name_only_together_is_a_usage_error(snapshots: tuple[Path, str
     code, out, err = run(repo, "diff", "--stat", "--name-only", old, new)
     assert code == 2
     assert out == ""
-    assert "give --stat or --name-only, not both" in err
+    assert "--stat and --name-only contradict each other: give one, not both" in err
 
 
 def _on_a_terminal(*args: str, **env: str) -> str:

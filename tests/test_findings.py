@@ -177,14 +177,14 @@ def test_restoring_a_damaged_tenant_names_it_and_the_repair(path: Path, tmp_path
     (snapshot, *_), (tenant, *_) = users(path, base)
     flip_inside(path, base)
     out = tmp_path / "out"
-    code, stdout, stderr = run(path, "restore", snapshot, "--tenant", tenant, "--out", str(out))
+    code, stdout, stderr = run(path, "restore", snapshot, "--tenant", tenant, "--output", str(out))
     assert code == 3
     assert stdout == ""
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     assert f"cannot restore tenant {tenant} of snapshot {snapshot[:12]}" in stderr
     assert "casbak import" in stderr
     assert not out.exists()
-    code, _, stderr = run(path, "--json", "restore", snapshot, "--tenant", tenant, "--out", "-")
+    code, _, stderr = run(path, "--json", "restore", snapshot, "--tenant", tenant, "--output", "-")
     assert code == 3
     assert json.loads(stderr)["code"] == 3
 

@@ -63,7 +63,7 @@ def test_forget_removes_the_snapshot_and_the_objects_only_it_used(
     dry = forget(open_repo(path), [ids["acme-1"][:8]], dry_run=True, grace=timedelta(0))
     assert tree_state(path) == before
     assert dry.dry_run is True
-    assert dry.removed == [ids["acme-1"]]
+    assert [s.id for s in dry.removed] == [ids["acme-1"]]
     assert (dry.snapshots_removed, dry.snapshots_kept, dry.objects_removed) == (1, 2, 1)
 
     done = forget(open_repo(path), [ids["acme-1"]], grace=timedelta(0))
@@ -89,7 +89,7 @@ def test_newest_of_a_target_is_refused_unless_forced(history: tuple[Path, dict[s
         forget(open_repo(path), ["latest:acme", "latest:globex"], dry_run=True)
 
     report = forget(open_repo(path), ["latest:acme", ids["acme-1"]], force=True)
-    assert sorted(report.removed) == sorted([ids["acme-1"], ids["acme-2"]])
+    assert sorted(s.id for s in report.removed) == sorted([ids["acme-1"], ids["acme-2"]])
     repo = open_repo(path)
     assert [s.id for s in repo.snapshots()] == [ids["globex-1"]]
     assert verify_repository(repo).ok
@@ -113,7 +113,7 @@ def test_same_snapshot_named_twice_is_removed_once(history: tuple[Path, dict[str
     path, ids = history
     name = open_repo(path).resolve(ids["acme-1"]).key.rsplit("/", 1)[1]
     report = forget(open_repo(path), [ids["acme-1"], ids["acme-1"][:10], name])
-    assert report.removed == [ids["acme-1"]]
+    assert [s.id for s in report.removed] == [ids["acme-1"]]
     assert report.snapshots_removed == 1
 
 
@@ -204,13 +204,21 @@ def test_cli_forget_text_json_and_errors(history: tuple[Path, dict[str, str]]) -
     code, out, _ = run(path, "--json", "forget", ids["acme-1"][:12], "--dry-run", "--grace", "0s")
     assert code == 0
     dry = json.loads(out)
-    assert (dry["dry_run"], dry["removed"], dry["kept"]) == (True, [ids["acme-1"]], [])
+    assert (dry["dry_run"], dry["kept"]) == (True, [])
+    (removed,) = dry["removed"]
+    assert (removed["id"], removed["operation"], removed["target_id"]) == (
+        ids["acme-1"],
+        "manual",
+        "acme",
+    )
     assert dry["objects_removed"] == 1
 
     code, out, _ = run(path, "forget", ids["acme-1"], "--grace", "0s")
     assert code == 0
+    # The forgotten snapshot as 'list' shows it: id, UTC time, operation, target.
     assert out.splitlines() == [
-        f"remove {ids['acme-1'][:12]}",
+        "ACTION   ID            TIME (UTC)           OPERATION  TARGET  TENANTS  DESCRIPTION",
+        f"removed  {ids['acme-1'][:12]}  2025-11-17 11:30:00  manual     acme    1",
         "removed 1 snapshot (2 kept), 1 object, " + out.split("1 object, ")[1].strip(),
     ]
 
@@ -230,7 +238,7 @@ def test_cli_forget_waits_for_the_lock(history: tuple[Path, dict[str, str]]) -> 
     with open_repo(path).locks.shared("snapshot", 0):
         code, _, err = run(path, "forget", ids["acme-1"], "--lock-timeout", "0.1")
     assert code == 11
-    assert "locked (shared) by 'snapshot'" in err
+    assert "shared lock of 'snapshot'" in err
     assert len(open_repo(path).snapshots()) == 3
 
 
@@ -245,7 +253,7 @@ def test_forget_in_a_real_process(history: tuple[Path, dict[str, str]]) -> None:
         capture_output=True,
         check=True,
     )
-    assert json.loads(done.stdout)["removed"] == [ids["acme-1"]]
+    assert [s["id"] for s in json.loads(done.stdout)["removed"]] == [ids["acme-1"]]
     assert {s.id for s in open_repo(path).snapshots()} == {ids["acme-2"], ids["globex-1"]}
 
 

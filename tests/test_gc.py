@@ -107,7 +107,7 @@ def test_shared_objects_survive_when_one_referrer_goes(repo: Repository, clock: 
     report = cleanup(
         repo, RetentionPolicy(keep_within=timedelta(days=30)), grace=NO_GRACE, clock=clock
     )
-    assert report.removed == [old]
+    assert [s.id for s in report.removed] == [old]
     assert report.objects_removed == 1
     assert report.objects_reencoded == 1  # a's new version was a delta of the removed one
     assert restore_documents(repo, new)[1] == {
@@ -348,3 +348,54 @@ def test_bases_come_before_their_deltas_and_a_cycle_goes_last() -> None:
     assert "e" in order[:5]  # its base is not moving: a root
     assert sorted(order[-2:]) == ["1", "2"]
     assert len(order) == len(moving)
+
+
+def test_delete_keys_removes_each_once_and_keeps_the_lock_alive() -> None:
+    from casbak.objects import delete_keys
+
+    backend = MemoryBackend()
+    keys = [f"manifests/k{number:03d}" for number in range(40)]
+    for key in keys[:30]:
+        backend.put(key, b"x")
+    beats: list[int] = []
+    assert delete_keys(backend, keys, lambda: beats.append(1)) == 30
+    assert len(beats) == 40
+    assert not list(backend.list_names("manifests/"))
+
+
+def test_removed_delta_manifests_go_deepest_first_though_removed_in_parallel(
+    clock: FakeClock,
+) -> None:
+    import threading
+    import time
+
+    class Recording(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.deleted: list[str] = []
+            self.slower: dict[str, float] = {}
+            self._guard = threading.Lock()
+
+        def delete(self, key: str) -> None:
+            # Deeper ones take longer: removals started together would end shallow first.
+            time.sleep(self.slower.get(key, 0.0))
+            with self._guard:
+                self.deleted.append(key)
+            super().delete(key)
+
+    backend = Recording()
+    repo = Repository.init(backend)
+    tenants = [{"id": f"t{number:02d}", "v": 0} for number in range(60)]
+    for number in range(30):
+        tenants[number] = {"id": f"t{number:02d}", "v": 1}
+        documents = documents_from_values(tenants, "x")
+        take_snapshot(repo, documents, operation="sync-apply", target_id="all", clock=clock)
+    snapshots = repo.snapshots()
+    depth = {snap.key: snap.header.depth for snap in snapshots}
+    assert max(depth.values()) > 1  # a chain of deltas
+    backend.slower = {key: 0.002 * level for key, level in depth.items()}
+    repo.delete_snapshots([snap.key for snap in snapshots[1:]])
+    order = [depth[key] for key in backend.deleted if key in depth]
+    assert len(order) == len(snapshots) - 1
+    assert order == sorted(order, reverse=True)
+    assert verify_repository(repo).damage == 0

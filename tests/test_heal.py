@@ -95,7 +95,7 @@ def heal(path: Path, bundle: Path, expected: Expected, tmp_path: Path) -> dict[s
 def assert_restored(path: Path, expected: Expected, out: Path) -> None:
     for snapshot_id, documents in expected.items():
         folder = out / snapshot_id
-        code, _, err = run(path, "restore", snapshot_id, "--out", str(folder))
+        code, _, err = run(path, "restore", snapshot_id, "--output", str(folder))
         assert code == 0, err
         restored = [json.loads(file.read_bytes()) for file in folder.glob("*.json")]
         assert {document["id"]: document for document in restored} == documents

@@ -56,7 +56,7 @@ def test_patch_since_until_and_count(history: tuple[Repository, dict[str, str]])
     assert '$.name: "Acme Inc" -> "Acme AG"' in out
     assert "(the first version stored)" in out
     assert "held by 1 snapshot " in out
-    code, out, _ = run(path, "--json", "log", "acme", "-p", "-n", "2")
+    code, out, _ = run(path, "--json", "log", "acme", "-p", "--max-count", "2")
     entries = json.loads(out)
     assert [e["first"]["id"] for e in entries] == [ids["sync2"], ids["acme-b"]]
     assert entries[1]["changes"] == [
@@ -82,7 +82,7 @@ def test_errors(history: tuple[Repository, dict[str, str]]) -> None:
     )
     code, _, err = run(path, "log", "acme", "--since", "someday")
     assert code == 2 and "invalid time" in err
-    code, _, _ = run(path, "log", "acme", "-n", "0")
+    code, _, _ = run(path, "log", "acme", "--max-count", "0")
     assert code == 2
 
 

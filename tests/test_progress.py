@@ -107,7 +107,7 @@ def test_snapshot_shows_reading_and_storing_on_a_terminal(tmp_path: Path) -> Non
         ("gc", "--grace", "0s"),
         ("cleanup", "--keep-last", "1", "--dry-run"),
         ("stats",),
-        ("restore", "latest", "--out", "{out}"),
+        ("restore", "latest", "--output", "{out}"),
         ("diff", "latest~1", "latest"),
         ("diff", "--stat", "latest~1", "latest"),
         ("verify",),

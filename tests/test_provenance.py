@@ -368,7 +368,7 @@ def test_bundles_without_provenance_stay_version_1(memory_repo: Repository) -> N
 def format_3_repository(path: Path) -> list[str]:
     with without_provenance():
         for source in (ROUND1, ROUND2):
-            assert run(path, "snapshot", str(source), "-o", "sync-apply")[0] == 0
+            assert run(path, "snapshot", str(source), "--operation", "sync-apply")[0] == 0
     as_format_3(path)
     return [snap.id for snap in Repository.open(LocalBackend(path), for_migration=True).snapshots()]
 

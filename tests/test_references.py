@@ -189,7 +189,7 @@ def test_cli_reference_forms(history: tuple[Repository, dict[str, str]]) -> None
     path = Path(repo.backend.describe())
     code, out, _ = run(path, "--json", "show", "latest~1")
     assert code == 0 and json.loads(out)["snapshot"]["id"] == ids["sync1"]
-    code, out, err = run(path, "restore", "latest:globex", "--tenant", "globex", "--out", "-")
+    code, out, err = run(path, "restore", "latest:globex", "--tenant", "globex", "--output", "-")
     assert code == 0 and json.loads(out)["name"] == "Globex"
     assert err.startswith("warning: tenant globex:") and err.count("\n") == 1
     code, out, _ = run(path, "--json", "diff", "acme@latest~1", "acme@latest")
@@ -203,9 +203,9 @@ def test_cli_reference_forms(history: tuple[Repository, dict[str, str]]) -> None
 def test_list_newest_n(history: tuple[Repository, dict[str, str]]) -> None:
     repo, ids = history
     path = Path(repo.backend.describe())
-    _, out, _ = run(path, "--json", "list", "-n", "2")
+    _, out, _ = run(path, "--json", "list", "--max-count", "2")
     assert [s["id"] for s in json.loads(out)["snapshots"]] == [ids["sync2"], ids["globex"]]
-    _, out, _ = run(path, "--json", "list", "-n", "1", "--operation", "sync-apply")
+    _, out, _ = run(path, "--json", "list", "--max-count", "1", "--operation", "sync-apply")
     assert [s["id"] for s in json.loads(out)["snapshots"]] == [ids["sync2"]]
 
 
@@ -214,7 +214,16 @@ def test_references_in_a_real_process(history: tuple[Repository, dict[str, str]]
     env = {**os.environ, "NO_COLOR": "1"}
     where = ["--repo", repo.backend.describe()]
     done = subprocess.run(
-        [sys.executable, "-m", "casbak", *where, "restore", "acme@@2025-11-17T12:00", "--out", "-"],
+        [
+            sys.executable,
+            "-m",
+            "casbak",
+            *where,
+            "restore",
+            "acme@@2025-11-17T12:00",
+            "--output",
+            "-",
+        ],
         capture_output=True,
         text=True,
         env=env,

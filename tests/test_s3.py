@@ -23,8 +23,8 @@ def test_every_command_on_s3(s3_env: str, tmp_path: Path) -> None:
     repo = s3_env
     assert run(repo, "init")[0] == 0
     assert run(repo, "init")[0] == 1
-    first = json.loads(run(repo, "--json", "snapshot", str(ROUND1), "-o", "sync-apply")[1])
-    code, out, _ = run(repo, "snapshot", str(ROUND2), "-o", "sync-apply")
+    first = json.loads(run(repo, "--json", "snapshot", str(ROUND1), "--operation", "sync-apply")[1])
+    code, out, _ = run(repo, "snapshot", str(ROUND2), "--operation", "sync-apply")
     assert code == 0 and "4 new objects" in out
     listed = json.loads(run(repo, "--json", "list")[1])["snapshots"]
     assert len(listed) == 2
@@ -32,7 +32,7 @@ def test_every_command_on_s3(s3_env: str, tmp_path: Path) -> None:
     assert "+ wayne-enterprises" in run(repo, "diff", first["snapshot"]["id"], "latest")[1]
     assert json.loads(run(repo, "--json", "stats")[1])["objects_stored"] == 10
     out_dir = tmp_path / "restored"
-    assert run(repo, "restore", "latest", "--out", str(out_dir))[0] == 0
+    assert run(repo, "restore", "latest", "--output", str(out_dir))[0] == 0
     for source in ROUND2.iterdir():
         assert json.loads((out_dir / source.name).read_text()) == json.loads(source.read_text())
     bundle = tmp_path / "all.casbak"
@@ -95,7 +95,7 @@ def test_verify_export_and_restore_read_in_parallel_on_s3(
 
         proxy.reset(rendezvous=watched)
         out_dir = tmp_path / "restored"
-        assert run(s3_env, "restore", latest, "--out", str(out_dir))[0] == 0
+        assert run(s3_env, "restore", latest, "--output", str(out_dir))[0] == 0
         assert proxy.met
         restore_gets = proxy.gets(watched)
     restored = {path.stem: json.loads(path.read_text()) for path in out_dir.iterdir()}

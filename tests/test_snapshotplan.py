@@ -108,7 +108,7 @@ def test_cli_dry_run_writes_nothing(repo_dir: Path) -> None:
     repository_id = Repository.open(LocalBackend(repo_dir)).config.repository_id
     assert not (cache_folder() / f"{repository_id}.raw").exists()
 
-    assert run(repo_dir, "snapshot", str(ROUND1), "-o", "sync-apply")[0] == 0
+    assert run(repo_dir, "snapshot", str(ROUND1), "--operation", "sync-apply")[0] == 0
     before = tree_state(repo_dir)
     code, out, _ = run(repo_dir, "snapshot", str(ROUND2), "-n", "--meta", "x=1")
     assert code == 0
@@ -197,7 +197,9 @@ def test_cli_skip_if_unchanged(repo_dir: Path) -> None:
     assert code == 0 and json.loads(out)["skipped"] is False
     first = json.loads(out)["snapshot"]["id"]
     before = tree_state(repo_dir)
-    code, out, _ = run(repo_dir, "snapshot", str(ROUND1), "--skip-if-unchanged", "-o", "other")
+    code, out, _ = run(
+        repo_dir, "snapshot", str(ROUND1), "--skip-if-unchanged", "--operation", "other"
+    )
     assert code == 0
     assert out == (
         f"no snapshot taken: the newest snapshot of all-tenants, {first[:12]}, "

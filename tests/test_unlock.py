@@ -79,7 +79,7 @@ def test_a_dead_process_s_lock_is_removed_and_named(repo: Path) -> None:
     assert (code, err) == (0, "")
     assert out == (
         f"removed stale exclusive lock of 'cleanup' on host {socket.gethostname()} "
-        f"pid {pid} since 2025-11-17T10:30:00Z\n"
+        f"pid {pid} since 2025-11-17 10:30:00 UTC\n"
     )
     assert key not in locks(repo)
 

@@ -2,9 +2,9 @@
 
 This module holds the group and `main`, and registers the commands of `core`
 (init, snapshot, list, show, restore, diff, stats), `maintenance` (gc, cleanup,
-forget, tag, unlock, migrate), `transfer` (export, import) and `checks` (verify). `context` holds
-what commands share, `globalopts` the options every command takes and the
-group's aliases, `output` how they render.
+forget, tag, unlock, migrate), `transfer` (export, import), `checks` (verify)
+and `report`. `context` holds what commands share, `globalopts` the options
+every command takes and the group's aliases, `output` how they render.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import NoReturn
 import click
 
 from casbak import __version__
-from casbak.cli import checks, core, history, keys, maintenance, transfer
+from casbak.cli import checks, core, history, keys, maintenance, report, transfer
 from casbak.cli.context import Context
 from casbak.cli.globalopts import CasbakGroup, group_options, json_requested
 from casbak.cli.output import report_error
@@ -40,8 +40,11 @@ def cli(ctx: click.Context, repo: str, json_output: bool, quiet: bool) -> None:
     11 repository locked, 12 unsupported or older format version (see migrate),
     13 wrong or missing password, 130 interrupted.
 
-    Global options (--repo, --json, -q/--quiet) may go before or after the
-    command: 'casbak list --json' is 'casbak --json list'.
+    Global options may go before or after the command (--repo, --json,
+    -q/--quiet, --local): 'casbak list --json' is 'casbak --json list'.
+
+    Human output prints times as YYYY-MM-DD HH:MM:SS in UTC (--local: in
+    the local zone); JSON always has exact UTC timestamps and byte counts.
     """
     state = ctx.ensure_object(Context)
     state.repo_location, state.json_output, state.quiet = repo, json_output, quiet
@@ -67,6 +70,7 @@ for _command in (
     transfer.export_command,
     transfer.import_command,
     keys.key_group,
+    report.report,
 ):
     cli.add_command(_command)
 

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.output import ProgressBar, count, human_size, short_id
+from casbak.cli.params import refuse_together
 from casbak.errors import DamageFound, FormatVersionError
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     "--snapshot",
     "snapshot_refs",
     multiple=True,
+    shell_complete=complete.snapshots,
     metavar="SNAPSHOT",
     help="Check only these snapshots and their objects (repeatable).",
 )
@@ -48,6 +51,9 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     from casbak.verify import verify_repository
 
     if bundle is not None:
+        for given, name in ((quick, "--quick"), (snapshot_refs, "--snapshot")):
+            if given:
+                refuse_together(name, "--bundle", "a bundle is checked whole, on its own")
         _verify_bundle(ctx, bundle)
         return
     backend = backend_for(ctx.repo_location)
@@ -109,7 +115,7 @@ def _render_verify(report: Any, paint: Painter) -> str:
             label = paint.warning(finding.severity)
         line = f"{label} {finding.kind} {finding.location}: {finding.message}"
         if finding.snapshots:
-            line += f"; snapshots {', '.join(s[:12] for s in finding.snapshots)}"
+            line += f"; snapshots {', '.join(short_id(s) for s in finding.snapshots)}"
         if finding.tenants:
             line += f"; tenants {', '.join(finding.tenants)}"
         lines.append(line)

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
+from casbak.cli.params import Duration, seconds_callback
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
-from casbak.errors import CasbakError
 
 
 class Context:
@@ -18,6 +18,8 @@ class Context:
         self.repo_location = repo
         self.json_output = json_output
         self.quiet = quiet
+        self.local_time = False
+        """Human output shows local times instead of UTC (``--local``); JSON is always UTC."""
 
     def open(self, *, for_migration: bool = False) -> Any:
         from casbak.repository import Repository, backend_for
@@ -41,19 +43,22 @@ pass_context = click.make_pass_decorator(Context)
 
 
 def lock_timeout_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The ``--lock-timeout`` option, with the command's own help text."""
+    """The ``--lock-timeout`` option, with the command's own help text.
+
+    A duration like every other (``30s``, ``5m``); a plain number is seconds,
+    as it was before durations.
+    """
     return click.option(
-        "--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, show_default=True, help=text
+        "--lock-timeout",
+        type=Duration(bare_seconds=True),
+        callback=seconds_callback,
+        default=f"{DEFAULT_LOCK_TIMEOUT:.0f}s",
+        show_default=True,
+        metavar="DURATION",
+        help=f"{text} (e.g. 30s, 5m; a plain number is seconds)",
     )
 
 
-def duration_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    """Turn a duration option (``90d``, ``12h``) into a timedelta, or a usage error."""
-    if value is None:
-        return None
-    from casbak.retention import parse_duration
-
-    try:
-        return parse_duration(value)
-    except CasbakError as exc:
-        raise click.BadParameter(str(exc)) from None
+def duration_callback(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Turn a duration option (``90d``, ``12h``, ``6mo``) into a timedelta, or a usage error."""
+    return None if value is None else Duration().convert(value, param, _ctx)

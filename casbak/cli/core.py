@@ -8,9 +8,20 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import Context, lock_timeout_option, pass_context
 from casbak.cli.keys import kdf_of, kdf_options, new_repository_password, password_file_option
-from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.output import (
+    ProgressBar,
+    count,
+    human_size,
+    short_id,
+    snapshot_cells,
+    snapshot_header,
+    table,
+    when_zoned,
+)
+from casbak.cli.params import DRY_RUN_SHORT, OUTPUT_SHORT, RenamedOption, refuse_together
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS
 
 
@@ -112,7 +123,9 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
 )
 @click.option(
     "--operation",
-    "-o",
+    cls=RenamedOption,
+    old=["-o"],
+    why=OUTPUT_SHORT,
     default="manual",
     show_default=True,
     help="Why the snapshot is taken (tenant-update, tenant-delete, sync-apply, ...).",
@@ -121,6 +134,7 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     "--target",
     "-t",
     "target_id",
+    shell_complete=complete.targets,
     help="Target id. Default: the tenant id for one tenant, else all-tenants.",
 )
 @click.option("--description", "-d", default="", help="Free text kept with the snapshot.")
@@ -153,7 +167,7 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     is_flag=True,
     help="Store nothing if the target's newest snapshot holds exactly these tenant versions.",
 )
-@lock_timeout_option("Seconds to wait for a lock held by gc.")
+@lock_timeout_option("How long to wait for a lock held by gc")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -203,8 +217,13 @@ def snapshot(
         "lock_timeout": lock_timeout,
     }
     if from_descope:
-        if sources or recursive:
-            raise click.UsageError("give SOURCES (with --recursive) or --from-descope, not both")
+        for given, name in (
+            (sources, "SOURCES"),
+            (recursive, "--recursive"),
+            (no_cache, "--no-cache"),
+        ):
+            if given:
+                refuse_together(name, "--from-descope", "files or Descope, not both")
         from casbak.descope_live import SdkTenantApi, pull_documents, pull_snapshot
 
         pulled = {"with_settings": with_settings, "with_sso": with_sso}
@@ -240,11 +259,11 @@ def _render_snapshot(result: Any) -> str:
     if result.skipped:
         return (
             f"no snapshot taken: the newest snapshot of {summary.target_id}, "
-            f"{summary.id[:12]}, holds the same {count(summary.tenants, 'tenant')} "
+            f"{short_id(summary.id)}, holds the same {count(summary.tenants, 'tenant')} "
             "at the same versions"
         )
     return (
-        f"snapshot {summary.id[:12]} saved: "
+        f"snapshot {short_id(summary.id)} saved: "
         f"{count(summary.tenants, 'tenant')}, "
         f"{count(result.new_objects, 'new object')} ({human_size(result.bytes_added)} added), "
         f"{result.reused_objects} unchanged"
@@ -258,10 +277,11 @@ def _emit_preview(ctx: Context, preview: Any) -> None:
             f"of target {preview.target_id}: {preview.new} new, {preview.changed} changed, "
             f"{preview.unchanged} unchanged"
         ]
-        lines += [f"  {t.status:<9}  {t.tenant_id}  {t.object[:12]}" for t in preview.tenants]
+        lines += [f"  {t.status:<9}  {t.tenant_id}  {short_id(t.object)}" for t in preview.tenants]
         if preview.unchanged_snapshot is not None:
+            newest = short_id(preview.unchanged_snapshot)
             lines.append(
-                f"the newest snapshot of {preview.target_id}, {preview.unchanged_snapshot[:12]}, "
+                f"the newest snapshot of {preview.target_id}, {newest}, "
                 "holds exactly these versions (--skip-if-unchanged would store nothing)"
             )
         return "\n".join(lines)
@@ -270,10 +290,30 @@ def _emit_preview(ctx: Context, preview: Any) -> None:
 
 
 @click.command("list")
-@click.option("--target", "-t", "target_id", help="Only snapshots of this target.")
-@click.option("--operation", "-o", help="Only snapshots of this operation.")
+@click.option(
+    "--target",
+    "-t",
+    "target_id",
+    shell_complete=complete.targets,
+    help="Only snapshots of this target.",
+)
+@click.option(
+    "--operation",
+    cls=RenamedOption,
+    old=["-o"],
+    why=OUTPUT_SHORT,
+    help="Only snapshots of this operation.",
+)
 @click.option("--tag", help="Only snapshots with this tag.")
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="Only the newest N.")
+@click.option(
+    "--max-count",
+    "limit",
+    cls=RenamedOption,
+    old=["-n"],
+    why=DRY_RUN_SHORT,
+    type=click.IntRange(min=1),
+    help="Only the newest N.",
+)
 @pass_context
 def list_command(
     ctx: Context,
@@ -290,25 +330,15 @@ def list_command(
     )
 
     def human() -> str:
-        rows = [("ID", "TIME (UTC)", "OPERATION", "TARGET", "TENANTS", "DESCRIPTION")]
-        rows += [
-            (
-                s.id[:12],
-                s.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
-                s.operation,
-                s.target_id,
-                str(s.tenants),
-                s.description,
-            )
-            for s in found
-        ]
+        rows = [(*snapshot_header(ctx.local_time), "DESCRIPTION")]
+        rows += [(*snapshot_cells(s, ctx.local_time), s.description) for s in found]
         return table(rows) if found else "no snapshots"
 
     ctx.emit({"snapshots": found}, human)
 
 
 @click.command()
-@click.argument("snapshot_ref", metavar="SNAPSHOT")
+@click.argument("snapshot_ref", metavar="SNAPSHOT", shell_complete=complete.snapshots)
 @pass_context
 def show(ctx: Context, snapshot_ref: str) -> None:
     """Show a snapshot's metadata and tenants.
@@ -324,24 +354,30 @@ def show(ctx: Context, snapshot_ref: str) -> None:
         for warning in detail.warnings:
             click.echo(f"warning: {warning}", err=True)
 
-    def human() -> str:
-        s = detail.snapshot
-        head = [
-            f"snapshot    {s.id}",
-            f"time        {s.timestamp.isoformat()}",
-            f"operation   {s.operation}",
-            f"target      {s.target_id}",
-            f"description {s.description}",
-            f"tags        {', '.join(s.tags)}",
-            f"tenants     {s.tenants}",
-            *_render_provenance(s.provenance),
-            "",
-        ]
-        rows = [("TENANT", "OBJECT", "SIZE")]
-        rows += [(t.tenant_id, t.object[:16], str(t.size)) for t in detail.tenants]
-        return "\n".join(head) + table(rows)
+    ctx.emit(detail, lambda: _render_show(detail, ctx.local_time))
 
-    ctx.emit(detail, human)
+
+def _render_show(detail: Any, local: bool) -> str:
+    """The snapshot's fields (empty description and tags left out), then its tenants."""
+    s = detail.snapshot
+    head = [
+        f"snapshot    {short_id(s.id)}",
+        f"time        {when_zoned(s.timestamp, local)}",
+        f"operation   {s.operation}",
+        f"target      {s.target_id}",
+    ]
+    if s.description:
+        head.append(f"description {s.description}")
+    if s.tags:
+        head.append(f"tags        {', '.join(s.tags)}")
+    head += [
+        f"tenants     {s.tenants}",
+        *_render_provenance(s.provenance),
+        "",
+    ]
+    rows = [("TENANT", "OBJECT", "SIZE")]
+    rows += [(t.tenant_id, short_id(t.object), human_size(t.size)) for t in detail.tenants]
+    return "\n".join([*head, table(rows)])
 
 
 def _render_provenance(provenance: dict[str, str]) -> list[str]:
@@ -352,11 +388,21 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
 
 
 @click.command()
-@click.argument("snapshot_ref", metavar="SNAPSHOT")
-@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.argument("snapshot_ref", metavar="SNAPSHOT", shell_complete=complete.snapshots)
 @click.option(
-    "--out",
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
+)
+@click.option(
+    "--output",
+    "-o",
     "out",
+    cls=RenamedOption,
+    old=["--out"],
+    why="every command names its output path --output",
     default=".",
     show_default=True,
     help="Folder for <tenant>.json files; FILE.json for one tenant; - for stdout.",
@@ -368,7 +414,7 @@ def _render_provenance(provenance: dict[str, str]) -> list[str]:
     help="Put one tenant (--tenant) back into Descope: show the field-level diff, ask, "
     "snapshot the live state (operation restore), then update or re-create it.",
 )
-@click.option("--dry-run", is_flag=True, help="With --to-descope: only show the diff.")
+@click.option("--dry-run", "-n", is_flag=True, help="With --to-descope: only show the diff.")
 @click.option("--yes", "-y", is_flag=True, help="With --to-descope: do not ask.")
 @pass_context
 def restore(
@@ -383,15 +429,16 @@ def restore(
 ) -> None:
     """Write tenants of a snapshot back out as pretty JSON, or back into Descope.
 
-    Every document is re-hashed as it is read. --out names a folder (made if
+    Every document is re-hashed as it is read. --output names a folder (made if
     missing) for <tenant>.json files, or, for one tenant, the .json file to
-    write. With --out - the tenant (or {"tenants": [...]} for several) goes to
+    write. With -o - the tenant (or {"tenants": [...]} for several) goes to
     stdout, ready for 'casbak snapshot -'. Existing files are kept unless --force.
     """
     from casbak.restorefiles import write_restored_to
     from casbak.service import render_restored, restore_with_warnings
 
     if to_descope:
+        _refuse_with_descope(force)
         if len(tenant_ids) != 1:
             raise click.UsageError("--to-descope restores one tenant: give --tenant ID once")
         _restore_to_descope(ctx, snapshot_ref, tenant_ids[0], dry_run=dry_run, yes=yes)
@@ -416,9 +463,20 @@ def restore(
     )
 
 
+def _refuse_with_descope(force: bool) -> None:
+    """--to-descope writes no file: the options about files contradict it."""
+    source = click.get_current_context().get_parameter_source("out")
+    if source is not None and source != click.core.ParameterSource.DEFAULT:
+        refuse_together("--output", "--to-descope", "one writes files, the other Descope")
+    if force:
+        refuse_together(
+            "--force", "--to-descope", "--force overwrites files, and Descope is no file"
+        )
+
+
 def _render_restored(snapshot_id: str, paths: list[Path], out: str) -> str:
     """Where every file went: the folder (the current one said so), then each file."""
-    head = f"restored {count(len(paths), 'tenant')} from {snapshot_id[:12]}"
+    head = f"restored {count(len(paths), 'tenant')} from {short_id(snapshot_id)}"
     if len(paths) == 1 and paths[0] == Path(out):
         return f"{head} to {out}"
     folder = f"the current folder ({Path.cwd()})" if Path(out) == Path(".") else out
@@ -444,12 +502,12 @@ def _restore_to_descope(
     )
 
     def human() -> str:
-        head = f"tenant {tenant_id} from snapshot {result.snapshot[:12]}"
+        head = f"tenant {tenant_id} from snapshot {short_id(result.snapshot)}"
         if not result.exists:
             head += " (no longer exists in Descope: it will be re-created)"
         lines = [head, *render_changes(result.changes)]
         if result.undo_snapshot:
-            lines.append(f"live state saved as snapshot {result.undo_snapshot[:12]} (restore)")
+            lines.append(f"live state saved as snapshot {short_id(result.undo_snapshot)} (restore)")
         lines += result.actions
         if not result.applied and not result.actions:
             lines.append("dry run: nothing changed")
@@ -459,9 +517,15 @@ def _restore_to_descope(
 
 
 @click.command()
-@click.argument("old_ref", metavar="OLD")
-@click.argument("new_ref", metavar="NEW")
-@click.option("--tenant", "tenant_ids", multiple=True, help="Only this tenant (repeatable).")
+@click.argument("old_ref", metavar="OLD", shell_complete=complete.snapshots)
+@click.argument("new_ref", metavar="NEW", shell_complete=complete.snapshots)
+@click.option(
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
+)
 @click.option(
     "--stat", is_flag=True, help="Per tenant counts of fields added, removed and changed."
 )
@@ -490,7 +554,7 @@ def diff(
     from casbak.snapshotdiff import diff_names, diff_snapshots, diff_stat
 
     if stat and name_only:
-        raise click.UsageError("give --stat or --name-only, not both")
+        refuse_together("--stat", "--name-only", "give one, not both")
     repo, paint = ctx.open(), diffview.Painter(diffview.use_color(ctx))
     if name_only:
         names = diff_names(repo, old_ref, new_ref, tenant_ids)

@@ -1,6 +1,6 @@
 """Options every command takes, wherever they stand, and how the group names its commands.
 
-``--repo``, ``--json`` and ``--quiet`` are declared on the group and again on
+``--repo``, ``--json``, ``--quiet`` and ``--local`` are declared on the group and again on
 every command, so ``casbak --json list`` and ``casbak list --json`` mean the
 same. The group sets the shared `Context`; a command's copies only override
 what was given after the command name (the last ``--repo`` given wins).
@@ -17,7 +17,7 @@ from casbak.cli.context import Context
 from casbak.defaults import DEFAULT_REPOSITORY_DISPLAY, default_repository
 
 REPO_ENV = "CASBAK_REPO"
-ANYWHERE = "Global options (--repo, --json, -q/--quiet) may go before or after the command."
+ANYWHERE = "Global options may go before or after the command: --repo, --json, -q/--quiet, --local."
 
 # Other spellings of a command, shown in the command list as such.
 ALIASES = {"snapshots": "list"}
@@ -32,6 +32,7 @@ READING_COMMANDS = frozenset(
 REPO_HELP = f"Repository folder (also ${REPO_ENV})."
 JSON_HELP = "Print one JSON document for scripts."
 QUIET_HELP = "Print nothing but errors."
+LOCAL_HELP = "Show times in the local zone instead of UTC (JSON stays UTC)."
 
 
 def group_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,6 +48,15 @@ def group_options(function: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option("--json", "json_output", is_flag=True, help=JSON_HELP),
             click.option("--quiet", "-q", is_flag=True, help=QUIET_HELP),
+            # Set on the Context by its callback, so the group's signature stays as it is.
+            click.option(
+                "--local",
+                "local_time",
+                is_flag=True,
+                expose_value=False,
+                callback=_override,
+                help=LOCAL_HELP,
+            ),
         ]
     ):
         function = option(function)
@@ -57,12 +67,15 @@ def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     """Store a global option given after the command name on the shared `Context`."""
     if value is None or value is False:
         return  # not given here: what the group parsed stands
-    state = ctx.find_object(Context)
-    if state is not None:
-        setattr(state, _ATTRIBUTES[str(param.name)], value)
+    setattr(ctx.ensure_object(Context), _ATTRIBUTES[str(param.name)], value)
 
 
-_ATTRIBUTES = {"repo": "repo_location", "json_output": "json_output", "quiet": "quiet"}
+_ATTRIBUTES = {
+    "repo": "repo_location",
+    "json_output": "json_output",
+    "quiet": "quiet",
+    "local_time": "local_time",
+}
 
 
 def command_options() -> list[click.Parameter]:
@@ -72,6 +85,7 @@ def command_options() -> list[click.Parameter]:
         click.Option(["--repo"], default=None, help=REPO_HELP, **common),
         click.Option(["--json", "json_output"], is_flag=True, help=JSON_HELP, **common),
         click.Option(["--quiet", "-q"], is_flag=True, help=QUIET_HELP, **common),
+        click.Option(["--local", "local_time"], is_flag=True, help=LOCAL_HELP, **common),
     ]
 
 

@@ -8,8 +8,19 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import Context, pass_context
-from casbak.cli.output import ProgressBar, count, human_size, table
+from casbak.cli.output import (
+    ProgressBar,
+    count,
+    human_size,
+    short_id,
+    table,
+    when,
+    when_zoned,
+    zone_label,
+)
+from casbak.cli.params import DRY_RUN_SHORT, RenamedOption
 
 
 def time_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -38,11 +49,6 @@ def time_window(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def when(moment: datetime) -> str:
-    """A time as every history command prints it (UTC, to the second)."""
-    return f"{moment:%Y-%m-%d %H:%M:%S}"
-
-
 def who(provenance: dict[str, str]) -> str:
     """``user@host`` of a snapshot's provenance, or an empty string before format 4."""
     user, host = provenance.get("user"), provenance.get("host")
@@ -52,10 +58,18 @@ def who(provenance: dict[str, str]) -> str:
 
 
 @click.command()
-@click.argument("tenant_id", metavar="TENANT")
+@click.argument("tenant_id", metavar="TENANT", shell_complete=complete.tenants)
 @click.option("-p", "--patch", is_flag=True, help="Show the fields each version changed.")
 @time_window
-@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="At most N versions.")
+@click.option(
+    "--max-count",
+    "limit",
+    cls=RenamedOption,
+    old=["-n"],
+    why=DRY_RUN_SHORT,
+    type=click.IntRange(min=1),
+    help="At most N versions.",
+)
 @pass_context
 def log(
     ctx: Context,
@@ -69,24 +83,27 @@ def log(
 
     Each version names the snapshot that introduced it (time, operation,
     target, description, and who took it) and how many snapshots in a row
-    held it. With -p, the fields changed from the version before. Times are UTC.
+    held it. With -p, the fields changed from the version before. Times are UTC
+    (--local: local).
     """
     from casbak.cli import diffview
     from casbak.tenanthistory import tenant_log
 
     entries = tenant_log(ctx.open(), tenant_id, since=since, until=until, limit=limit, patch=patch)
     paint = diffview.Painter(diffview.use_color(ctx))
+    local = ctx.local_time
 
     def human() -> str:
         lines = []
         for entry in entries:
             first, last = entry.first, entry.last
             held = count(entry.snapshots, "snapshot")
-            span = when(first.timestamp)
+            span = when_zoned(first.timestamp, local)
             if entry.snapshots > 1:
-                span += f" .. {when(last.timestamp)}"
-            lines.append(f"version {entry.object[:12]}  {entry.size} B  held by {held}  {span}")
-            line = f"    {first.id[:12]}  {first.operation}  target {first.target_id}"
+                span = f"{when(first.timestamp, local)} .. {when_zoned(last.timestamp, local)}"
+            size = human_size(entry.size)
+            lines.append(f"version {short_id(entry.object)}  {size}  held by {held}  {span}")
+            line = f"    {short_id(first.id)}  {first.operation}  target {first.target_id}"
             author = who(first.provenance)
             if author:
                 line += f"  by {author}"
@@ -107,7 +124,12 @@ def log(
 
 @click.command()
 @click.option(
-    "--tenant", "tenant_ids", multiple=True, metavar="ID", help="Only this tenant (repeatable)."
+    "--tenant",
+    "tenant_ids",
+    multiple=True,
+    metavar="ID",
+    shell_complete=complete.tenants,
+    help="Only this tenant (repeatable).",
 )
 @click.option(
     "--where",
@@ -134,7 +156,7 @@ def find(
     later (A, then B, then A again) is one row spanning all its snapshots;
     'casbak log' lists such runs separately. Tenants by id, each newest
     first. With --current, only the version of the newest snapshot holding
-    each tenant (within --since/--until). Times are UTC. A version whose
+    each tenant (within --since/--until). Times are UTC (--local: local). A version whose
     document cannot be read is left out with a warning, and the exit code is 3.
 
     \b
@@ -171,15 +193,16 @@ def find(
     found = result.versions
 
     def human() -> str:
-        rows = [("TENANT", "VERSION", "SIZE", "SNAPSHOTS", "FIRST (UTC)", "LAST (UTC)")]
+        zone = zone_label(ctx.local_time)
+        rows = [("TENANT", "VERSION", "SIZE", "SNAPSHOTS", f"FIRST ({zone})", f"LAST ({zone})")]
         rows += [
             (
                 entry.tenant_id,
-                entry.object[:12],
+                short_id(entry.object),
                 human_size(entry.size),
                 str(entry.snapshots),
-                f"{when(entry.first.timestamp)} {entry.first.id[:12]}",
-                f"{when(entry.last.timestamp)} {entry.last.id[:12]}",
+                f"{when(entry.first.timestamp, ctx.local_time)} {short_id(entry.first.id)}",
+                f"{when(entry.last.timestamp, ctx.local_time)} {short_id(entry.last.id)}",
             )
             for entry in found
         ]

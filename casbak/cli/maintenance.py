@@ -7,20 +7,30 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import (
     Context,
     duration_callback,
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.output import (
+    ProgressBar,
+    count,
+    human_size,
+    short_id,
+    snapshot_cells,
+    snapshot_header,
+    table,
+    when_zoned,
+)
 
 PHASES = ("reading manifests", "marking objects")
 """What gc, cleanup and forget count: every manifest's header, then the manifests that stay."""
 
 
 def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = lock_timeout_option("Seconds to wait for running snapshots to finish.")(command)
+    command = lock_timeout_option("How long to wait for running snapshots to finish")(command)
     command = click.option(
         "--grace",
         default="1h",
@@ -33,13 +43,28 @@ def _maintenance_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _render_cleanup(report: Any, verbose_kept: bool) -> str:
+def _render_snapshots(report: Any, local: bool) -> list[str]:
+    """Kept and removed snapshots in one table, as `list` shows them, with why each stays."""
+    if not (report.kept or report.removed):
+        return []
+    remove = "remove" if report.dry_run else "removed"
+    rows: list[tuple[str, ...]] = []
+    if report.kept:
+        rows.append(("ACTION", *snapshot_header(local), "KEPT BECAUSE", "DESCRIPTION"))
+        rows += [
+            ("keep", *snapshot_cells(s, local), "; ".join(s.reasons), s.description)
+            for s in report.kept
+        ]
+        rows += [(remove, *snapshot_cells(s, local), "", s.description) for s in report.removed]
+    else:  # forget keeps nothing by name: no column of reasons
+        rows.append(("ACTION", *snapshot_header(local), "DESCRIPTION"))
+        rows += [(remove, *snapshot_cells(s, local), s.description) for s in report.removed]
+    return table(rows).splitlines()
+
+
+def _render_cleanup(report: Any, verbose_kept: bool, local: bool = False) -> str:
     verb = "would remove" if report.dry_run else "removed"
-    lines = []
-    if verbose_kept:
-        for kept in report.kept:
-            lines.append(f"keep   {kept.id[:12]}  {'; '.join(kept.reasons)}")
-        lines += [f"remove {snapshot_id[:12]}" for snapshot_id in report.removed]
+    lines = _render_snapshots(report, local) if verbose_kept else []
     orphans = (
         f", {count(report.orphan_packs_removed, 'orphan pack')}"
         if report.orphan_packs_removed
@@ -179,11 +204,13 @@ def cleanup(
         report = run_cleanup(
             repo, policy, dry_run=dry_run, grace=grace, lock_timeout=lock_timeout, progress=progress
         )
-    ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True))
+    ctx.emit(report, lambda: _render_cleanup(report, True, ctx.local_time))
 
 
 @click.command()
-@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.argument(
+    "references", metavar="SNAPSHOT...", nargs=-1, required=True, shell_complete=complete.snapshots
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -225,14 +252,16 @@ def forget(
             progress=progress,
         )
     left = "\nunreferenced objects are left to 'casbak gc'" if no_prune else ""
-    ctx.emit(report, lambda: _render_cleanup(report, verbose_kept=True) + left)
+    ctx.emit(report, lambda: _render_cleanup(report, True, ctx.local_time) + left)
 
 
 @click.command()
-@click.argument("references", metavar="SNAPSHOT...", nargs=-1, required=True)
+@click.argument(
+    "references", metavar="SNAPSHOT...", nargs=-1, required=True, shell_complete=complete.snapshots
+)
 @click.option("--add", multiple=True, metavar="TAG", help="Add this tag (repeatable).")
 @click.option("--remove", multiple=True, metavar="TAG", help="Remove this tag (repeatable).")
-@lock_timeout_option("Seconds to wait for running snapshots to finish.")
+@lock_timeout_option("How long to wait for running snapshots to finish")
 @pass_context
 def tag(
     ctx: Context,
@@ -256,17 +285,17 @@ def tag(
     def human() -> str:
         lines = []
         for result in results:
-            moved = f"-> {result.new[:12]}" if result.changed else "unchanged      "
-            lines.append(f"{result.old[:12]} {moved}  tags: {', '.join(result.tags) or '-'}")
+            moved = f"-> {short_id(result.new)}" if result.changed else "unchanged      "
+            lines.append(f"{short_id(result.old)} {moved}  tags: {', '.join(result.tags) or '-'}")
         return "\n".join(lines)
 
     ctx.emit(results, human)
 
 
-def _holder(holder: Any) -> str:
+def _holder(holder: Any, local: bool) -> str:
     if holder.since is None:
         return f"{holder.kind} lock {holder.key} (unreadable record)"
-    since = holder.since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = when_zoned(holder.since, local)
     return (
         f"{holder.kind} lock of {holder.operation!r} on host {holder.host} "
         f"pid {holder.pid} since {since}"
@@ -295,10 +324,13 @@ def unlock(ctx: Context, force: bool) -> None:
 
     def human() -> str:
         lines = [
-            f"removed {'stale' if holder.stale else 'live'} {_holder(holder)}"
+            f"removed {'stale' if holder.stale else 'live'} {_holder(holder, ctx.local_time)}"
             for holder in report.removed
         ]
-        lines += [f"kept live {_holder(holder)} (--force removes it)" for holder in report.kept]
+        lines += [
+            f"kept live {_holder(holder, ctx.local_time)} (--force removes it)"
+            for holder in report.kept
+        ]
         return "\n".join(lines) or "no locks to remove"
 
     ctx.emit(report, human)
@@ -307,7 +339,7 @@ def unlock(ctx: Context, force: bool) -> None:
 
 
 @click.command()
-@lock_timeout_option("Seconds to wait for running snapshots to finish.")
+@lock_timeout_option("How long to wait for running snapshots to finish")
 @pass_context
 def migrate(ctx: Context, lock_timeout: float) -> None:
     """Convert a format 1, 2 or 3 repository to the current format in place; ids stay the same.

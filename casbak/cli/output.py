@@ -15,9 +15,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from casbak import wording
 
 if TYPE_CHECKING:
     from casbak.cli.context import Context
@@ -76,9 +79,8 @@ class ProgressBar:
         self._close()
 
 
-def count(number: int, noun: str, plural: str | None = None) -> str:
-    """A number and its noun, singular or plural as English wants (``1 tenant``, ``2 tenants``)."""
-    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+count = wording.count
+"""A number and its noun (``1 tenant``, ``2 tenants``); lower layers use `casbak.wording`."""
 
 
 def human_size(count: int) -> str:
@@ -89,6 +91,54 @@ def human_size(count: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+ID_LENGTH = 12
+"""Hex digits of every id (snapshot or object) in human output; JSON keeps them whole."""
+
+
+def short_id(full: str) -> str:
+    """An id as human output shows it, snapshot and object alike."""
+    return full[:ID_LENGTH]
+
+
+def when(moment: datetime, local: bool = False) -> str:
+    """A time as all human output prints it: ``YYYY-MM-DD HH:MM:SS``, in UTC unless ``local``.
+
+    The zone is not repeated per time: tables say it in their header
+    (`zone_label`), single lines through `when_zoned`.
+    """
+    shifted = moment.astimezone() if local else moment.astimezone(UTC)
+    return f"{shifted:%Y-%m-%d %H:%M:%S}"
+
+
+def when_zoned(moment: datetime, local: bool = False) -> str:
+    """`when` followed by its zone (``UTC``, or the local zone's abbreviation)."""
+    if not local:
+        return f"{when(moment)} UTC"
+    shifted = moment.astimezone()
+    return f"{shifted:%Y-%m-%d %H:%M:%S} {shifted:%Z}"
+
+
+def zone_label(local: bool = False) -> str:
+    """The zone a table's times are in, for its header (``TIME (UTC)``)."""
+    return "local" if local else "UTC"
+
+
+def snapshot_header(local: bool = False) -> tuple[str, ...]:
+    """The columns every snapshot table starts with (`list`, cleanup, forget)."""
+    return ("ID", f"TIME ({zone_label(local)})", "OPERATION", "TARGET", "TENANTS")
+
+
+def snapshot_cells(summary: Any, local: bool = False) -> tuple[str, ...]:
+    """A snapshot's cells under `snapshot_header`."""
+    return (
+        short_id(summary.id),
+        when(summary.timestamp, local),
+        summary.operation,
+        summary.target_id,
+        str(summary.tenants),
+    )
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from casbak.cli import complete
 from casbak.cli.context import (
     Context,
     duration_callback,
@@ -15,11 +16,20 @@ from casbak.cli.context import (
     pass_context,
 )
 from casbak.cli.output import ProgressBar, count, human_size
+from casbak.cli.params import refuse_together
 
 
 @click.command("export")
-@click.argument("snapshot_refs", nargs=-1, metavar="[SNAPSHOT]...")
-@click.option("--target", "-t", "target_id", help="Every snapshot of this target.")
+@click.argument(
+    "snapshot_refs", nargs=-1, metavar="[SNAPSHOT]...", shell_complete=complete.snapshots
+)
+@click.option(
+    "--target",
+    "-t",
+    "target_id",
+    shell_complete=complete.targets,
+    help="Every snapshot of this target.",
+)
 @click.option("--all", "everything", is_flag=True, help="Every snapshot.")
 @click.option(
     "--since", callback=duration_callback, help="Only snapshots younger than this (7d, 12h)."
@@ -52,6 +62,9 @@ def export_command(
 
     if not (snapshot_refs or target_id or everything):
         raise click.UsageError("name snapshots, or give --target ID or --all")
+    if everything and (snapshot_refs or target_id):
+        named = f"SNAPSHOT {snapshot_refs[0]!r}" if snapshot_refs else "--target"
+        refuse_together(named, "--all", "--all already exports every snapshot")
     if output == "-" and sys.stdout.isatty():
         from casbak.errors import UsageError
 
@@ -81,7 +94,7 @@ def export_command(
 
 @click.command("import")
 @click.argument("bundle")
-@lock_timeout_option("Seconds to wait for a lock held by gc.")
+@lock_timeout_option("How long to wait for a lock held by gc")
 @pass_context
 def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
     """Bring a bundle's snapshots into the repository (BUNDLE may be -).

@@ -14,9 +14,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 import msgspec
 
 from casbak.backends.base import ObjectInfo
-from casbak.errors import ObjectMissing
 from casbak.ids import Digest
 from casbak.layout import PACK_PREFIX, pack_key
+from casbak.objects import delete_keys
 from casbak.store.indexfile import Location
 from casbak.store.writer import FramesByDictionary, PackWriter, Parts, UsesParts
 
@@ -84,12 +84,7 @@ class Sweeper(UsesParts):
         # byte for byte like an old one (identical delta frames of different
         # objects): a pack the new index names is never removed.
         named = {location.pack for location in surviving.values()}
-        for pack_id in sorted(affected - named):
-            try:
-                self._backend.delete(pack_key(pack_id))
-            except ObjectMissing:
-                pass
-            keepalive()
+        delete_keys(self._backend, [pack_key(pack) for pack in sorted(affected - named)], keepalive)
         self._backend.sync()
         freed = sum(index[digest].length for digest in gone)
         return SweepResult(len(gone), freed, len(affected), len(rebased))
