@@ -48,6 +48,8 @@ class BackupService:
         retention_days: how long `cleanup_old_backups` keeps snapshots.
         clock: returns the current time (UTC); tests pass a fixed one.
         lock_timeout: seconds to wait for a lock before RepositoryLocked.
+        password: the password of an encrypted repository; with it, a new
+            repository is created encrypted. Wrong or missing: a KeyProblem.
 
     """
 
@@ -58,8 +60,10 @@ class BackupService:
         *,
         clock: Callable[[], datetime] = utc_now,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        password: str | None = None,
     ) -> None:
         self.backup_dir = Path(backup_dir) if backup_dir is not None else default_repository()
+        self._password = password
         self.retention_days = retention_days
         self.clock = clock
         self.lock_timeout = lock_timeout
@@ -71,11 +75,22 @@ class BackupService:
         if self._repo is None:
             backend = local_backend(self.backup_dir)
             try:
-                self._repo = Repository.open(backend)
+                self._repo = Repository.open(backend, password=self._password)
             except RepositoryNotFound:
-                self._repo = Repository.init(
-                    backend, retention_days=self.retention_days, clock=self.clock
-                )
+                if self._password is None:
+                    self._repo = Repository.init(
+                        backend, retention_days=self.retention_days, clock=self.clock
+                    )
+                else:
+                    from casbak.keyservice import init_encrypted
+
+                    init_encrypted(
+                        backend,
+                        self._password,
+                        retention_days=self.retention_days,
+                        clock=self.clock,
+                    )
+                    self._repo = Repository.open(backend, password=self._password)
         return self._repo
 
     def create_tenant_backup(

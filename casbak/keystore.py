@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from casbak.backends.base import Backend
-from casbak.errors import CasbakError, InputError, ObjectMissing
+from casbak.errors import CasbakError, InputError, ObjectMissing, PasswordMissing
 from casbak.keyfile import KeySlot, decode_slot, encode_slot, unlock, unwrap
 from casbak.layout import KEY_PREFIX, key_slot_key, slot_id_from_key
 from casbak.model import RepositoryConfig
+from casbak.sealer import Sealer
 
 Unwrap = Callable[[KeySlot, str, str], bytes | None]
+Password = str | Callable[[], str] | None
+"""A password, or where to get one only when it is needed (a prompt, a file)."""
 
 
 class SlotFiles:
@@ -72,3 +75,19 @@ def unlock_repository(
             "(create one with 'casbak init --encrypt')"
         )
     return unlock(read_slots(backend).slots, password, config.repository_id, unwrap_slot)
+
+
+def open_sealer(backend: Backend, config: RepositoryConfig, password: Password) -> Sealer:
+    """The sealer of an encrypted repository, its master key unlocked by ``password``.
+
+    ``password`` may be a function, asked only now that a password is known
+    to be needed (a plain repository never prompts); None is PasswordMissing.
+    """
+    given = password() if callable(password) else password
+    if given is None:
+        raise PasswordMissing(
+            f"{backend.describe()} is an encrypted repository: give its password "
+            "(--password-file, CASBAK_PASSWORD or CASBAK_PASSWORD_COMMAND)"
+        )
+    _slot, master = unlock_repository(backend, config, given)
+    return Sealer(master)

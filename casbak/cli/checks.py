@@ -65,7 +65,7 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
     else:
         with ProgressBar(ctx, "verifying") as progress:
             report = verify_repository(
-                Repository.open(backend),
+                Repository.open(backend, password=ctx.password_source()),
                 quick=quick,
                 snapshot_refs=snapshot_refs,
                 progress=progress,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,11 +21,23 @@ class Context:
         self.quiet = quiet
         self.local_time = False
         """Human output shows local times instead of UTC (``--local``); JSON is always UTC."""
+        self.password_file: Path | None = None
+        """``--password-file``: an encrypted repository's password (first line)."""
 
     def open(self, *, for_migration: bool = False) -> Any:
         from casbak.repository import Repository, backend_for
 
-        return Repository.open(backend_for(self.repo_location), for_migration=for_migration)
+        return Repository.open(
+            backend_for(self.repo_location),
+            for_migration=for_migration,
+            password=self.password_source(),
+        )
+
+    def password_source(self) -> Callable[[], str]:
+        """Where an encrypted repository's password comes from, asked only when one is needed."""
+        from casbak.cli.keys import password
+
+        return lambda: password(self.password_file)
 
     def emit(self, result: Any, human: Callable[[], str], *, err: bool = False) -> None:
         """Print ``result`` as one JSON document, or the human text unless quiet.

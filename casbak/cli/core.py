@@ -74,7 +74,7 @@ def init(
 
         config, _slot = init_encrypted(
             backend,
-            new_repository_password(password_file),
+            new_repository_password(password_file or ctx.password_file),
             retention_days=retention_days,
             compression_level=compression_level,
             kdf=kdf_of(kdf_memory, kdf_iterations),

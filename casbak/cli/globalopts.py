@@ -1,14 +1,16 @@
 """Options every command takes, wherever they stand, and how the group names its commands.
 
-``--repo``, ``--json``, ``--quiet`` and ``--local`` are declared on the group and again on
-every command, so ``casbak --json list`` and ``casbak list --json`` mean the
-same. The group sets the shared `Context`; a command's copies only override
-what was given after the command name (the last ``--repo`` given wins).
+``--repo``, ``--json``, ``--quiet``, ``--local`` and ``--password-file`` are
+declared on the group and again on every command, so ``casbak --json list``
+and ``casbak list --json`` mean the same. The group sets the shared
+`Context`; a command's copies only override what was given after the
+command name (the last ``--repo`` given wins).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +19,10 @@ from casbak.cli.context import Context
 from casbak.defaults import DEFAULT_REPOSITORY_DISPLAY, default_repository
 
 REPO_ENV = "CASBAK_REPO"
-ANYWHERE = "Global options may go before or after the command: --repo, --json, -q/--quiet, --local."
+ANYWHERE = (
+    "Global options may go before or after the command: --repo, --json, -q/--quiet, --local, "
+    "--password-file."
+)
 
 # Other spellings of a command, shown in the command list as such.
 ALIASES = {"snapshots": "list"}
@@ -33,6 +38,11 @@ REPO_HELP = f"Repository folder (also ${REPO_ENV})."
 JSON_HELP = "Print one JSON document for scripts."
 QUIET_HELP = "Print nothing but errors."
 LOCAL_HELP = "Show times in the local zone instead of UTC (JSON stays UTC)."
+PASSWORD_HELP = (
+    "An encrypted repository's password: this file's first line (else CASBAK_PASSWORD, "
+    "CASBAK_PASSWORD_COMMAND, or a prompt on a terminal)."
+)
+_PASSWORD_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 def group_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,6 +67,13 @@ def group_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 callback=_override,
                 help=LOCAL_HELP,
             ),
+            click.option(
+                "--password-file",
+                type=_PASSWORD_FILE,
+                expose_value=False,
+                callback=_override,
+                help=PASSWORD_HELP,
+            ),
         ]
     ):
         function = option(function)
@@ -75,6 +92,7 @@ _ATTRIBUTES = {
     "json_output": "json_output",
     "quiet": "quiet",
     "local_time": "local_time",
+    "password_file": "password_file",
 }
 
 
@@ -86,6 +104,7 @@ def command_options() -> list[click.Parameter]:
         click.Option(["--json", "json_output"], is_flag=True, help=JSON_HELP, **common),
         click.Option(["--quiet", "-q"], is_flag=True, help=QUIET_HELP, **common),
         click.Option(["--local", "local_time"], is_flag=True, help=LOCAL_HELP, **common),
+        click.Option(["--password-file"], type=_PASSWORD_FILE, help=PASSWORD_HELP, **common),
     ]
 
 
@@ -94,7 +113,10 @@ class CasbakGroup(click.Group):
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         if not any(param.callback is _override for param in cmd.params):  # once per command
-            cmd.params.extend(command_options())
+            # A command with an option of its own by that name (init's
+            # --password-file) keeps it; it falls back on the global one.
+            taken = {param.name for param in cmd.params}
+            cmd.params.extend(param for param in command_options() if param.name not in taken)
             cmd.epilog = f"{cmd.epilog}\n\n{ANYWHERE}" if cmd.epilog else ANYWHERE
         super().add_command(cmd, name)
 

@@ -98,7 +98,7 @@ def key_list(ctx: Context, password_file: Path | None) -> None:
 
     backend = backend_for(ctx.repo_location)
     encrypted_config(backend)  # before asking for a password it could not use
-    result = list_keys(backend, password(password_file))
+    result = list_keys(backend, password(password_file or ctx.password_file))
 
     def text() -> str:
         rows = [["", "ID", "LABEL", "CREATED", "KDF"]]
@@ -141,7 +141,7 @@ def key_add(
 
     backend = backend_for(ctx.repo_location)
     encrypted_config(backend)
-    current = password(password_file)
+    current = password(password_file or ctx.password_file)
     result = add_key(
         backend,
         current,
@@ -166,7 +166,9 @@ def key_remove(ctx: Context, slot_id: str, password_file: Path | None, lock_time
 
     backend = backend_for(ctx.repo_location)
     encrypted_config(backend)
-    result = remove_key(backend, password(password_file), slot_id, lock_timeout=lock_timeout)
+    result = remove_key(
+        backend, password(password_file or ctx.password_file), slot_id, lock_timeout=lock_timeout
+    )
     ctx.emit(result, lambda: f"removed key slot {result.removed}")
 
 
@@ -190,7 +192,7 @@ def key_passwd(
 
     backend = backend_for(ctx.repo_location)
     encrypted_config(backend)
-    current = password(password_file)
+    current = password(password_file or ctx.password_file)
     result = change_password(
         backend,
         current,

@@ -1,0 +1,104 @@
+"""Opening an encrypted repository: the password from the API and from every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from casbak import repository
+from casbak.api import BackupService
+from casbak.backends.local import LocalBackend
+from casbak.errors import FormatVersionError, PasswordMissing, WrongPassword
+from casbak.keyfile import Argon2id
+from casbak.keyservice import init_encrypted
+from casbak.repository import Repository
+from tests.conftest import tree_state
+from tests.test_cli import run
+
+CHEAP_KDF = Argon2id(iterations=1, memory_kib=8, lanes=1)
+
+
+@pytest.fixture
+def encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("CASBAK_PASSWORD", "CASBAK_PASSWORD_COMMAND", "CASBAK_NEW_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "repo"
+    init_encrypted(LocalBackend(path), "right", kdf=CHEAP_KDF)
+    return path
+
+
+def test_open_needs_the_password(encrypted: Path) -> None:
+    backend = LocalBackend(encrypted)
+    before = tree_state(encrypted)
+    with pytest.raises(PasswordMissing, match="encrypted repository"):
+        Repository.open(backend)
+    with pytest.raises(WrongPassword):
+        Repository.open(backend, password="wrong")
+    with pytest.raises(WrongPassword):
+        Repository.open(backend, password=lambda: "wrong")
+    assert tree_state(encrypted) == before
+
+
+def test_the_right_password_unlocks_a_sealer(
+    encrypted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository, "SEALING_COMPLETE", True)
+    repo = Repository.open(LocalBackend(encrypted), password="right")
+    assert repo.sealer is not None
+    assert repo.hasher.keyed
+    again = Repository.open(LocalBackend(encrypted), password=lambda: "right")
+    # The same master key: the same keyed ids.
+    assert again.hasher(b"document") == repo.hasher(b"document")
+
+
+def test_a_plain_repository_never_asks_for_a_password(tmp_path: Path) -> None:
+    Repository.init(LocalBackend(tmp_path / "plain"))
+
+    def ask() -> str:
+        raise AssertionError("asked for a password a plain repository does not need")
+
+    repo = Repository.open(LocalBackend(tmp_path / "plain"), password=ask)
+    assert repo.sealer is None
+    assert not repo.hasher.keyed
+
+
+def test_until_everything_is_sealed_an_unlocked_repository_is_refused(encrypted: Path) -> None:
+    with pytest.raises(FormatVersionError, match="cannot read or write it yet"):
+        Repository.open(LocalBackend(encrypted), password="right")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_password_file_is_a_global_option(encrypted: Path, tmp_path: Path, where: str) -> None:
+    wrong, right = tmp_path / "wrong", tmp_path / "right"
+    wrong.write_text("wrong\n")
+    right.write_text("right\n")
+    before = tree_state(encrypted)
+    for given, expected in ((wrong, 13), (right, 12)):
+        option = ("--password-file", str(given))
+        args = (*option, "list") if where == "before" else ("list", *option)
+        code, _, err = run(encrypted, *args)
+        assert code == expected, err
+    assert "wrong password" in run(encrypted, "verify", "--password-file", str(wrong))[2]
+    assert tree_state(encrypted) == before
+
+
+def test_no_password_source_is_exit_13(encrypted: Path) -> None:
+    code, _, err = run(encrypted, "show", "latest")
+    assert code == 13
+    assert "needs the repository password" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_key_commands_take_the_global_password_file(encrypted: Path, tmp_path: Path) -> None:
+    right = tmp_path / "right"
+    right.write_text("right\n")
+    code, _, err = run(encrypted, "--password-file", str(right), "key", "list")
+    assert (code, err) == (0, "")
+
+
+def test_api_takes_a_password(encrypted: Path) -> None:
+    with pytest.raises(WrongPassword):
+        _ = BackupService(encrypted, password="wrong").repository
+    with pytest.raises(PasswordMissing):
+        _ = BackupService(encrypted).repository
