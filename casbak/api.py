@@ -125,7 +125,7 @@ class BackupService:
             msgspec.to_builtins(tenant) if isinstance(tenant, TenantConfig) else tenant
             for tenant in tenants
         ]
-        documents = documents_from_values(values, "tenants")
+        documents = documents_from_values(values, "tenants", self.repository.hasher)
         result = take_snapshot(
             self.repository,
             documents,

@@ -21,6 +21,7 @@ import msgspec
 from casbak.canonical import decode_canonical
 from casbak.diff import Change, diff_values
 from casbak.errors import DescopeError, UsageError
+from casbak.ids import PLAIN, Hasher
 from casbak.model import utc_now
 from casbak.repository import Repository
 from casbak.service import SnapshotResult, restore_documents, take_snapshot
@@ -386,7 +387,9 @@ def pull_snapshot(
     **snapshot_options: Any,
 ) -> SnapshotResult:
     """Pull tenants from Descope and store them as one snapshot (nothing stored on failure)."""
-    documents = pull_documents(api, tenant_ids, with_settings=with_settings, with_sso=with_sso)
+    documents = pull_documents(
+        api, tenant_ids, with_settings=with_settings, with_sso=with_sso, hasher=repo.hasher
+    )
     return take_snapshot(repo, documents, **snapshot_options)
 
 
@@ -396,12 +399,16 @@ def pull_documents(
     *,
     with_settings: bool = False,
     with_sso: bool = False,
+    hasher: Hasher = PLAIN,
 ) -> list[TenantDocument]:
-    """Pull tenants from Descope as checked documents, ready to store or to preview."""
+    """Pull tenants from Descope as checked documents, ready to store or to preview.
+
+    ``hasher`` is the id function of the repository they are for.
+    """
     documents = pull_tenants(api, tenant_ids, with_settings=with_settings, with_sso=with_sso)
     if not documents:
         raise DescopeError("Descope API: the project has no tenants to back up")
-    return documents_from_values(documents, "descope")
+    return documents_from_values(documents, "descope", hasher)
 
 
 def restore_to_descope(
@@ -438,7 +445,7 @@ def restore_to_descope(
     if live is not None:
         undo = take_snapshot(
             repo,
-            documents_from_values([live], "descope"),
+            documents_from_values([live], "descope", repo.hasher),
             operation="restore",
             target_id=tenant_id,
             description=f"live state before restoring snapshot {snapshot.id[:12]}",

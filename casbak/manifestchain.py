@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 
 from casbak.errors import ChecksumMismatch, CorruptData, ObjectMissing, ParentMissing
-from casbak.ids import Digest, hash_bytes
+from casbak.ids import PLAIN, Digest, Hasher
 from casbak.model import Manifest, ManifestEntry, encode_manifest
 from casbak.storedmanifest import StoredManifest, rebuild
 
@@ -33,8 +33,10 @@ class ManifestChains:
         read: Callable[[Digest, str], StoredManifest],
         keys_naming: Callable[[Digest], dict[Digest, str]],
         relist: Callable[[], object],
+        hasher: Hasher = PLAIN,
     ) -> None:
         self._read = read
+        self._hasher = hasher
         self._keys_naming = keys_naming
         self._relist = relist
         self._entries: OrderedDict[Digest, dict[str, ManifestEntry]] = OrderedDict()
@@ -56,7 +58,7 @@ class ManifestChains:
             if step_id != snapshot_id:
                 self._remember(self._unproven, step_id, base)
                 continue
-            actual = hash_bytes(encode_manifest(manifest))
+            actual = self._hasher(encode_manifest(manifest))
             if actual != step_id:
                 raise ChecksumMismatch(f"manifest {step_key}", step_id, actual)
             self._remember(self._entries, step_id, base)

@@ -16,7 +16,7 @@ import zstandard
 
 from casbak.backends.base import Backend, ObjectInfo
 from casbak.errors import AlreadyExists, ChecksumMismatch, CorruptData, ObjectMissing
-from casbak.ids import Digest, hash_bytes
+from casbak.ids import PLAIN, Digest, Hasher
 from casbak.layout import OBJECT_PREFIX, object_id_from_key, object_key
 
 T = TypeVar("T")
@@ -111,13 +111,15 @@ def decompress_object(
     *,
     decompressor: zstandard.ZstdDecompressor | None = None,
     frame_format: int = zstandard.FORMAT_ZSTD1,
+    hasher: Hasher = PLAIN,
 ) -> bytes:
     """Decompress and re-hash stored object bytes, raising IntegrityError on any mismatch.
 
     With ``expected_size`` (the size a manifest or index declares), a frame that
     declares or produces any other size is refused before it can expand
     further. Format 2 passes its own decompressor (dictionary or delta base)
-    and frame format; the checks are the same.
+    and frame format; the checks are the same. ``hasher`` is the repository's
+    id function (keyed in an encrypted repository).
     """
     what = f"object {digest}"
     limit = MAX_OBJECT_BYTES if expected_size is None else expected_size
@@ -134,7 +136,7 @@ def decompress_object(
         canonical = decompressor.decompress(stored, max_output_size=max(limit, 1))
     except zstandard.ZstdError as exc:
         raise CorruptData(what, f"cannot decompress ({exc})") from exc
-    actual = hash_bytes(canonical)
+    actual = hasher(canonical)
     if actual != digest:
         raise ChecksumMismatch(what, digest, actual)
     return canonical

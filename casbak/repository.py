@@ -112,7 +112,7 @@ class Repository:
         """Seals what an encrypted repository stores; None for a plain one."""
         self.hasher: Hasher = sealer.hasher if sealer is not None else PLAIN
         """The id function of objects and snapshots (keyed in an encrypted repository)."""
-        self.objects = PackStore(backend, config.compression_level)
+        self.objects = PackStore(backend, config.compression_level, sealer)
         self.locks = LockManager(backend)
         self._keys: dict[Digest, str] | None = None
         self.timeline = Timeline(
@@ -122,7 +122,9 @@ class Repository:
             rebuild=self.rebuild,
         )
         self.catalog = self.timeline.catalog
-        self._chains = ManifestChains(self._read_document, self._keys_naming, self.manifest_keys)
+        self._chains = ManifestChains(
+            self._read_document, self._keys_naming, self.manifest_keys, self.hasher
+        )
 
     @classmethod
     def init(

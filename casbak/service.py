@@ -197,7 +197,9 @@ def preview_sources(
     cache = None
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
-    documents = read_sources(sources, stdin, cache, recursive=recursive, progress=progress)
+    documents = read_sources(
+        sources, stdin, cache, recursive=recursive, progress=progress, hasher=repo.hasher
+    )
     return preview_snapshot(repo, documents, target_id=target_id)
 
 
@@ -221,11 +223,15 @@ def snapshot_sources(
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
     try:
-        documents = read_sources(sources, stdin, cache, recursive=recursive, progress=progress)
+        documents = read_sources(
+            sources, stdin, cache, recursive=recursive, progress=progress, hasher=repo.hasher
+        )
         result = take_snapshot(repo, documents, progress=progress, **options)
     except StaleCache:
         cache = None
-        documents = read_sources(sources, stdin, recursive=recursive, progress=progress)
+        documents = read_sources(
+            sources, stdin, recursive=recursive, progress=progress, hasher=repo.hasher
+        )
         result = take_snapshot(repo, documents, progress=progress, **options)
     if cache is not None:
         cache.save()

@@ -15,7 +15,7 @@ import msgspec
 
 from casbak.canonical import canonicalize, canonicalize_untrusted, decode_json
 from casbak.errors import InputError
-from casbak.ids import Digest, hash_bytes
+from casbak.ids import PLAIN, Digest, Hasher
 from casbak.rawcache import RawCache
 from casbak.tenantdocs import id_problem, split_tenants, tenant_id_of
 
@@ -39,9 +39,11 @@ class TenantDocument(msgspec.Struct, frozen=True):
     size: int = -1
 
     @classmethod
-    def of(cls, tenant_id: str, canonical: bytes, origin: str) -> TenantDocument:
-        """A document from its canonical bytes."""
-        return cls(tenant_id, canonical, hash_bytes(canonical), origin, len(canonical))
+    def of(
+        cls, tenant_id: str, canonical: bytes, origin: str, hasher: Hasher = PLAIN
+    ) -> TenantDocument:
+        """A document from its canonical bytes, named by the repository's id function."""
+        return cls(tenant_id, canonical, hasher(canonical), origin, len(canonical))
 
 
 def read_sources(
@@ -51,6 +53,7 @@ def read_sources(
     *,
     recursive: bool = False,
     progress: Progress | None = None,
+    hasher: Hasher = PLAIN,
 ) -> list[TenantDocument]:
     """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents.
 
@@ -74,7 +77,7 @@ def read_sources(
             if known is not None:
                 documents += [TenantDocument(t, None, d, where, n) for t, d, n in known]
                 continue
-        found = _canonical_documents(data, where, progress if len(files) == 1 else None)
+        found = _canonical_documents(data, where, progress if len(files) == 1 else None, hasher)
         if cache is not None:
             cache.remember(key, [(doc.tenant_id, doc.digest, doc.size) for doc in found])
         documents += found
@@ -82,19 +85,24 @@ def read_sources(
 
 
 def _canonical_documents(
-    data: bytes, where: str, progress: Progress | None
+    data: bytes, where: str, progress: Progress | None, hasher: Hasher
 ) -> list[TenantDocument]:
     tenants = split_tenants(decode_json(data, where), where)
     found = []
     for done, (tenant_id, document) in enumerate(tenants, 1):
-        found.append(TenantDocument.of(tenant_id, canonicalize(document), where))
+        found.append(TenantDocument.of(tenant_id, canonicalize(document), where, hasher))
         if progress is not None:
             progress(done, len(tenants), len(data))
     return found
 
 
-def documents_from_values(values: Iterable[Mapping[str, Any]], where: str) -> list[TenantDocument]:
-    """Check and canonicalize tenant documents handed in as Python values."""
+def documents_from_values(
+    values: Iterable[Mapping[str, Any]], where: str, hasher: Hasher = PLAIN
+) -> list[TenantDocument]:
+    """Check and canonicalize tenant documents handed in as Python values.
+
+    ``hasher`` is the id function of the repository they go into.
+    """
     documents = []
     for index, value in enumerate(values):
         if not isinstance(value, Mapping):
@@ -104,7 +112,7 @@ def documents_from_values(values: Iterable[Mapping[str, Any]], where: str) -> li
         if tenant_id is None:
             raise InputError(f"{where}[{index}]: {id_problem(document)}")
         canonical = canonicalize_untrusted(document, f"{where} tenant {tenant_id!r}")
-        documents.append(TenantDocument.of(tenant_id, canonical, f"{where}[{index}]"))
+        documents.append(TenantDocument.of(tenant_id, canonical, f"{where}[{index}]", hasher))
     return check_unique(documents)
 
 

@@ -228,8 +228,9 @@ def snapshot(
 
         pulled = {"with_settings": with_settings, "with_sso": with_sso}
         if dry_run:
-            documents = pull_documents(SdkTenantApi(), pull_ids, **pulled)
-            _emit_preview(ctx, preview_snapshot(ctx.open(), documents, target_id=target_id))
+            repo = ctx.open()
+            documents = pull_documents(SdkTenantApi(), pull_ids, **pulled, hasher=repo.hasher)
+            _emit_preview(ctx, preview_snapshot(repo, documents, target_id=target_id))
             return
         result = pull_snapshot(ctx.open(), SdkTenantApi(), pull_ids, **pulled, **options)
     else:

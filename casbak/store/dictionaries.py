@@ -15,6 +15,7 @@ from casbak.backends.base import Backend
 from casbak.errors import IntegrityError, ObjectMissing
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import DICTIONARY_PREFIX, dictionary_key
+from casbak.sealer import Sealer
 from casbak.store.hashnamed import get_checked, put_once
 
 TRAIN_FROM = 64
@@ -27,8 +28,9 @@ _TRAIN_ON = 4000
 class Dictionaries:
     """The repository's dictionaries, each checked against its name once and then kept."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, sealer: Sealer | None = None) -> None:
         self._backend = backend
+        self._sealer = sealer
         self._loaded: dict[str, zstandard.ZstdCompressionDict] = {}
 
     def get(self, dictionary_id: str) -> zstandard.ZstdCompressionDict:
@@ -36,7 +38,10 @@ class Dictionaries:
         found = self._loaded.get(dictionary_id)
         if found is None:
             key = dictionary_key(dictionary_id)
-            data = get_checked(self._backend, key, dictionary_id, f"dictionary {dictionary_id}")
+            what = f"dictionary {dictionary_id}"
+            data = get_checked(self._backend, key, dictionary_id, what)
+            if self._sealer is not None:
+                data = self._sealer.open("dict", b"", data, what)
             found = zstandard.ZstdCompressionDict(data)
             self._loaded[dictionary_id] = found
         return found
@@ -62,6 +67,8 @@ class Dictionaries:
         except zstandard.ZstdError:
             return None  # too little variety to learn from; compress without
         data = trained.as_bytes()
+        if self._sealer is not None:
+            data = self._sealer.seal("dict", b"", data)
         dictionary_id = hash_bytes(data)
         put_once(self._backend, dictionary_key(dictionary_id), data)
         self._backend.sync()

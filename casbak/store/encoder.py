@@ -12,6 +12,7 @@ import zstandard
 
 from casbak.errors import IntegrityError
 from casbak.ids import Digest
+from casbak.sealer import Sealer
 from casbak.store.dictionaries import Dictionaries
 from casbak.store.frames import MAX_CHAIN, compression_params, raw_content
 from casbak.store.indexview import IndexView
@@ -26,9 +27,15 @@ class FrameEncoder:
     """Frames for new objects at the repository's compression level."""
 
     def __init__(
-        self, level: int, index: IndexView, reader: ObjectReader, dictionaries: Dictionaries
+        self,
+        level: int,
+        index: IndexView,
+        reader: ObjectReader,
+        dictionaries: Dictionaries,
+        sealer: Sealer | None = None,
     ) -> None:
         self._level = level
+        self._sealer = sealer
         self._index = index
         self._reader = reader
         self._dictionaries = dictionaries
@@ -45,18 +52,23 @@ class FrameEncoder:
         return min(self._level, LARGE_DOCUMENT_LEVEL) if size > LARGE_DOCUMENT else self._level
 
     def encode(
-        self, canonical: bytes, base: Digest | None, dictionary_id: Digest | None
+        self, digest: Digest, canonical: bytes, base: Digest | None, dictionary_id: Digest | None
     ) -> tuple[bytes, Digest | None]:
-        """A frame for a document and the base it is a delta of (None: standalone).
+        """A frame for object ``digest`` and the base it is a delta of (None: standalone).
 
         ``base`` is only a suggestion: it is used when it is stored, reads
-        back, and is less than MAX_CHAIN deltas deep.
+        back, and is less than MAX_CHAIN deltas deep. In an encrypted
+        repository the frame is sealed for the object it holds.
         """
+        frame: bytes | None = None
         if base is not None:
-            delta = self._delta(canonical, base)
-            if delta is not None:
-                return delta, base
-        return self._standalone(dictionary_id, len(canonical)).compress(canonical), None
+            frame = self._delta(canonical, base)
+        if frame is None:
+            base = None
+            frame = self._standalone(dictionary_id, len(canonical)).compress(canonical)
+        if self._sealer is not None:
+            frame = self._sealer.seal_frame(bytes.fromhex(digest), frame)
+        return frame, base
 
     def _delta(self, canonical: bytes, base: Digest) -> bytes | None:
         if self._index.locate(base) is None or self._index.chain_depth(base) >= MAX_CHAIN:

@@ -19,9 +19,16 @@ from casbak.backends.base import Backend
 from casbak.errors import CasbakError, ObjectMissing
 from casbak.ids import Digest
 from casbak.layout import INDEX_PREFIX
+from casbak.sealer import Sealer
 from casbak.store.frames import MAX_CHAIN
 from casbak.store.hashnamed import get_checked
-from casbak.store.indexfile import BASE_PREFIX_BYTES, IndexFile, Location, parse_index
+from casbak.store.indexfile import (
+    BASE_PREFIX_BYTES,
+    IndexFile,
+    Location,
+    encode_index,
+    parse_index,
+)
 
 FEW = 32
 """Up to this many lookups bisect the index files; more decode the whole index once."""
@@ -32,7 +39,8 @@ _LISTINGS = 20
 class IndexView:
     """Where each object is, as the index files say: loaded when first asked, kept current."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, sealer: Sealer | None = None) -> None:
+        self._sealer = sealer
         self._backend = backend
         self._lock = threading.RLock()
         self._parsed: list[tuple[str, IndexFile]] | None = None
@@ -203,6 +211,13 @@ class IndexView:
             return found
         raise ObjectMissing(INDEX_PREFIX)
 
+    def encode_file(self, locations: Mapping[Digest, Location]) -> bytes:
+        """The bytes of an index file of ``locations`` (sealed in an encrypted repository)."""
+        stored = encode_index(locations.items())
+        if self._sealer is not None:
+            stored = self._sealer.seal("index", b"", stored)
+        return stored
+
     def _parse(self, key: str) -> IndexFile:
         cached = self._cache.get(key)
         if cached is not None:
@@ -211,6 +226,8 @@ class IndexView:
             return cached
         name = key.removeprefix(INDEX_PREFIX)
         stored = get_checked(self._backend, key, name, f"index {key}")
+        if self._sealer is not None:
+            stored = self._sealer.open("index", b"", stored, f"index {key}")
         parsed = self._cache[key] = parse_index(stored, f"index {key}")
         return parsed
 

@@ -16,6 +16,7 @@ from casbak.backends.base import Backend, ObjectInfo
 from casbak.errors import CasbakError
 from casbak.ids import Digest
 from casbak.layout import PACK_PREFIX, pack_key
+from casbak.sealer import Sealer
 from casbak.store.bulkread import LOCAL_CONCURRENCY, BulkReader
 from casbak.store.dictionaries import Dictionaries
 from casbak.store.encoder import FrameEncoder
@@ -31,14 +32,19 @@ from casbak.store.writer import PackWriter, Parts, StoreResult
 class PackStore:
     """Content-addressed documents in packs; the format 2 and 3 counterpart of ObjectStore."""
 
-    def __init__(self, backend: Backend, compression_level: int) -> None:
+    def __init__(
+        self, backend: Backend, compression_level: int, sealer: Sealer | None = None
+    ) -> None:
+        """``sealer`` seals frames, index files and dictionaries (an encrypted repository)."""
         self.backend = backend
         self.concurrency: int = getattr(backend, "concurrency", LOCAL_CONCURRENCY)
-        view = self._view = IndexView(backend)
-        dictionaries = self._dictionaries = Dictionaries(backend)
-        reader = self._reader = ObjectReader(backend, view, dictionaries)
+        view = self._view = IndexView(backend, sealer)
+        dictionaries = self._dictionaries = Dictionaries(backend, sealer)
+        reader = self._reader = ObjectReader(backend, view, dictionaries, sealer)
         self._bulk = BulkReader(backend, view, reader, self.concurrency)
-        encoder = self._encoder = FrameEncoder(compression_level, view, reader, dictionaries)
+        encoder = self._encoder = FrameEncoder(
+            compression_level, view, reader, dictionaries, sealer
+        )
         parts = Parts(backend, view, reader, encoder, dictionaries)
         writer = self._writer = PackWriter(parts)
         self._repairer = Repairer(parts, writer)
@@ -148,7 +154,10 @@ class PackStore:
         return self._writer.store(documents, bases, keepalive)
 
     def write_packs(self, frames: Iterable[Frame], dictionary_id: Digest | None) -> int:
-        """Write frames (digest, frame, base, size) into packs and index them; bytes written."""
+        """Write frames (digest, frame, base, size) into packs and index them; bytes written.
+
+        The frames are written as given: in an encrypted repository, sealed ones.
+        """
         return self._writer.write_packs(frames, dictionary_id)
 
     def write_index(self, locations: Mapping[Digest, Location]) -> int:

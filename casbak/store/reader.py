@@ -18,8 +18,10 @@ import zstandard
 
 from casbak.backends.base import Backend
 from casbak.errors import BaseMissing, CorruptData, IntegrityError, ObjectMissing
+from casbak.ids import PLAIN
 from casbak.layout import pack_key
 from casbak.objects import MAX_OBJECT_BYTES, decompress_object
+from casbak.sealer import Sealer
 from casbak.store.dictionaries import Dictionaries
 from casbak.store.frames import FRAME_FORMAT, MAX_CHAIN, raw_content
 from casbak.store.indexfile import Location
@@ -81,10 +83,18 @@ class RecentBytes:
 class ObjectReader:
     """Objects read singly from their packs, each verified against its id."""
 
-    def __init__(self, backend: Backend, index: IndexView, dictionaries: Dictionaries) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        index: IndexView,
+        dictionaries: Dictionaries,
+        sealer: Sealer | None = None,
+    ) -> None:
         self._backend = backend
         self._index = index
         self._dictionaries = dictionaries
+        self._sealer = sealer
+        self._hasher = sealer.hasher if sealer is not None else PLAIN
         self._packs = RecentBytes(_PACK_CACHE, len)
         self.decoded = RecentBytes(_BASE_CACHE, lambda _: 1)
         """Canonical bytes of objects read lately, by id (hash-checked, so never stale)."""
@@ -161,10 +171,11 @@ class ObjectReader:
         depth: int = 0,
         base_of: BaseOf | None = None,
     ) -> bytes:
-        """Decompress and re-hash a frame, refusing any size other than the indexed one.
+        """Open, decompress and re-hash a frame, refusing any size other than the indexed one.
 
         A delta's base comes from ``base_of`` (a bulk read's own decoded
-        objects), else from `read`.
+        objects), else from `read`. In an encrypted repository a frame that
+        does not open is DecryptionFailed, damage like a hash mismatch.
         """
         what = f"object {digest}"
         if depth > MAX_CHAIN * 4:
@@ -178,9 +189,16 @@ class ObjectReader:
             dictionary = raw_content(self._base(what, location.base, depth, base_of))
         elif location.dictionary is not None:
             dictionary = self._dictionaries.get(location.dictionary)
+        if self._sealer is not None:
+            frame = self._sealer.open_frame(bytes.fromhex(digest), frame, what)
         decompressor = zstandard.ZstdDecompressor(dict_data=dictionary, format=FRAME_FORMAT)
         return decompress_object(
-            digest, frame, location.size, decompressor=decompressor, frame_format=FRAME_FORMAT
+            digest,
+            frame,
+            location.size,
+            decompressor=decompressor,
+            frame_format=FRAME_FORMAT,
+            hasher=self._hasher,
         )
 
     def _base(self, what: str, base: str, depth: int, base_of: BaseOf | None) -> bytes:

@@ -40,7 +40,7 @@ class Repairer(UsesParts):
             for digest, canonical in documents.items():
                 yield (
                     digest,
-                    *self._encoder.encode(canonical, None, dictionary_id),
+                    *self._encoder.encode(digest, canonical, None, dictionary_id),
                     len(canonical),
                 )
                 keepalive()

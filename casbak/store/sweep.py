@@ -124,10 +124,10 @@ class Sweeper(UsesParts):
     ) -> tuple[bytes, Digest | None]:
         """A new frame for a kept object: a delta against ``base`` if smaller, else standalone."""
         canonical = self._reader.read(digest)  # decoded through its old chain, still there
-        standalone = self._encoder.encode(canonical, None, dictionary_id)
+        standalone = self._encoder.encode(digest, canonical, None, dictionary_id)
         if base is None:
             return standalone
-        delta = self._encoder.encode(canonical, base, dictionary_id)
+        delta = self._encoder.encode(digest, canonical, base, dictionary_id)
         return delta if len(delta[0]) < len(standalone[0]) else standalone
 
     def small_packs(self, below: int) -> list[str]:

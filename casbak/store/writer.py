@@ -23,7 +23,7 @@ from casbak.store.dictionaries import Dictionaries
 from casbak.store.encoder import FrameEncoder
 from casbak.store.frames import Frame
 from casbak.store.hashnamed import put_once
-from casbak.store.indexfile import Location, encode_index
+from casbak.store.indexfile import Location
 from casbak.store.indexview import IndexView
 from casbak.store.reader import ObjectReader
 
@@ -94,7 +94,7 @@ class PackWriter(UsesParts):
                 base = (bases or {}).get(digest)
                 yield (
                     digest,
-                    *self._encoder.encode(canonical, base, dictionary_id),
+                    *self._encoder.encode(digest, canonical, base, dictionary_id),
                     len(canonical),
                 )
                 keepalive()
@@ -148,7 +148,7 @@ class PackWriter(UsesParts):
 
     def write_index(self, locations: Mapping[Digest, Location]) -> tuple[str, int]:
         """Write one index file and make it durable; its key and size."""
-        stored = encode_index(locations.items())
+        stored = self._index.encode_file(locations)
         key = index_key(hash_bytes(stored))
         put_once(self._backend, key, stored)
         self._backend.sync()
