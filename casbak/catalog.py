@@ -46,6 +46,7 @@ from casbak.layout import (
     catalog_journal_key,
     catalog_part_key,
 )
+from casbak.sealer import Sealer
 from casbak.store.hashnamed import put_once
 
 COMPACT_AFTER = 32
@@ -97,12 +98,23 @@ class CatalogView:
         return self.catalog.part(self.head.buckets[index], Bucket)
 
 
+def journal_name(seq: int) -> bytes:
+    """What a sealed journal entry is bound to: its number, so it cannot move to another."""
+    return seq.to_bytes(8, "big")
+
+
 class Catalog:
     """Reads, appends to, compacts and rewrites the catalog of one repository."""
 
-    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Callable[[], float] = time.time,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.backend = backend
         self.clock = clock
+        self._sealer = sealer
         self._parts: dict[str, Chunk | Bucket] = {}
         self._next = 1
         self._journal: dict[int, JournalEntry] = {}
@@ -110,11 +122,21 @@ class Catalog:
         self._whole: set[int] = set()
         """Journal entries whose manifests were all seen stored."""
 
+    def sealed(self, kind: str, name: bytes, data: bytes) -> bytes:
+        """``data`` as stored: sealed in an encrypted repository, else as it is."""
+        return data if self._sealer is None else self._sealer.seal(kind, name, data)
+
+    def opened(self, kind: str, name: bytes, data: bytes, what: str) -> bytes:
+        """Stored bytes opened (DecryptionFailed, a CorruptData, when they do not)."""
+        return data if self._sealer is None else self._sealer.open(kind, name, data, what)
+
     def part(self, name: str, kind: type[P]) -> P:
         """A part by name (immutable, so cached); ObjectMissing when a compaction removed it."""
         found = self._parts.get(name)
         if found is None:
-            found = decode_part(self.backend.get(catalog_part_key(name)), kind, f"catalog {name}")
+            what = f"catalog {name}"
+            data = self.opened("catalog-part", b"", self.backend.get(catalog_part_key(name)), what)
+            found = decode_part(data, kind, what)
             if len(self._parts) >= _PART_CACHE:
                 self._parts.pop(next(iter(self._parts)))
             self._parts[name] = found
@@ -127,7 +149,8 @@ class Catalog:
             data = self.backend.get(CATALOG_HEAD_KEY)
         except ObjectMissing:
             return None
-        head = decode_part(data, Head, f"catalog {CATALOG_HEAD_KEY}")
+        what = f"catalog {CATALOG_HEAD_KEY}"
+        head = decode_part(self.opened("catalog-head", b"", data, what), Head, what)
         if head.version != CATALOG_VERSION or len(head.buckets) != BUCKETS:
             raise CorruptData(f"catalog {CATALOG_HEAD_KEY}", "unknown catalog version")
         return head
@@ -177,7 +200,9 @@ class Catalog:
             except ObjectMissing:
                 self._next = max(self._next, seq)
                 return
-            entry = self._journal[seq] = decode_part(data, JournalEntry, f"catalog journal {seq}")
+            what = f"catalog journal {seq}"
+            data = self.opened("catalog-journal", journal_name(seq), data, what)
+            entry = self._journal[seq] = decode_part(data, JournalEntry, what)
             yield entry
 
     def append(self, entry: JournalEntry) -> int:
@@ -198,7 +223,8 @@ class Catalog:
                 while self.backend.stat(catalog_journal_key(seq)) is not None:
                     seq += 1
                 try:
-                    self.backend.put(catalog_journal_key(seq), data)
+                    sealed = self.sealed("catalog-journal", journal_name(seq), data)
+                    self.backend.put(catalog_journal_key(seq), sealed)
                     break
                 except AlreadyExists:
                     seq += 1
@@ -294,7 +320,7 @@ class Catalog:
         return locate
 
     def _store_part(self, part: Chunk | Bucket, *, store: bool = True) -> str:
-        data = encode_part(part)
+        data = self.sealed("catalog-part", b"", encode_part(part))
         name = part_name(data)
         if store:
             # A name already taken holds these bytes, unless that file is damaged:
@@ -304,7 +330,8 @@ class Catalog:
         return name
 
     def _write_head(self, head: Head, previous: Head | None) -> None:
-        self.backend.put(CATALOG_HEAD_KEY, encode_part(head), overwrite=True)
+        data = self.sealed("catalog-head", b"", encode_part(head))
+        self.backend.put(CATALOG_HEAD_KEY, data, overwrite=True)
         self.backend.sync()
         if previous is not None:
             keep = set(head.chunks) | set(head.buckets)

@@ -23,8 +23,7 @@ from typing import NamedTuple, TypeVar
 import msgspec
 
 from casbak import history
-from casbak.backends.base import Backend
-from casbak.catalog import Catalog, CatalogView
+from casbak.catalog import Catalog, CatalogView, journal_name
 from casbak.catalogdata import (
     CHUNK,
     Bucket,
@@ -130,9 +129,9 @@ def read_catalog(catalog: Catalog) -> Reading | None:
         return Reading({}, [Problem(CORRUPT, CATALOG_HEAD_KEY, f"cannot be read ({exc.reason})")])
     if head is None:
         return None
-    parts = _PartCheck(catalog.backend, head)
+    parts = _PartCheck(catalog, head)
     parts.check()
-    journal = _journal(catalog.backend, head, parts.problems)
+    journal = _journal(catalog, head, parts.problems)
     if parts.problems:
         return Reading({}, parts.problems)
     view = CatalogView(catalog, head, journal)
@@ -237,8 +236,9 @@ def _look_again(
 class _PartCheck:
     """Reads every part a head names and checks it; gathers tenants and targets by position."""
 
-    def __init__(self, backend: Backend, head: Head) -> None:
-        self.backend = backend
+    def __init__(self, catalog: Catalog, head: Head) -> None:
+        self.catalog = catalog
+        self.backend = catalog.backend
         self.head = head
         self.problems: list[Problem] = []
         self.tenants: dict[int, Fingerprint] = {}
@@ -281,7 +281,7 @@ class _PartCheck:
             self._problem(key, "does not hash to its name")
             return None
         try:
-            return decode_part(data, kind, key)
+            return decode_part(self.catalog.opened("catalog-part", b"", data, key), kind, key)
         except CorruptData as exc:
             self._problem(key, f"cannot be read ({exc.reason})")
             return None
@@ -337,13 +337,15 @@ class _PartCheck:
             self.targets.add(target_id)
 
 
-def _journal(backend: Backend, head: Head, problems: list[Problem]) -> list[JournalEntry]:
+def _journal(catalog: Catalog, head: Head, problems: list[Problem]) -> list[JournalEntry]:
     """The journal after the head, additions without a stored manifest left out."""
+    backend = catalog.backend
     found = []
     for seq in count(head.journal + 1):
         key = catalog_journal_key(seq)
         try:
-            entry = decode_part(backend.get(key), JournalEntry, key)
+            data = catalog.opened("catalog-journal", journal_name(seq), backend.get(key), key)
+            entry = decode_part(data, JournalEntry, key)
             sound = all(
                 len(added.record.id) == 32
                 and micros_of(added.record.time()) == added.micros

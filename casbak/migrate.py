@@ -31,7 +31,7 @@ from casbak.layout import (
     PACK_PREFIX,
     snapshot_id_from_key,
 )
-from casbak.model import REPOSITORY_VERSION, decode_config, encode_config
+from casbak.model import ENCRYPTED_VERSION, REPOSITORY_VERSION, decode_config, encode_config
 from casbak.objects import ObjectStore
 from casbak.repository import Repository
 from casbak.storedmanifest import decode_manifest_file, decode_stored_v2, encode_stored_document
@@ -77,7 +77,9 @@ def migrate(
         before = _stored_bytes(repo)
         from_version = _current_version(repo)
         snapshots, objects, damaged = len(repo.manifest_keys()), 0, 0
-        if from_version == REPOSITORY_VERSION and not _old_files(repo):
+        # An encrypted repository (format 5) is current: it was made so.
+        current = from_version in (REPOSITORY_VERSION, ENCRYPTED_VERSION)
+        if current and not _old_files(repo):
             return MigrateResult(
                 from_version, from_version, snapshots, 0, before, before, nothing_to_do=True
             )

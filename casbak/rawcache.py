@@ -8,6 +8,8 @@ repository (``$CASBAK_CACHE_DIR``, else ``$XDG_CACHE_HOME/casbak``, else
 ``~/.cache/casbak``), one file per repository id, and only ever saves work: a
 missing, unreadable or damaged cache file is ignored, and a snapshot that
 finds a cached object no longer stored reads its sources again in full.
+An encrypted repository's cache file is sealed (it names tenants), bound to
+the repository id.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 import blake3
 import msgspec
 
+from casbak.errors import DecryptionFailed
 from casbak.ids import Digest
 from casbak.outfiles import atomic_file
+from casbak.sealer import Sealer
 
 CACHE_VERSION = 1
 MAX_FILES = 100_000
@@ -55,17 +59,20 @@ def cache_folder() -> Path:
 class RawCache:
     """Raw-bytes digest -> tenants, loaded from and saved to one file."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, sealer: Sealer | None = None, name: bytes = b"") -> None:
         self.path = path
+        self._sealer = sealer
+        self._name = name
         self._known: dict[bytes, list[CachedTenant]] = {}
         self._seen: dict[bytes, list[CachedTenant]] = {}
         if path is not None:
-            self._known = _load(path)
+            self._known = self._load(path)
 
     @classmethod
-    def for_repository(cls, repository_id: str) -> RawCache:
-        """The cache of one repository."""
-        return cls(cache_folder() / f"{repository_id}.raw")
+    def for_repository(cls, repository_id: str, sealer: Sealer | None = None) -> RawCache:
+        """The cache of one repository (sealed with ``sealer``, for an encrypted one)."""
+        path = cache_folder() / f"{repository_id}.raw"
+        return cls(path, sealer, repository_id.encode("ascii"))
 
     def lookup(self, raw: bytes) -> tuple[bytes, list[tuple[str, Digest, int]] | None]:
         """The raw bytes' digest and, when known, the tenants they held."""
@@ -94,19 +101,27 @@ class RawCache:
                 break
             kept.setdefault(key, tenants)
         data = _ENCODER.encode(_CacheFile(CACHE_VERSION, kept))
+        data += blake3.blake3(data).digest()
+        if self._sealer is not None:
+            data = self._sealer.seal("rawcache", self._name, data)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with atomic_file(self.path, durable=False) as handle:
-                handle.write(data + blake3.blake3(data).digest())
+                handle.write(data)
         except OSError:
             pass  # a cache that cannot be written only costs speed next time
 
+    def _load(self, path: Path) -> dict[bytes, list[CachedTenant]]:
+        try:
+            stored = path.read_bytes()
+            if self._sealer is not None:
+                stored = self._sealer.open("rawcache", self._name, stored, str(path))
+        except (OSError, DecryptionFailed):
+            return {}
+        return _decode(stored)
 
-def _load(path: Path) -> dict[bytes, list[CachedTenant]]:
-    try:
-        stored = path.read_bytes()
-    except OSError:
-        return {}
+
+def _decode(stored: bytes) -> dict[bytes, list[CachedTenant]]:
     data, check = stored[:-32], stored[-32:]
     if len(stored) < 32 or blake3.blake3(data).digest() != check:
         return {}

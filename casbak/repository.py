@@ -74,10 +74,8 @@ MAX_DELTA_DEPTH = 64
 """A manifest this many deltas from a whole one is stored whole again."""
 DELTA_FROM = 32
 """Snapshots of fewer tenants are stored full: a delta would save nothing."""
-SEALING_COMPLETE = False
-"""Whether every part of the repository seals what it stores (docs/ENCRYPTION-PLAN.md).
-Until it does, `Repository.open` refuses an encrypted repository after
-unlocking it, so no command can write plain bytes into one."""
+SEALED_TARGET = "sealed"
+"""What an encrypted repository's manifest names say in place of the target."""
 
 
 def header_of(manifest: Manifest) -> Header:
@@ -120,6 +118,7 @@ class Repository:
             load=self.load,
             manifest_keys=self.manifest_keys,
             rebuild=self.rebuild,
+            sealer=sealer,
         )
         self.catalog = self.timeline.catalog
         self._chains = ManifestChains(
@@ -172,16 +171,7 @@ class Repository:
             ) from None
         config = decode_config(data, f"{backend.describe()}/{CONFIG_KEY}")
         if config.version == ENCRYPTED_VERSION:
-            sealer = open_sealer(backend, config, password)
-            if not SEALING_COMPLETE:
-                # Not everything is sealed yet (issue 16 in progress): refuse rather
-                # than write plain bytes into a repository that says it is encrypted.
-                raise FormatVersionError(
-                    f"{backend.describe()} is an encrypted repository (format "
-                    f"{ENCRYPTED_VERSION}); this casbak manages its keys ('casbak key') "
-                    "but cannot read or write it yet"
-                )
-            return cls(backend, config, sealer)
+            return cls(backend, config, open_sealer(backend, config, password))
         if config.version != REPOSITORY_VERSION and not for_migration:
             raise FormatVersionError(
                 f"{backend.describe()} is a format {config.version} repository; run "
@@ -202,10 +192,13 @@ class Repository:
         It is stored whole or as a delta of the newest earlier snapshot of the
         same target (docs/FORMAT.md, Manifests).
         """
-        key = manifest_key(manifest.timestamp, manifest.operation, manifest.target_id, snapshot_id)
+        # An encrypted repository's names say when and what kind, not of what
+        # target (docs/ENCRYPTION-PLAN.md, "Manifest names").
+        target = SEALED_TARGET if self.sealer is not None else manifest.target_id
+        key = manifest_key(manifest.timestamp, manifest.operation, target, snapshot_id)
         header = header_of(manifest)
         parent = self._delta_parent(manifest)
-        data = encode_stored(snapshot_id, manifest, parent)
+        data = self._seal_manifest(snapshot_id, encode_stored(snapshot_id, manifest, parent))
         if parent is not None:
             header = msgspec.structs.replace(header, parent=parent[0], depth=parent[2] + 1)
         # The catalog hears of the snapshot first: a crash before the put
@@ -289,8 +282,24 @@ class Repository:
             snapshot_id, key, document.header(), loader=lambda: self.rebuild(snapshot_id, key)
         )
 
+    def _seal_manifest(self, snapshot_id: str, data: bytes) -> bytes:
+        if self.sealer is None:
+            return data
+        return self.sealer.seal("manifest", bytes.fromhex(snapshot_id), data)
+
+    def manifest_file(self, key: str, data: bytes) -> bytes:
+        """A manifest file's stored bytes opened (as they are in a plain repository).
+
+        A sealed manifest is bound to the snapshot id its name carries, so one
+        renamed or swapped for another is DecryptionFailed.
+        """
+        if self.sealer is None:
+            return data
+        snapshot_id = snapshot_id_from_key(key) or ""
+        return self.sealer.open("manifest", bytes.fromhex(snapshot_id), data, f"manifest {key}")
+
     def _decode_stored(self, snapshot_id: Digest, key: str, data: bytes) -> StoredManifest:
-        document = decode_manifest_file(key, data)
+        document = decode_manifest_file(key, self.manifest_file(key, data))
         if document.snapshot.hex() != snapshot_id:
             raise ChecksumMismatch(f"manifest {key}", snapshot_id, document.snapshot.hex())
         return document
@@ -363,7 +372,8 @@ class Repository:
             base = None
             if parent is not None and parent in by_id:
                 base = (parent, self.rebuild(parent, by_id[parent]).entries, headers[parent].depth)
-            self.backend.put(key, encode_stored(sid, manifest, base), overwrite=True)
+            data = self._seal_manifest(sid, encode_stored(sid, manifest, base))
+            self.backend.put(key, data, overwrite=True)
             rebased[bytes.fromhex(sid)] = (
                 (bytes.fromhex(base[0]), base[2] + 1) if base is not None else (b"", 0)
             )

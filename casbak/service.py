@@ -196,7 +196,7 @@ def preview_sources(
     """
     cache = None
     if use_cache and STDIN not in sources:
-        cache = RawCache.for_repository(repo.config.repository_id)
+        cache = RawCache.for_repository(repo.config.repository_id, repo.sealer)
     documents = read_sources(
         sources, stdin, cache, recursive=recursive, progress=progress, hasher=repo.hasher
     )
@@ -221,7 +221,7 @@ def snapshot_sources(
     """
     cache = None
     if use_cache and STDIN not in sources:
-        cache = RawCache.for_repository(repo.config.repository_id)
+        cache = RawCache.for_repository(repo.config.repository_id, repo.sealer)
     try:
         documents = read_sources(
             sources, stdin, cache, recursive=recursive, progress=progress, hasher=repo.hasher

@@ -31,6 +31,7 @@ from casbak.ids import Digest
 from casbak.layout import CATALOG_PART_PREFIX, MANIFEST_PREFIX, snapshot_id_from_key
 from casbak.model import Manifest, utc_now
 from casbak.references import Reference, parse_reference
+from casbak.sealer import Sealer
 from casbak.storedmanifest import Header
 from casbak.wording import count
 
@@ -91,9 +92,10 @@ class Timeline:
         load: Callable[[Digest, str], Snapshot],
         manifest_keys: Callable[[], dict[Digest, str]],
         rebuild: Callable[[Digest, str], Manifest],
+        sealer: Sealer | None = None,
     ) -> None:
         self.backend = backend
-        self.catalog = Catalog(backend)
+        self.catalog = Catalog(backend, sealer=sealer)
         self._load = load
         self._manifest_keys = manifest_keys
         self._rebuild = rebuild

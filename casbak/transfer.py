@@ -31,7 +31,14 @@ from casbak.bundle import (
     read_bundle,
 )
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
-from casbak.errors import BundleError, CasbakError, InputError, IntegrityError, ObjectMissing
+from casbak.errors import (
+    BundleError,
+    CasbakError,
+    InputError,
+    IntegrityError,
+    ObjectMissing,
+    Refused,
+)
 from casbak.ids import Digest, hash_bytes
 from casbak.layout import manifest_name
 from casbak.model import encode_manifest, utc_now
@@ -89,6 +96,15 @@ def select_snapshots(
     return sorted(unique.values(), key=lambda snap: (snap.header.timestamp, snap.id))
 
 
+def refuse_encrypted(repo: Repository) -> None:
+    """Refuse bundles of an encrypted repository until they are sealed too (issue 16, step 6)."""
+    if repo.sealer is not None:
+        raise Refused(
+            "export and import of an encrypted repository are not supported yet: "
+            "a bundle would hold its data in the clear"
+        )
+
+
 def export_bundle(
     repo: Repository,
     snapshots: list[Snapshot],
@@ -98,6 +114,7 @@ def export_bundle(
     clock: Callable[[], datetime] = utc_now,
 ) -> ExportResult:
     """Write a bundle of the snapshots and every object they need, each read and checked."""
+    refuse_encrypted(repo)
     manifests = [(_bundle_name(snap), _bundle_manifest(repo, snap)) for snap in snapshots]
     digests = sorted({e.object for s in snapshots for e in s.manifest.entries.values()})
     with tempfile.TemporaryFile() as spool:
@@ -280,6 +297,7 @@ def import_bundle(
     back is written; it counts as repaired when the repository had a copy
     (lost or damaged) or when a snapshot already in the repository needs it.
     """
+    refuse_encrypted(repo)
     header, _ = check_bundle(open_stream, repo)
     skipped = healed = done = 0
     writer = _ObjectWriter(repo)

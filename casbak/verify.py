@@ -268,7 +268,7 @@ def _load_whole(
 def _readable_entries(repo: Repository, key: str, refs: set[str]) -> list[str]:
     """Tenants of a manifest that fails its hash but still parses; its objects go to refs."""
     try:
-        document = decode_manifest_file(key, repo.backend.get(key))
+        document = decode_manifest_file(key, repo.manifest_file(key, repo.backend.get(key)))
         entries = {e.tenant_id: e.object.hex() for e in document.entries}
     except CasbakError:
         return []

@@ -154,13 +154,11 @@ def test_passwd_replaces_the_slot(encrypted: Path, monkeypatch: pytest.MonkeyPat
     assert run(encrypted, "key", "list")[0] == 0
 
 
-def test_other_commands_refuse_an_encrypted_repository_for_now(encrypted: Path) -> None:
+def test_migrate_leaves_an_encrypted_repository_as_it_is(encrypted: Path) -> None:
     before = tree_state(encrypted)
-    code, _, err = run(encrypted, "snapshot", str(Path(__file__)))
-    assert code == 12
-    assert "encrypted repository" in err
-    code, _, _ = run(encrypted, "migrate")
-    assert code == 12
+    code, out, err = run(encrypted, "--json", "migrate")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["nothing_to_do"] is True
     assert tree_state(encrypted) == before
 
 

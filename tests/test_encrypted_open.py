@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from casbak import repository
 from casbak.api import BackupService
 from casbak.backends.local import LocalBackend
-from casbak.errors import FormatVersionError, PasswordMissing, WrongPassword
+from casbak.errors import PasswordMissing, WrongPassword
 from casbak.keyfile import Argon2id
 from casbak.keyservice import init_encrypted
 from casbak.repository import Repository
+from casbak.tenantdocs import tenant_id_of
 from tests.conftest import tree_state
 from tests.test_cli import run
 
@@ -40,10 +41,7 @@ def test_open_needs_the_password(encrypted: Path) -> None:
     assert tree_state(encrypted) == before
 
 
-def test_the_right_password_unlocks_a_sealer(
-    encrypted: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(repository, "SEALING_COMPLETE", True)
+def test_the_right_password_unlocks_a_sealer(encrypted: Path) -> None:
     repo = Repository.open(LocalBackend(encrypted), password="right")
     assert repo.sealer is not None
     assert repo.hasher.keyed
@@ -63,18 +61,13 @@ def test_a_plain_repository_never_asks_for_a_password(tmp_path: Path) -> None:
     assert not repo.hasher.keyed
 
 
-def test_until_everything_is_sealed_an_unlocked_repository_is_refused(encrypted: Path) -> None:
-    with pytest.raises(FormatVersionError, match="cannot read or write it yet"):
-        Repository.open(LocalBackend(encrypted), password="right")
-
-
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_password_file_is_a_global_option(encrypted: Path, tmp_path: Path, where: str) -> None:
     wrong, right = tmp_path / "wrong", tmp_path / "right"
     wrong.write_text("wrong\n")
     right.write_text("right\n")
     before = tree_state(encrypted)
-    for given, expected in ((wrong, 13), (right, 12)):
+    for given, expected in ((wrong, 13), (right, 0)):
         option = ("--password-file", str(given))
         args = (*option, "list") if where == "before" else ("list", *option)
         code, _, err = run(encrypted, *args)
@@ -97,8 +90,13 @@ def test_key_commands_take_the_global_password_file(encrypted: Path, tmp_path: P
     assert (code, err) == (0, "")
 
 
-def test_api_takes_a_password(encrypted: Path) -> None:
+def test_api_takes_a_password(encrypted: Path, sample_tenants: list[dict[str, Any]]) -> None:
     with pytest.raises(WrongPassword):
         _ = BackupService(encrypted, password="wrong").repository
     with pytest.raises(PasswordMissing):
         _ = BackupService(encrypted).repository
+    service = BackupService(encrypted, password="right")
+    path = service.create_backup(sample_tenants, "sync-apply")
+    assert "_sealed_" in path.name
+    loaded = BackupService(encrypted, password="right").load_backup(path.name)
+    assert set(loaded.tenants) == {tenant_id_of(t) for t in sample_tenants}
