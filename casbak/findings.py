@@ -22,6 +22,7 @@ from casbak.errors import (
     ObjectMissing,
 )
 from casbak.ids import Digest, hash_bytes
+from casbak.keystore import read_slots
 from casbak.layout import CONFIG_KEY, INDEX_PREFIX, PACK_PREFIX, belongs_to_layout, pack_key
 from casbak.locks import LockManager
 from casbak.model import decode_config
@@ -231,7 +232,21 @@ def unknown_keys(repo: Repository) -> list[Finding]:
     return [
         Finding("unknown-file", "warning", info.key, "not a casbak file")
         for info in repo.backend.list("")
-        if not belongs_to_layout(info.key)
+        if not belongs_to_layout(info.key, repo.version)
+    ]
+
+
+def key_slot_findings(repo: Repository) -> list[Finding]:
+    """Key slot files of an encrypted repository that are not readable slots.
+
+    A warning, not damage: the repository opened (with another slot), but
+    the password of a damaged slot no longer opens it.
+    """
+    if repo.sealer is None:
+        return []
+    return [
+        Finding("corrupt-key-slot", "warning", key, f"not a usable key slot: {why}")
+        for key, why in read_slots(repo.backend).damaged.items()
     ]
 
 

@@ -95,7 +95,9 @@ def migrate(
             repo.backend.sync()
         # Older formats have no catalog: build it now, under this lock, rather
         # than leave the first reader to read every manifest.
-        Repository.open(repo.backend).view(store=True)
+        # (An encrypted repository's format never changes: it stays open as it is.)
+        reopened = repo if repo.sealer is not None else Repository.open(repo.backend)
+        reopened.view(store=True)
         _remove_old_files(repo, lock.refresh)
         after = _stored_bytes(repo)
     return MigrateResult(

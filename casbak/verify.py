@@ -35,6 +35,7 @@ from casbak.findings import (
     blame_bases,
     catalog_findings,
     index_findings,
+    key_slot_findings,
     lock_findings,
     missing,
     orphans,
@@ -148,6 +149,7 @@ def _whole_repository_findings(
     return [
         *orphans(present, referenced, repo.objects),
         *unknown_keys(repo),
+        *key_slot_findings(repo),
         *lock_findings(repo),
         *(
             Finding(issue.kind, "warning", issue.location, issue.message)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from casbak.canonical import decode_canonical
+from casbak.ids import hash_bytes
 from casbak.rawcache import cache_folder
 from casbak.sources import read_sources
 from tests.conftest import ROOT, tree_state
@@ -195,3 +196,104 @@ def test_export_and_import_are_refused_until_bundles_are_sealed(
     assert "not supported yet" in err
     assert not (tmp_path / "b").exists()
     assert tree_state(repo) == before
+
+
+def _rename_to_hash(path: Path) -> Path:
+    """A file tampered with by someone who renames it to the hash of its new bytes."""
+    renamed = path.with_name(hash_bytes(path.read_bytes()))
+    path.rename(renamed)
+    return renamed
+
+
+def test_a_tampered_index_file_renamed_to_its_hash_does_not_decrypt(
+    snapshotted: tuple[Path, str],
+) -> None:
+    repo, right = snapshotted
+    index = sorted((repo / "index").iterdir())[0]
+    _flip(index, 20)
+    renamed = _rename_to_hash(index)
+    findings = _findings(repo, right)
+    assert any(
+        f["kind"] == "corrupt-index" and renamed.name in f["location"] and "decrypt" in f["message"]
+        for f in findings
+    ), findings
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_catalog_head_is_a_warning_and_commands_still_work(
+    snapshotted: tuple[Path, str], damage: str
+) -> None:
+    repo, right = snapshotted
+    head = repo / "catalog" / "head"
+    if damage == "flip":
+        _flip(head, 30)
+    else:
+        head.write_bytes(head.read_bytes()[:20])
+    code, out, err = run(repo, "--password-file", right, "--json", "verify")
+    assert code == 0, err
+    kinds = {f["kind"]: f["location"] for f in json.loads(out)["findings"]}
+    assert kinds.get("corrupt-catalog") == "catalog/head"
+    # As in a plain repository: a damaged catalog is exit 3 naming it, until gc rewrites it.
+    code, _, err = run(repo, "--password-file", right, "list")
+    assert code == 3
+    assert "catalog/head" in err
+    assert run(repo, "--password-file", right, "gc")[0] == 0
+    listed = run(repo, "--password-file", right, "--json", "list")
+    assert len(json.loads(listed[1])["snapshots"]) == 2
+
+
+def test_a_journal_entry_moved_to_another_number_does_not_open(
+    tmp_path: Path, passwords: tuple[str, str]
+) -> None:
+    right, _wrong = passwords
+    repo = tmp_path / "repo"
+    assert run(repo, "--password-file", right, "init", "--encrypt", *CHEAP)[0] == 0
+    assert run(repo, "--password-file", right, "list")[0] == 0  # a catalog head, no entries
+    assert run(repo, "--password-file", right, "snapshot", str(ROUND1))[0] == 0
+    journal = sorted((repo / "catalog" / "journal").iterdir())
+    assert journal, "the snapshot is told to the journal first"
+    moved = journal[-1].with_name(f"{int(journal[-1].name) + 1:012d}")
+    # A copy of a sound entry under the next number: its tag names the number it was made for.
+    moved.write_bytes(journal[-1].read_bytes())
+    code, out, err = run(repo, "--password-file", right, "--json", "verify")
+    assert code == 0, err
+    findings = json.loads(out)["findings"]
+    assert any(
+        f["kind"] == "corrupt-catalog" and f["location"] == f"catalog/journal/{moved.name}"
+        for f in findings
+    ), findings
+
+
+def test_a_damaged_key_slot_is_reported_and_another_still_opens(
+    snapshotted: tuple[Path, str], tmp_path: Path
+) -> None:
+    repo, right = snapshotted
+    second = tmp_path / "second"
+    second.write_text("another password\n")
+    code, out, err = run(
+        repo,
+        "--password-file",
+        right,
+        "--json",
+        "key",
+        "add",
+        "--new-password-file",
+        str(second),
+        *CHEAP,
+    )
+    assert code == 0, err
+    added = json.loads(out)["added"]["id"]
+    (first_slot,) = [path for path in (repo / "keys").iterdir() if path.stem != added]
+    _flip(first_slot, 10)
+    code, out, err = run(repo, "--password-file", str(second), "--json", "verify")
+    assert code == 0, err
+    findings = json.loads(out)["findings"]
+    assert [f["kind"] for f in findings] == ["corrupt-key-slot"], findings
+    assert findings[0]["location"] == f"keys/{first_slot.name}"
+
+
+def test_a_clean_encrypted_repository_has_no_findings(snapshotted: tuple[Path, str]) -> None:
+    repo, right = snapshotted
+    code, out, _ = run(repo, "--password-file", right, "--json", "verify")
+    assert code == 0
+    assert json.loads(out)["findings"] == []
