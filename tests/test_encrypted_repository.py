@@ -297,3 +297,42 @@ def test_a_clean_encrypted_repository_has_no_findings(snapshotted: tuple[Path, s
     code, out, _ = run(repo, "--password-file", right, "--json", "verify")
     assert code == 0
     assert json.loads(out)["findings"] == []
+
+
+def test_an_encrypted_repository_on_s3(s3_env: str, passwords: tuple[str, str]) -> None:
+    from casbak.backends.s3 import S3Backend
+
+    right, wrong = passwords
+    repo = s3_env
+
+    def ok(*args: str) -> str:
+        code, out, err = run(repo, "--password-file", right, *args)
+        assert code == 0, (args, err)
+        return out
+
+    ok("init", "--encrypt", *CHEAP)
+    first = json.loads(ok("--json", "snapshot", str(ROUND1)))["snapshot"]["id"]
+    ok("snapshot", str(ROUND2))
+    assert len(json.loads(ok("--json", "list"))["snapshots"]) == 2
+    assert "+ wayne-enterprises" in ok("diff", first, "latest")
+    assert json.loads(ok("--json", "verify"))["ok"] is True
+    assert run(repo, "--password-file", wrong, "list")[0] == 13
+    assert (
+        json.loads(ok("--json", "cleanup", "--keep-last", "1", "--grace", "0s"))[
+            "snapshots_removed"
+        ]
+        == 1
+    )
+    ok("gc", "--grace", "0s")
+    assert json.loads(ok("--json", "verify"))["ok"] is True
+    backend = S3Backend(repo)
+    secrets = _secrets()
+    stored = {info.key: backend.get(info.key) for info in backend.list("")}
+    assert any(key.startswith("keys/") for key in stored), sorted(stored)
+    leaks = [
+        (key, secret)
+        for key, data in stored.items()
+        for secret in secrets
+        if secret in key.encode() or secret in data
+    ]
+    assert leaks == []
