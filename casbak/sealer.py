@@ -36,9 +36,7 @@ KINDS = frozenset(
         "catalog-part",
         "catalog-journal",
         "rawcache",
-        "bundle-header",
-        "bundle-manifest",
-        "bundle-object",
+        "bundle-chunk",
     }
 )
 """Every kind of sealed thing; a kind outside this set is a programming error."""

@@ -37,13 +37,15 @@ from casbak.errors import (
     InputError,
     IntegrityError,
     ObjectMissing,
-    Refused,
+    PasswordMissing,
 )
 from casbak.ids import Digest, hash_bytes
+from casbak.keyfile import DEFAULT_KDF, Kdf
 from casbak.layout import manifest_name
 from casbak.model import encode_manifest, utc_now
 from casbak.outfiles import atomic_output
 from casbak.repository import Repository, Snapshot
+from casbak.sealedbundle import SealedWriter, plain_bundles
 from casbak.store import PackStore, standalone_frame
 
 Progress = Callable[[int, int, int], None]
@@ -96,15 +98,6 @@ def select_snapshots(
     return sorted(unique.values(), key=lambda snap: (snap.header.timestamp, snap.id))
 
 
-def refuse_encrypted(repo: Repository) -> None:
-    """Refuse bundles of an encrypted repository until they are sealed too (issue 16, step 6)."""
-    if repo.sealer is not None:
-        raise Refused(
-            "export and import of an encrypted repository are not supported yet: "
-            "a bundle would hold its data in the clear"
-        )
-
-
 def export_bundle(
     repo: Repository,
     snapshots: list[Snapshot],
@@ -112,34 +105,69 @@ def export_bundle(
     *,
     progress: Progress | None = None,
     clock: Callable[[], datetime] = utc_now,
+    password: str | None = None,
+    kdf: Kdf = DEFAULT_KDF,
 ) -> ExportResult:
-    """Write a bundle of the snapshots and every object they need, each read and checked."""
-    refuse_encrypted(repo)
-    manifests = [(_bundle_name(snap), _bundle_manifest(repo, snap)) for snap in snapshots]
+    """Write a bundle of the snapshots and every object they need, each read and checked.
+
+    With ``password`` the bundle is sealed for it (`casbak.sealedbundle`); a
+    bundle of an encrypted repository always is. Inside, ids are plain blake3
+    whatever the repository's: a bundle is read without the repository's key.
+    """
+    if repo.sealer is not None and password is None:
+        raise PasswordMissing("a bundle of an encrypted repository is sealed: give its password")
     digests = sorted({e.object for s in snapshots for e in s.manifest.entries.values()})
     with tempfile.TemporaryFile() as spool:
         # Reading is the slow part, so it is what progress shows.
         spooled = _spool_standalone(repo.objects, digests, spool, progress)
-        sizes = {digest: length for digest, (_, length) in spooled.items()}
+        plain = {Digest(digest): plain_id for digest, (_, _, plain_id) in spooled.items()}
+        listed = [_bundle_entry(snap, plain if repo.hasher.keyed else None) for snap in snapshots]
+        sizes: dict[str, int] = {plain_id: n for _, n, plain_id in spooled.values()}
         stored = _unspool(spool, spooled, digests)
-        return _write_bundle(stream, snapshots, manifests, sizes, stored, None, clock)
+        provenance = any(snap.header.provenance for snap in snapshots)
+        if password is None:
+            return _write_bundle(stream, listed, provenance, sizes, stored, clock)
+        sealed = SealedWriter(stream, password, clock(), kdf)
+        result = _write_bundle(sealed, listed, provenance, sizes, stored, clock)  # type: ignore[arg-type]
+        sealed.close()
+        return result
+
+
+def _bundle_entry(snap: Snapshot, plain: dict[Digest, Digest] | None) -> tuple[str, str, bytes]:
+    """A snapshot as a bundle holds it: its id, member name and logical manifest.
+
+    ``plain`` maps an encrypted repository's keyed object ids to plain ones:
+    the manifest is then rewritten with them, and its id is its plain hash.
+    """
+    manifest = snap.manifest
+    if plain is None:
+        return snap.id, _bundle_name(snap), encode_manifest(manifest)
+    entries = {
+        tenant: msgspec.structs.replace(entry, object=plain[Digest(entry.object)])
+        for tenant, entry in manifest.entries.items()
+    }
+    data = encode_manifest(msgspec.structs.replace(manifest, entries=entries))
+    snapshot_id = hash_bytes(data)
+    header = snap.header
+    name = manifest_name(header.timestamp, header.operation, header.target_id, snapshot_id, 1)
+    return snapshot_id, name, data
 
 
 def _spool_standalone(
     packs: PackStore, digests: list[str], spool: IO[bytes], progress: Progress | None
-) -> dict[str, tuple[int, int]]:
+) -> dict[str, tuple[int, int, Digest]]:
     """Read every object (pack by pack, in parallel) into ``spool`` as a standalone frame.
 
     The header, which comes first, needs every frame's size: the frames wait
     on disk, not in memory, and the repository is read once.
     """
-    spooled: dict[str, tuple[int, int]] = {}
+    spooled: dict[str, tuple[int, int, Digest]] = {}
     written = 0
     for digest, result in packs.read_many(digests):
         if isinstance(result, CasbakError):
             raise result
         frame = standalone_frame(result)
-        spooled[digest] = (written, len(frame))
+        spooled[digest] = (written, len(frame), hash_bytes(result))
         spool.write(frame)
         written += len(frame)
         if progress is not None:
@@ -148,52 +176,46 @@ def _spool_standalone(
 
 
 def _unspool(
-    spool: IO[bytes], spooled: dict[str, tuple[int, int]], digests: list[str]
+    spool: IO[bytes], spooled: dict[str, tuple[int, int, Digest]], digests: list[str]
 ) -> Iterator[tuple[str, bytes]]:
-    """The spooled frames, in the order of ``digests``."""
+    """The spooled frames by their plain ids, in the order of ``digests``."""
     for digest in digests:
-        offset, length = spooled[digest]
+        offset, length, plain_id = spooled[digest]
         spool.seek(offset)
-        yield digest, spool.read(length)
+        yield plain_id, spool.read(length)
 
 
 def _write_bundle(
     stream: IO[bytes],
-    snapshots: list[Snapshot],
-    manifests: list[tuple[str, bytes]],
+    listed: list[tuple[str, str, bytes]],
+    provenance: bool,
     sizes: dict[str, int],
     stored_objects: Iterable[tuple[str, bytes]],
-    progress: Progress | None,
     clock: Callable[[], datetime],
 ) -> ExportResult:
     header = BundleHeader(
         format=BUNDLE_FORMAT,
-        version=bundle_version(any(snap.header.provenance for snap in snapshots)),
+        version=bundle_version(provenance),
         created=clock(),
-        manifests=[
-            BundleManifest(snap.id, name, len(data))
-            for snap, (name, data) in zip(snapshots, manifests, strict=True)
-        ],
+        manifests=[BundleManifest(sid, name, len(data)) for sid, name, data in listed],
         objects=len(sizes),
         object_bytes=sum(sizes.values()),
     )
     writer = BundleWriter(stream, header)
     try:
-        for name, data in manifests:
+        for _, name, data in listed:
             writer.add_manifest(name, data)
         written = 0
-        for done, (digest, stored) in enumerate(stored_objects, 1):
+        for digest, stored in stored_objects:
             if len(stored) != sizes[digest]:
                 raise IntegrityError(f"object {digest} changed while it was exported")
             writer.add_object(digest, stored)
             written += len(stored)
-            if progress is not None:
-                progress(done, len(sizes), written)
     except BaseException:
         writer.abort()
         raise
     writer.close()
-    return ExportResult(len(snapshots), len(sizes), written)
+    return ExportResult(len(listed), len(sizes), written)
 
 
 def export_to_file(
@@ -203,12 +225,14 @@ def export_to_file(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    password: str | None = None,
+    kdf: Kdf = DEFAULT_KDF,
 ) -> ExportResult:
     """`export_bundle` into a file that appears only once complete; never overwrites unasked."""
     if path.exists() and not force:
         raise InputError(f"{path} exists; use --force to overwrite")
     with atomic_output(path) as handle:
-        return export_bundle(repo, snapshots, handle, progress=progress)
+        return export_bundle(repo, snapshots, handle, progress=progress, password=password, kdf=kdf)
 
 
 @contextmanager
@@ -248,11 +272,6 @@ def _bundle_name(snap: Snapshot) -> str:
     return manifest_name(header.timestamp, header.operation, header.target_id, snap.id, 1)
 
 
-def _bundle_manifest(repo: Repository, snap: Snapshot) -> bytes:
-    """The logical encoding, whose hash is the snapshot id."""
-    return encode_manifest(snap.manifest)
-
-
 def check_bundle(
     open_stream: Callable[[], IO[bytes]], repo: Repository | None
 ) -> tuple[BundleHeader, set[str]]:
@@ -290,23 +309,27 @@ def import_bundle(
     *,
     progress: Progress | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    password: Callable[[], str] | None = None,
 ) -> ImportResult:
     """Check the whole bundle, then write its objects, then its manifests.
 
     Every object the bundle holds that the repository lacks or cannot read
     back is written; it counts as repaired when the repository had a copy
     (lost or damaged) or when a snapshot already in the repository needs it.
+    A sealed bundle is opened with ``password``. Into an encrypted repository
+    the bundle's plain ids are translated to keyed ones (the bundle must then
+    hold every object its manifests name, as every export does).
     """
-    refuse_encrypted(repo)
-    header, _ = check_bundle(open_stream, repo)
+    open_stream = plain_bundles(open_stream, password)
+    keyed = repo.hasher.keyed
+    header, _ = check_bundle(open_stream, None if keyed else repo)
     skipped = healed = done = 0
     writer = _ObjectWriter(repo)
+    translated: dict[Digest, Digest] = {}
     with repo.locks.shared("import", lock_timeout) as lock:
         writer.keepalive = lock.refresh
-        needed = _needed_by_present(open_stream, repo.manifest_keys())
-        for item in read_bundle(open_stream()):
-            if not isinstance(item, CheckedObject):
-                continue
+        needed = set() if keyed else _needed_by_present(open_stream, repo.manifest_keys())
+        for item in _objects_of(repo, open_stream, translated):
             state = _existing_state(repo, item.digest)
             writer.note(item.digest)
             if state == "intact":
@@ -324,11 +347,9 @@ def import_bundle(
         lock.confirm()
         present = repo.manifest_keys()
         imported = 0
-        for item in read_bundle(open_stream()):
-            if isinstance(item, CheckedObject):
-                break  # manifests all come before the first object
-            if isinstance(item, CheckedManifest) and item.id not in present:
-                repo.write_manifest_bytes(item.id, item.data, item.manifest)
+        for manifest in _manifests_of(repo, open_stream, translated):
+            if manifest.id not in present:
+                repo.write_manifest_bytes(manifest.id, manifest.data, manifest.manifest)
                 imported += 1
     return ImportResult(
         manifests=imported,
@@ -338,6 +359,44 @@ def import_bundle(
         objects_healed=healed,
         bytes=writer.written_bytes,
     )
+
+
+def _objects_of(
+    repo: Repository, open_stream: Callable[[], IO[bytes]], translated: dict[Digest, Digest]
+) -> Iterator[CheckedObject]:
+    """The bundle's objects under the repository's ids (keyed ones recorded in ``translated``)."""
+    for item in read_bundle(open_stream()):
+        if not isinstance(item, CheckedObject):
+            continue
+        if repo.hasher.keyed:
+            keyed = translated[item.digest] = repo.hasher(item.canonical)
+            yield msgspec.structs.replace(item, digest=keyed)
+        else:
+            yield item
+
+
+def _manifests_of(
+    repo: Repository, open_stream: Callable[[], IO[bytes]], translated: dict[Digest, Digest]
+) -> Iterator[CheckedManifest]:
+    """The bundle's manifests under the repository's ids (after `_objects_of` ran)."""
+    for item in read_bundle(open_stream()):
+        if isinstance(item, CheckedObject):
+            break  # manifests all come before the first object
+        if isinstance(item, CheckedManifest):
+            yield _translated(repo, item, translated) if repo.hasher.keyed else item
+
+
+def _translated(
+    repo: Repository, item: CheckedManifest, keyed: dict[Digest, Digest]
+) -> CheckedManifest:
+    """A bundle's manifest with the repository's keyed object ids, and its keyed id."""
+    entries = {
+        tenant: msgspec.structs.replace(entry, object=keyed[Digest(entry.object)])
+        for tenant, entry in item.manifest.entries.items()
+    }
+    manifest = msgspec.structs.replace(item.manifest, entries=entries)
+    data = encode_manifest(manifest)
+    return CheckedManifest(repo.hasher(data), item.name, data, manifest)
 
 
 def _needed_by_present(open_stream: Callable[[], IO[bytes]], present: Collection[str]) -> set[str]:

@@ -184,18 +184,99 @@ def test_a_swapped_manifest_is_damage(snapshotted: tuple[Path, str]) -> None:
     }, findings
 
 
-def test_export_and_import_are_refused_until_bundles_are_sealed(
+def test_a_bundle_of_an_encrypted_repository_is_sealed(
+    snapshotted: tuple[Path, str], tmp_path: Path, passwords: tuple[str, str]
+) -> None:
+    repo, right = snapshotted
+    _right, wrong = passwords
+    bundle = tmp_path / "bundle"
+    code, out, err = run(
+        repo, "--password-file", right, "--json", "export", "--all", "-o", str(bundle), *CHEAP
+    )
+    assert code == 0, err
+    assert json.loads(out)["manifests"] == 2
+    data = bundle.read_bytes()
+    assert data.startswith(b'{"format":"casbak-sealed-bundle"')
+    assert not [secret for secret in _secrets() if secret in data]
+    assert b"manifests/" not in data and b"casbak-bundle.json" not in data
+
+    code, out, _ = run(repo, "--password-file", right, "--json", "verify", "--bundle", str(bundle))
+    assert code == 0
+    assert json.loads(out)["objects_stored"] == 10
+    assert run(repo, "verify", "--bundle", str(bundle))[0] == 13
+    assert run(repo, "--password-file", wrong, "verify", "--bundle", str(bundle))[0] == 13
+
+    # Into another encrypted repository (another master key, another password).
+    other, other_password = tmp_path / "other", tmp_path / "other-password"
+    other_password.write_text("another\n")
+    assert run(other, "--password-file", str(other_password), "init", "--encrypt", *CHEAP)[0] == 0
+
+    def into_other(*args: str) -> dict[str, object]:
+        code, out, err = run(other, "--password-file", str(other_password), "--json", *args)
+        assert code == 0, err
+        result: dict[str, object] = json.loads(out)
+        return result
+
+    imported = into_other("import", str(bundle), "--bundle-password-file", right)
+    assert (imported["manifests"], imported["objects"]) == (2, 10)
+    again = into_other("import", str(bundle), "--bundle-password-file", right)
+    assert (again["manifests"], again["manifests_skipped"], again["objects"]) == (0, 2, 0)
+    assert into_other("verify")["ok"] is True
+    assert [s["description"] for s in into_other("list")["snapshots"]] == [
+        s["description"]
+        for s in json.loads(run(repo, "--password-file", right, "--json", "list")[1])["snapshots"]
+    ]
+    assert not _leaks(other, _secrets())
+
+    # Into a plain repository: the ids are the plain ones the bundle lists.
+    plain = tmp_path / "plain"
+    assert run(plain, "init")[0] == 0
+    code, out, err = run(plain, "--json", "import", str(bundle), "--bundle-password-file", right)
+    assert code == 0, err
+    assert json.loads(run(plain, "--json", "verify")[1])["ok"] is True
+    assert "acme-corp-emea" in run(plain, "show", "latest")[1]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "append"])
+def test_a_damaged_sealed_bundle_is_refused_and_changes_nothing(
+    snapshotted: tuple[Path, str], tmp_path: Path, damage: str
+) -> None:
+    repo, right = snapshotted
+    bundle = tmp_path / "bundle"
+    assert run(repo, "--password-file", right, "export", "--all", "-o", str(bundle), *CHEAP)[0] == 0
+    data = bundle.read_bytes()
+    header_end = data.index(b"\n") + 1
+    if damage == "flip":
+        _flip(bundle, header_end + 100)
+    elif damage == "truncate":
+        bundle.write_bytes(data[: len(data) - 50])
+    else:
+        bundle.write_bytes(data + b"\x00" * 10)
+    code, out, _ = run(repo, "--password-file", right, "--json", "verify", "--bundle", str(bundle))
+    assert code == 3
+    assert json.loads(out)["findings"][0]["kind"] == "bad-bundle"
+    before = tree_state(repo)
+    code, _, err = run(repo, "--password-file", right, "import", str(bundle))
+    assert code == 1
+    assert "bundle" in err
+    assert tree_state(repo) == before
+
+
+def test_a_plain_bundle_imports_into_an_encrypted_repository(
     snapshotted: tuple[Path, str], tmp_path: Path
 ) -> None:
     repo, right = snapshotted
-    before = tree_state(repo)
-    code, _, err = run(
-        repo, "--password-file", right, "export", "latest", "-o", str(tmp_path / "b")
-    )
-    assert code == 1
-    assert "not supported yet" in err
-    assert not (tmp_path / "b").exists()
-    assert tree_state(repo) == before
+    plain, bundle = tmp_path / "plain", tmp_path / "plain-bundle"
+    assert run(plain, "init")[0] == 0
+    assert run(plain, "snapshot", str(ROUND2), "-d", "from plain")[0] == 0
+    assert run(plain, "export", "--all", "-o", str(bundle))[0] == 0
+    code, out, err = run(repo, "--password-file", right, "--json", "import", str(bundle))
+    assert code == 0, err
+    assert json.loads(out)["manifests"] == 1
+    assert json.loads(out)["objects"] == 0  # all already there, under their keyed ids
+    listed = json.loads(run(repo, "--password-file", right, "--json", "list")[1])["snapshots"]
+    assert listed[0]["description"] == "from plain"
+    assert json.loads(run(repo, "--password-file", right, "--json", "verify")[1])["ok"] is True
 
 
 def _rename_to_hash(path: Path) -> Path:

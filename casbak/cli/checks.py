@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from casbak.cli import complete
 from casbak.cli.context import Context, pass_context
+from casbak.cli.keys import bundle_password, bundle_password_option
 from casbak.cli.output import ProgressBar, count, human_size, short_id
 from casbak.cli.params import refuse_together
 from casbak.errors import DamageFound, FormatVersionError
@@ -33,8 +36,15 @@ if TYPE_CHECKING:
     metavar="FILE",
     help="Check a bundle file on its own (no repository needed); - for stdin.",
 )
+@bundle_password_option
 @pass_context
-def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: str | None) -> None:
+def verify(
+    ctx: Context,
+    quick: bool,
+    snapshot_refs: tuple[str, ...],
+    bundle: str | None,
+    bundle_password_file: Path | None,
+) -> None:
     """Prove the repository's integrity; never changes it.
 
     Reads the config, every manifest (it must hash to its name) and every
@@ -54,7 +64,7 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
         for given, name in ((quick, "--quick"), (snapshot_refs, "--snapshot")):
             if given:
                 refuse_together(name, "--bundle", "a bundle is checked whole, on its own")
-        _verify_bundle(ctx, bundle)
+        _verify_bundle(ctx, bundle, bundle_password(ctx, bundle_password_file))
         return
     backend = backend_for(ctx.repo_location)
     problem = check_config(backend)
@@ -79,14 +89,15 @@ def verify(ctx: Context, quick: bool, snapshot_refs: tuple[str, ...], bundle: st
         raise DamageFound(f"{report.damage} damaged")
 
 
-def _verify_bundle(ctx: Context, bundle: str) -> None:
+def _verify_bundle(ctx: Context, bundle: str, password: Callable[[], str]) -> None:
     from casbak.errors import BundleError
     from casbak.findings import Finding, VerifyReport
+    from casbak.sealedbundle import plain_bundles
     from casbak.transfer import check_bundle, seekable
 
     try:
         with seekable(bundle, sys.stdin.buffer) as open_stream:
-            header, held = check_bundle(open_stream, None)
+            header, held = check_bundle(plain_bundles(open_stream, password), None)
         report = VerifyReport(
             True, "bundle", len(header.manifests), len(held), header.object_bytes, 0, []
         )

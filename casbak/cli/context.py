@@ -23,6 +23,7 @@ class Context:
         """Human output shows local times instead of UTC (``--local``); JSON is always UTC."""
         self.password_file: Path | None = None
         """``--password-file``: an encrypted repository's password (first line)."""
+        self._password: str | None = None
 
     def open(self, *, for_migration: bool = False) -> Any:
         from casbak.repository import Repository, backend_for
@@ -34,10 +35,19 @@ class Context:
         )
 
     def password_source(self) -> Callable[[], str]:
-        """Where an encrypted repository's password comes from, asked only when one is needed."""
+        """Where an encrypted repository's password comes from, asked only when one is needed.
+
+        Asked once: a command that needs it again (export seals its bundle
+        with it) does not prompt twice.
+        """
         from casbak.cli.keys import password
 
-        return lambda: password(self.password_file)
+        def ask() -> str:
+            if self._password is None:
+                self._password = password(self.password_file)
+            return self._password
+
+        return ask
 
     def emit(self, result: Any, human: Callable[[], str], *, err: bool = False) -> None:
         """Print ``result`` as one JSON document, or the human text unless quiet.

@@ -26,6 +26,24 @@ def password_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def bundle_password_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--bundle-password-file``: a sealed bundle's own password."""
+    return click.option(
+        "--bundle-password-file",
+        type=_PATH,
+        help="The bundle's password (first line), if not the repository's.",
+    )(func)
+
+
+def bundle_password(ctx: Context, bundle_password_file: Path | None) -> Callable[[], str]:
+    """A sealed bundle's password: ``--bundle-password-file``, else the repository's."""
+    if bundle_password_file is None:
+        return ctx.password_source()
+    from casbak.passwords import find_password
+
+    return lambda: find_password(bundle_password_file, {}, None)
+
+
 def kdf_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The Argon2id cost of a new key slot; recorded in the slot, so unlocking uses the same."""
     func = click.option(

@@ -15,6 +15,7 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
+from casbak.cli.keys import bundle_password, bundle_password_option, kdf_of, kdf_options
 from casbak.cli.output import ProgressBar, count, human_size
 from casbak.cli.params import refuse_together
 
@@ -42,6 +43,8 @@ from casbak.cli.params import refuse_together
     help="Bundle file to write, or - for stdout (not a terminal).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing bundle file.")
+@bundle_password_option
+@kdf_options
 @pass_context
 def export_command(
     ctx: Context,
@@ -51,12 +54,17 @@ def export_command(
     since: Any,
     output: str,
     force: bool,
+    bundle_password_file: Path | None,
+    kdf_memory: int,
+    kdf_iterations: int,
 ) -> None:
     """Write snapshots and every object they need into one bundle file.
 
     The bundle is a tar archive (header, manifests, objects as stored) that
     'casbak import' brings into any repository and 'casbak verify --bundle'
-    checks on its own. Every object is re-hashed as it is read.
+    checks on its own. Every object is re-hashed as it is read. A bundle of
+    an encrypted repository, or one given --bundle-password-file, is sealed
+    for that password (else the repository's).
     """
     from casbak.transfer import export_bundle, export_to_file, select_snapshots
 
@@ -76,11 +84,17 @@ def export_command(
     chosen = select_snapshots(
         repo, snapshot_refs, target_id=target_id, everything=everything, since=since
     )
+    sealed: dict[str, Any] = {}
+    if repo.sealer is not None or bundle_password_file is not None:
+        sealed["password"] = bundle_password(ctx, bundle_password_file)()
+        sealed["kdf"] = kdf_of(kdf_memory, kdf_iterations)
     with ProgressBar(ctx, "exporting") as progress:
         if output == "-":
-            result = export_bundle(repo, chosen, sys.stdout.buffer, progress=progress)
+            result = export_bundle(repo, chosen, sys.stdout.buffer, progress=progress, **sealed)
         else:
-            result = export_to_file(repo, chosen, Path(output), force=force, progress=progress)
+            result = export_to_file(
+                repo, chosen, Path(output), force=force, progress=progress, **sealed
+            )
     to_stderr = output == "-"
     ctx.emit(
         result,
@@ -95,8 +109,11 @@ def export_command(
 @click.command("import")
 @click.argument("bundle")
 @lock_timeout_option("How long to wait for a lock held by gc")
+@bundle_password_option
 @pass_context
-def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
+def import_command(
+    ctx: Context, bundle: str, lock_timeout: float, bundle_password_file: Path | None
+) -> None:
     """Bring a bundle's snapshots into the repository (BUNDLE may be -).
 
     The whole bundle is checked first: every object's hash and size, every
@@ -111,7 +128,13 @@ def import_command(ctx: Context, bundle: str, lock_timeout: float) -> None:
         seekable(bundle, sys.stdin.buffer) as open_stream,
         ProgressBar(ctx, "importing") as progress,
     ):
-        result = import_bundle(repo, open_stream, progress=progress, lock_timeout=lock_timeout)
+        result = import_bundle(
+            repo,
+            open_stream,
+            progress=progress,
+            lock_timeout=lock_timeout,
+            password=bundle_password(ctx, bundle_password_file),
+        )
     ctx.emit(
         result,
         lambda: (
