@@ -334,3 +334,28 @@ def test_oidc_and_named_sso_entries_are_reported_not_written(fake: FakeDescope) 
     assert calls == ["update"]
     assert any("OIDC configuration not written back" in a for a in actions)
     assert any("'second' not written back" in a for a in actions)
+
+
+def test_pull_and_restore_with_an_encrypted_repository(
+    fake: FakeDescope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CASBAK_PASSWORD", "descope backups")
+    repo = tmp_path / "sealed"
+    assert run(repo, "init", "--encrypt", "--kdf-memory", "8", "--kdf-iterations", "1")[0] == 0
+    code, out, err = run(repo, "--json", "snapshot", "--from-descope", "--dry-run")
+    assert code == 0, err
+    assert {t["status"] for t in json.loads(out)["tenants"]} == {"new"}
+    code, out, err = run(repo, "--json", "snapshot", "--from-descope")
+    assert code == 0, err
+    code, out, err = run(repo, "--json", "snapshot", "--from-descope", "--dry-run")
+    assert {t["status"] for t in json.loads(out)["tenants"]} == {"unchanged"}
+    fake.tenants["acme-corp-emea"]["name"] = "Renamed by mistake"
+    code, out, err = run(
+        repo, "--json", "restore", "latest", "--tenant", "acme-corp-emea", "--to-descope", "--yes"
+    )
+    assert code == 0, err
+    assert json.loads(out)["undo_snapshot"] is not None
+    assert fake.tenants["acme-corp-emea"]["name"] == "Acme Corporation (EMEA)"
+    assert json.loads(run(repo, "--json", "verify")[1])["ok"] is True
+    monkeypatch.delenv("CASBAK_PASSWORD")
+    assert run(repo, "snapshot", "--from-descope")[0] == 13

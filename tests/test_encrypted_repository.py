@@ -417,3 +417,37 @@ def test_an_encrypted_repository_on_s3(s3_env: str, passwords: tuple[str, str]) 
         if secret in key.encode() or secret in data
     ]
     assert leaks == []
+
+
+def test_the_other_commands_on_an_encrypted_repository(
+    snapshotted: tuple[Path, str], tmp_path: Path
+) -> None:
+    repo, right = snapshotted
+
+    def ok(*args: str) -> str:
+        code, out, err = run(repo, "--password-file", right, *args)
+        assert code == 0, (args, err)
+        return out
+
+    dry = json.loads(ok("--json", "snapshot", str(ROUND2), "--dry-run"))
+    assert dry["unchanged_snapshot"] is not None  # keyed ids compare like plain ones
+    skipped = json.loads(ok("--json", "snapshot", str(ROUND2), "--skip-if-unchanged"))
+    assert skipped["skipped"] is True
+    found = json.loads(ok("--json", "find", "--tenant", "wayne-enterprises"))
+    assert [version["tenant_id"] for version in found] == ["wayne-enterprises"]
+    assert "name" in ok("log", "-p", "globex-us")
+    assert json.loads(ok("restore", "latest", "--tenant", "globex-us", "-o", "-"))["id"] == (
+        "globex-us"
+    )
+    (tagged,) = json.loads(ok("--json", "tag", "latest", "--add", "keep"))
+    assert tagged["changed"] and tagged["new"] != tagged["old"]
+    assert "_sealed_" in next(
+        p.name for p in (repo / "manifests").iterdir() if tagged["new"] in p.name
+    )
+    ok("report", "-o", str(tmp_path / "report.html"))
+    assert "wayne-enterprises" in (tmp_path / "report.html").read_text()
+    assert json.loads(ok("--json", "unlock"))["removed"] == []
+    forgotten = json.loads(ok("--json", "forget", tagged["new"], "--force", "--grace", "0s"))
+    assert len(forgotten["removed"]) == 1
+    assert json.loads(ok("--json", "verify"))["ok"] is True
+    assert not _leaks(repo, _secrets())
