@@ -30,6 +30,7 @@ from casbak.bundle import (
     bundle_version,
     read_bundle,
 )
+from casbak.bundleids import bundle_entry, manifests_of, objects_of
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import (
     BundleError,
@@ -41,8 +42,7 @@ from casbak.errors import (
 )
 from casbak.ids import Digest, hash_bytes
 from casbak.keyfile import DEFAULT_KDF, Kdf
-from casbak.layout import manifest_name
-from casbak.model import encode_manifest, utc_now
+from casbak.model import utc_now
 from casbak.outfiles import atomic_output
 from casbak.repository import Repository, Snapshot
 from casbak.sealedbundle import SealedWriter, plain_bundles
@@ -121,7 +121,7 @@ def export_bundle(
         # Reading is the slow part, so it is what progress shows.
         spooled = _spool_standalone(repo.objects, digests, spool, progress)
         plain = {Digest(digest): plain_id for digest, (_, _, plain_id) in spooled.items()}
-        listed = [_bundle_entry(snap, plain if repo.hasher.keyed else None) for snap in snapshots]
+        listed = [bundle_entry(snap, plain if repo.hasher.keyed else None) for snap in snapshots]
         sizes: dict[str, int] = {plain_id: n for _, n, plain_id in spooled.values()}
         stored = _unspool(spool, spooled, digests)
         provenance = any(snap.header.provenance for snap in snapshots)
@@ -131,26 +131,6 @@ def export_bundle(
         result = _write_bundle(sealed, listed, provenance, sizes, stored, clock)  # type: ignore[arg-type]
         sealed.close()
         return result
-
-
-def _bundle_entry(snap: Snapshot, plain: dict[Digest, Digest] | None) -> tuple[str, str, bytes]:
-    """A snapshot as a bundle holds it: its id, member name and logical manifest.
-
-    ``plain`` maps an encrypted repository's keyed object ids to plain ones:
-    the manifest is then rewritten with them, and its id is its plain hash.
-    """
-    manifest = snap.manifest
-    if plain is None:
-        return snap.id, _bundle_name(snap), encode_manifest(manifest)
-    entries = {
-        tenant: msgspec.structs.replace(entry, object=plain[Digest(entry.object)])
-        for tenant, entry in manifest.entries.items()
-    }
-    data = encode_manifest(msgspec.structs.replace(manifest, entries=entries))
-    snapshot_id = hash_bytes(data)
-    header = snap.header
-    name = manifest_name(header.timestamp, header.operation, header.target_id, snapshot_id, 1)
-    return snapshot_id, name, data
 
 
 def _spool_standalone(
@@ -266,12 +246,6 @@ def seekable(source: str | Path, stdin: IO[bytes] | None) -> Iterator[Callable[[
             handle.close()
 
 
-def _bundle_name(snap: Snapshot) -> str:
-    """Bundles name manifests as format 1 does, whatever the repository's format."""
-    header = snap.header
-    return manifest_name(header.timestamp, header.operation, header.target_id, snap.id, 1)
-
-
 def check_bundle(
     open_stream: Callable[[], IO[bytes]], repo: Repository | None
 ) -> tuple[BundleHeader, set[str]]:
@@ -329,7 +303,7 @@ def import_bundle(
     with repo.locks.shared("import", lock_timeout) as lock:
         writer.keepalive = lock.refresh
         needed = set() if keyed else _needed_by_present(open_stream, repo.manifest_keys())
-        for item in _objects_of(repo, open_stream, translated):
+        for item in objects_of(repo, open_stream, translated):
             state = _existing_state(repo, item.digest)
             writer.note(item.digest)
             if state == "intact":
@@ -347,7 +321,7 @@ def import_bundle(
         lock.confirm()
         present = repo.manifest_keys()
         imported = 0
-        for manifest in _manifests_of(repo, open_stream, translated):
+        for manifest in manifests_of(repo, open_stream, translated):
             if manifest.id not in present:
                 repo.write_manifest_bytes(manifest.id, manifest.data, manifest.manifest)
                 imported += 1
@@ -359,44 +333,6 @@ def import_bundle(
         objects_healed=healed,
         bytes=writer.written_bytes,
     )
-
-
-def _objects_of(
-    repo: Repository, open_stream: Callable[[], IO[bytes]], translated: dict[Digest, Digest]
-) -> Iterator[CheckedObject]:
-    """The bundle's objects under the repository's ids (keyed ones recorded in ``translated``)."""
-    for item in read_bundle(open_stream()):
-        if not isinstance(item, CheckedObject):
-            continue
-        if repo.hasher.keyed:
-            keyed = translated[item.digest] = repo.hasher(item.canonical)
-            yield msgspec.structs.replace(item, digest=keyed)
-        else:
-            yield item
-
-
-def _manifests_of(
-    repo: Repository, open_stream: Callable[[], IO[bytes]], translated: dict[Digest, Digest]
-) -> Iterator[CheckedManifest]:
-    """The bundle's manifests under the repository's ids (after `_objects_of` ran)."""
-    for item in read_bundle(open_stream()):
-        if isinstance(item, CheckedObject):
-            break  # manifests all come before the first object
-        if isinstance(item, CheckedManifest):
-            yield _translated(repo, item, translated) if repo.hasher.keyed else item
-
-
-def _translated(
-    repo: Repository, item: CheckedManifest, keyed: dict[Digest, Digest]
-) -> CheckedManifest:
-    """A bundle's manifest with the repository's keyed object ids, and its keyed id."""
-    entries = {
-        tenant: msgspec.structs.replace(entry, object=keyed[Digest(entry.object)])
-        for tenant, entry in item.manifest.entries.items()
-    }
-    manifest = msgspec.structs.replace(item.manifest, entries=entries)
-    data = encode_manifest(manifest)
-    return CheckedManifest(repo.hasher(data), item.name, data, manifest)
 
 
 def _needed_by_present(open_stream: Callable[[], IO[bytes]], present: Collection[str]) -> set[str]:
