@@ -144,3 +144,17 @@ def test_real_shell_protocol(repo: Path) -> None:
         [sys.executable, "-m", "casbak"], env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0 and done.stdout.strip() == "" and done.stderr == ""
+
+
+def test_an_encrypted_repository_completes_only_with_casbak_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CASBAK_PASSWORD_COMMAND", raising=False)
+    monkeypatch.setenv("CASBAK_PASSWORD", "tab")
+    path = tmp_path / "sealed"
+    assert run(path, "init", "--encrypt", "--kdf-memory", "8", "--kdf-iterations", "1")[0] == 0
+    assert run(path, "snapshot", str(ROUND1))[0] == 0
+    (newest,) = _ids(path)
+    assert complete(["--repo", str(path), "show"], "") == ["latest", newest[:12]]
+    monkeypatch.delenv("CASBAK_PASSWORD")
+    assert complete(["--repo", str(path), "show"], "") == []  # no prompt, nothing offered

@@ -7,6 +7,7 @@ fail: no repository, a damaged one, or any other error completes nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,10 @@ def _complete(lookup: Callable[[], Lookup], ctx: click.Context, incomplete: str)
     try:
         from casbak.repository import Repository, backend_for
 
-        repo = Repository.open(backend_for(_repository_location(ctx)))
+        # An encrypted repository completes only with CASBAK_PASSWORD set: a Tab
+        # must never prompt, nor run a password command.
+        password = os.environ.get("CASBAK_PASSWORD") or None
+        repo = Repository.open(backend_for(_repository_location(ctx)), password=password)
         found = lookup()(repo, incomplete)
     except Exception:  # a Tab must never print a traceback into the shell
         return []
