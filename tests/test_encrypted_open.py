@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,17 @@ def test_api_takes_a_password(encrypted: Path, sample_tenants: list[dict[str, An
     assert "_sealed_" in path.name
     loaded = BackupService(encrypted, password="right").load_backup(path.name)
     assert set(loaded.tenants) == {tenant_id_of(t) for t in sample_tenants}
+
+
+def test_api_creates_an_encrypted_repository(
+    tmp_path: Path, sample_tenants: list[dict[str, Any]]
+) -> None:
+    folder = tmp_path / "new"
+    service = BackupService(folder, password="api password")
+    path = service.create_backup(sample_tenants, "sync-apply")
+    config = json.loads((folder / "config").read_bytes())
+    assert config["version"] == 5
+    assert len(list((folder / "keys").iterdir())) == 1
+    assert path.exists()
+    with pytest.raises(WrongPassword):
+        _ = BackupService(folder, password="not it").repository
