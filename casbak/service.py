@@ -187,6 +187,7 @@ def preview_sources(
     use_cache: bool = True,
     target_id: str | None = None,
     recursive: bool = False,
+    ids_from_names: bool = False,
     progress: Progress | None = None,
 ) -> SnapshotPreview:
     """`preview_snapshot` of files, folders or stdin (``progress``: files decoded).
@@ -197,7 +198,14 @@ def preview_sources(
     cache = None
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
-    documents = read_sources(sources, stdin, cache, recursive=recursive, progress=progress)
+    documents = read_sources(
+        sources,
+        stdin,
+        cache,
+        recursive=recursive,
+        progress=progress,
+        ids_from_names=ids_from_names,
+    )
     return preview_snapshot(repo, documents, target_id=target_id)
 
 
@@ -208,6 +216,7 @@ def snapshot_sources(
     *,
     use_cache: bool = True,
     recursive: bool = False,
+    ids_from_names: bool = False,
     progress: Progress | None = None,
     **options: Any,
 ) -> SnapshotResult:
@@ -220,12 +229,17 @@ def snapshot_sources(
     cache = None
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id)
+    read: dict[str, Any] = {
+        "recursive": recursive,
+        "progress": progress,
+        "ids_from_names": ids_from_names,
+    }
     try:
-        documents = read_sources(sources, stdin, cache, recursive=recursive, progress=progress)
+        documents = read_sources(sources, stdin, cache, **read)
         result = take_snapshot(repo, documents, progress=progress, **options)
     except StaleCache:
         cache = None
-        documents = read_sources(sources, stdin, recursive=recursive, progress=progress)
+        documents = read_sources(sources, stdin, **read)
         result = take_snapshot(repo, documents, progress=progress, **options)
     if cache is not None:
         cache.save()
