@@ -1,0 +1,62 @@
+"""Real tenant histories as a benchmark workload (the corpus in ../shared/corpus).
+
+The corpus (`identity-tenants.tar.zst`, see its README) holds Keycloak realm
+exports: ``keycloak/<history>/NN.json``, each folder one file's versions,
+oldest first. Replayed as rounds: round k holds version k of every history, or
+its last when it has fewer, each history one tenant named after its folder and
+written byte for byte as given. The archive is unpacked into a scratch folder
+at run time; nothing of it is kept in the project.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import zstandard
+
+DEFAULT_CORPUS = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "identity-tenants.tar.zst"
+)
+"""Where the corpus sits next to the project on the benchmark machines."""
+PART = "keycloak"
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """Unpack the archive's Keycloak histories into ``into``; the folder of histories."""
+    into.mkdir(parents=True, exist_ok=True)
+    with archive.open("rb") as raw:
+        stream = zstandard.ZstdDecompressor().stream_reader(raw)
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if member.name.split("/", 1)[0] == PART:
+                    tar.extract(member, into, filter="data")
+    return into / PART
+
+
+class CorpusReplay:
+    """Round after round of the corpus's histories, in one export folder."""
+
+    def __init__(self, histories: Path) -> None:
+        self.histories = {
+            folder.name: sorted(folder.glob("[0-9][0-9].json"))
+            for folder in sorted(histories.iterdir())
+            if folder.is_dir()
+        }
+        self.histories = {name: files for name, files in self.histories.items() if files}
+
+    @property
+    def longest(self) -> int:
+        """Rounds until every history is at its last version."""
+        return max(len(files) for files in self.histories.values())
+
+    def rounds(self, folder: Path, count: int | None = None) -> Iterator[int]:
+        """Write round after round into ``folder``; yield each round's number."""
+        for number in range(1, (count or self.longest) + 1):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            for name, files in self.histories.items():
+                shutil.copyfile(files[min(number, len(files)) - 1], folder / f"{name}.json")
+            yield number
