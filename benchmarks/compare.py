@@ -119,14 +119,19 @@ class Row:
 
 
 def same_content(restored: Path, export: Path) -> bool:
-    files = {p.name: p for p in restored.rglob("*.json")}
-    for source in export.iterdir():
-        candidate = files.get(source.name)
-        if candidate is None or json.loads(candidate.read_bytes()) != json.loads(
-            source.read_bytes()
-        ):
-            return False
-    return len(files) == len(list(export.iterdir()))
+    """Whether the restored files hold the export's documents (as JSON values, names aside).
+
+    Names aside because casbak names a restored file after its tenant id,
+    shortened with a hash when the id is long (the corpus's folder names).
+    """
+
+    def documents(folder: Path) -> list[str]:
+        return sorted(
+            json.dumps(json.loads(path.read_bytes()), sort_keys=True)
+            for path in folder.rglob("*.json")
+        )
+
+    return documents(restored) == documents(export)
 
 
 @dataclass
@@ -239,7 +244,9 @@ def main() -> None:
                 f"Real tenant histories (`--corpus {args.corpus.name}`, `benchmarks/corpus.py`): "
                 f"{len(replay.histories)} Keycloak realm histories replayed as {total} "
                 "rounds (round k holds version k of each history, or its last), each history "
-                "one tenant named after its folder, files as given."
+                "one tenant named after its folder, files as given; "
+                f"{len(replay.left_out)} histories holding a document casbak refuses "
+                "(a key repeated in one object) are left out for every tool."
             )
             outcomes.append(Outcome("Corpus workload", about, rows, 0.7))
         elif "corpus" in wanted:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import zstandard
 
+from casbak.canonical import canonicalize_untrusted, decode_json
+from casbak.errors import InputError
+
 DEFAULT_CORPUS = (
     Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "identity-tenants.tar.zst"
 )
@@ -36,16 +39,35 @@ def unpack(archive: Path, into: Path) -> Path:
     return into / PART
 
 
+def refused_by_casbak(path: Path) -> bool:
+    """Whether casbak refuses the document (duplicate keys: it could not restore it as read)."""
+    try:
+        canonicalize_untrusted(decode_json(path.read_bytes(), str(path)), str(path))
+    except InputError:
+        return True
+    return False
+
+
 class CorpusReplay:
-    """Round after round of the corpus's histories, in one export folder."""
+    """Round after round of the corpus's histories, in one export folder.
+
+    A history holding a document casbak refuses is left out for every tool,
+    so that all of them back up the same files (26 of the 867 versions, in 10
+    histories, repeat a key in one object).
+    """
 
     def __init__(self, histories: Path) -> None:
-        self.histories = {
+        found = {
             folder.name: sorted(folder.glob("[0-9][0-9].json"))
             for folder in sorted(histories.iterdir())
             if folder.is_dir()
         }
-        self.histories = {name: files for name, files in self.histories.items() if files}
+        self.left_out = sorted(
+            name for name, files in found.items() if any(map(refused_by_casbak, files))
+        )
+        self.histories = {
+            name: files for name, files in found.items() if files and name not in self.left_out
+        }
 
     @property
     def longest(self) -> int:
