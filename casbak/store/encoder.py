@@ -58,6 +58,18 @@ class FrameEncoder:
                 return delta, base
         return self._standalone(dictionary_id, len(canonical)).compress(canonical), None
 
+    def encode_near(
+        self, canonical: bytes, kin: Digest, kin_bytes: bytes, dictionary_id: Digest | None
+    ) -> tuple[bytes, Digest | None]:
+        """A frame for a document: a delta of ``kin`` (another tenant) when that is smaller.
+
+        Unlike an earlier version of the same tenant, a look-alike may share
+        less than the dictionary does, so both are tried.
+        """
+        alone = self._standalone(dictionary_id, len(canonical)).compress(canonical)
+        delta = self._delta_of(canonical, kin_bytes)
+        return (delta, kin) if len(delta) < len(alone) else (alone, None)
+
     def _delta(self, canonical: bytes, base: Digest) -> bytes | None:
         if self._index.locate(base) is None or self._index.chain_depth(base) >= MAX_CHAIN:
             return None
@@ -65,6 +77,9 @@ class FrameEncoder:
             earlier = self._reader.read(base)
         except IntegrityError:
             return None
+        return self._delta_of(canonical, earlier)
+
+    def _delta_of(self, canonical: bytes, earlier: bytes) -> bytes:
         compressor = zstandard.ZstdCompressor(
             compression_params=self.params(len(canonical)), dict_data=raw_content(earlier)
         )
