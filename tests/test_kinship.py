@@ -151,3 +151,25 @@ def test_cleanup_removing_a_base_of_another_tenant_keeps_that_tenant_whole(tmp_p
     assert restore_documents(fresh, final)[1] == expected
     checked = verify_repository(fresh)
     assert checked.ok and checked.findings == []
+
+
+def test_a_long_history_restarts_its_chain_against_the_root_not_whole() -> None:
+    store = PackStore(MemoryBackend(), 10)
+    document = realm("long", 1)
+    previous = None
+    stored = {}
+    for version in range(3 * MAX_CHAIN):
+        document = {**document, "displayName": f"version {version}"}
+        data = canonical(document)
+        digest = hash_bytes(data)
+        store.store({digest: data}, {digest: previous} if previous else None)
+        stored[digest] = data
+        previous = digest
+    index = store.index()
+    first = next(iter(stored))
+    assert index[first].base is None
+    assert all(index[digest].base is not None for digest in list(stored)[1:])
+    assert max(depth(index, digest) for digest in stored) <= MAX_CHAIN
+    assert sum(1 for digest in stored if index[digest].base == first) >= 3
+    for digest, data in stored.items():
+        assert store.read(digest) == data

@@ -70,6 +70,37 @@ class FrameEncoder:
         delta = self._delta_of(canonical, kin_bytes)
         return (delta, kin) if len(delta) < len(alone) else (alone, None)
 
+    def encode_versioned(
+        self, canonical: bytes, base: Digest, dictionary_id: Digest | None
+    ) -> tuple[bytes, Digest | None]:
+        """`encode` against an earlier version; against its chain's root when the chain is full.
+
+        A long history would otherwise store every MAX_CHAIN-th version
+        whole; the root (the first standalone frame down the chain) is often
+        an older look of the same document, far closer than a dictionary, but
+        may be a look-alike tenant's, so the smaller of the two is kept.
+        """
+        if self._index.locate(base) is not None and self._index.chain_depth(base) >= MAX_CHAIN:
+            root = self._root_of(base)
+            if root is not None:
+                try:
+                    root_bytes = self._reader.read(root)
+                except IntegrityError:
+                    root_bytes = None
+                if root_bytes is not None:
+                    return self.encode_near(canonical, root, root_bytes, dictionary_id)
+        return self.encode(canonical, base, dictionary_id)
+
+    def _root_of(self, digest: Digest) -> Digest | None:
+        for _ in range(MAX_CHAIN * 4):
+            location = self._index.locate(digest)
+            if location is None:
+                return None
+            if location.base is None:
+                return None if location.is_delta else digest
+            digest = location.base
+        return None
+
     def _delta(self, canonical: bytes, base: Digest) -> bytes | None:
         if self._index.locate(base) is None or self._index.chain_depth(base) >= MAX_CHAIN:
             return None

@@ -95,7 +95,10 @@ class PackWriter(UsesParts):
             for digest, canonical in new.items():
                 base = (bases or {}).get(digest)
                 if kin is None:
-                    frame, used = self._encoder.encode(canonical, base, dictionary_id)
+                    if base is None:
+                        frame, used = self._encoder.encode(canonical, None, dictionary_id)
+                    else:
+                        frame, used = self._encoder.encode_versioned(canonical, base, dictionary_id)
                     yield digest, frame, used, len(canonical)
                     continue
                 shape = sketch(canonical)
@@ -104,8 +107,10 @@ class PackWriter(UsesParts):
                     frame, used = self._encoder.encode_near(
                         canonical, near, new[near], dictionary_id
                     )
+                elif base is not None:
+                    frame, used = self._encoder.encode_versioned(canonical, base, dictionary_id)
                 else:
-                    frame, used = self._encoder.encode(canonical, base, dictionary_id)
+                    frame, used = self._encoder.encode(canonical, None, dictionary_id)
                 kin.add(digest, shape, self._depth_of(used, kin.depths))
                 yield digest, frame, used, len(canonical)
                 keepalive()
