@@ -28,7 +28,8 @@ ENV = {
 COMPARE_SECTION = "compare"
 GROWTH_SECTION = "growth"
 REPORT_SECTION = "report"
-_SECTIONS = (COMPARE_SECTION, GROWTH_SECTION, REPORT_SECTION)
+LONGRUN_SECTION = "longrun"
+_SECTIONS = (COMPARE_SECTION, LONGRUN_SECTION, GROWTH_SECTION, REPORT_SECTION)
 
 
 def write_section(path: Path, name: str, text: str) -> None:
@@ -104,6 +105,11 @@ class Tool:
 class Casbak(Tool):
     name = "casbak"
 
+    def __init__(self, repo: Path, reading: tuple[str, ...] = ()) -> None:
+        super().__init__(repo)
+        self.reading = reading
+        """Options of `snapshot` that say how to read the export (``--id-from-filename``)."""
+
     def cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "casbak", "--repo", str(self.repo), *args]
 
@@ -111,7 +117,9 @@ class Casbak(Tool):
         self.run(self.cmd("init"))
 
     def backup(self, folder: Path) -> Measured:
-        return self.run(self.cmd("snapshot", str(folder), "--operation", "sync-apply"))
+        return self.run(
+            self.cmd("snapshot", str(folder), "--operation", "sync-apply", *self.reading)
+        )
 
     def verify(self) -> Measured:
         return self.run(self.cmd("verify"))

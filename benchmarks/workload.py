@@ -354,12 +354,29 @@ class Workload:
         total = 0
         for key, document in sorted(self.documents.items()):
             text = render(self.rng, document, key in self.noisy).encode()
-            name = (
-                key if key.replace("-", "").isalnum() else hashlib.sha256(key.encode()).hexdigest()
-            )
-            (folder / f"{name}.json").write_bytes(text)
+            (folder / file_name(key)).write_bytes(text)
             total += len(text)
         return total
+
+    def files_changed(self, before: set[str]) -> dict[str, bytes | None]:
+        """The files `write` would change since the round whose noisy tenants were ``before``.
+
+        Only tenants noisy now or then are rendered (a tenant edited last round
+        is written plainly again now), in `write`'s order, so the random stream
+        is consumed exactly as `write` consumes it; None marks a file removed.
+        """
+        changed: dict[str, bytes | None] = {}
+        for key in sorted(self.noisy | before):
+            if key in self.documents:
+                text = render(self.rng, self.documents[key], key in self.noisy).encode()
+                changed[file_name(key)] = text
+        return changed
+
+
+def file_name(key: str) -> str:
+    """A tenant's file in the export: its id, or a hash of an id no file system would take."""
+    name = key if key.replace("-", "").isalnum() else hashlib.sha256(key.encode()).hexdigest()
+    return f"{name}.json"
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+VERSION = "0.1.0"
+"""casbak's version; pyproject.toml says the same (a test compares them)."""
 DEFAULT_RETENTION_DAYS = 30
 """Age limit of `cleanup` when the repository's config names none (the original service's)."""
 DEFAULT_COMPRESSION_LEVEL = 10

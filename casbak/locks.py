@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ import msgspec
 
 from casbak.backends.base import Backend
 from casbak.errors import ObjectMissing, RepositoryLocked
+from casbak.hostname import host_name
 from casbak.layout import LOCK_PREFIX, lock_key
 from casbak.tokens import random_hex
 
@@ -116,7 +116,7 @@ class LockManager:
         self.backend = backend
         self._wall_clock = wall_clock or backend.now
         self._sleep = sleep
-        self._host = socket.gethostname()
+        self._host = host_name()
 
     def _record(self, kind: Kind, operation: str) -> bytes:
         record = LockRecord(kind, self._host, os.getpid(), operation, datetime.now(UTC))

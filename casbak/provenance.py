@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from collections.abc import Iterable, Mapping
-from functools import cache
 
+from casbak.defaults import VERSION
 from casbak.errors import InputError
+from casbak.hostname import host_name
 
 USER_KEY = "user"
 HOST_KEY = "host"
@@ -122,15 +122,9 @@ def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
     return check_meta(meta)
 
 
-@cache
 def casbak_version() -> str:
-    """The installed casbak's version (the package root, which holds it, sits above this layer)."""
-    from importlib import metadata  # only when a snapshot is taken: it costs start-up time
-
-    try:
-        return metadata.version("casbak")
-    except metadata.PackageNotFoundError:
-        return UNKNOWN
+    """The running casbak's version (from the code: package metadata costs start-up)."""
+    return VERSION
 
 
 def _user() -> str:
@@ -145,7 +139,7 @@ def _user() -> str:
 
 def _host() -> str:
     try:
-        name = socket.gethostname()
+        name = host_name()
     except OSError:
         name = ""
     return name if _usable(name) else UNKNOWN

@@ -74,9 +74,15 @@ class RawCache:
         path = cache_folder() / f"{repository_id}.raw"
         return cls(path, sealer, repository_id.encode("ascii"))
 
-    def lookup(self, raw: bytes) -> tuple[bytes, list[tuple[str, Digest, int]] | None]:
-        """The raw bytes' digest and, when known, the tenants they held."""
-        key = blake3.blake3(raw).digest()
+    def lookup(
+        self, raw: bytes, namespace: bytes = b""
+    ) -> tuple[bytes, list[tuple[str, Digest, int]] | None]:
+        """The raw bytes' digest and, when known, the tenants they held.
+
+        ``namespace`` keeps apart readings of the same bytes that find other
+        tenants in them (one tenant per file, named by the file).
+        """
+        key = blake3.blake3(namespace + raw if namespace else raw).digest()
         found = self._known.get(key)
         if found is None:
             return key, None

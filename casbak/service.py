@@ -187,6 +187,7 @@ def preview_sources(
     use_cache: bool = True,
     target_id: str | None = None,
     recursive: bool = False,
+    ids_from_names: bool = False,
     progress: Progress | None = None,
 ) -> SnapshotPreview:
     """`preview_snapshot` of files, folders or stdin (``progress``: files decoded).
@@ -198,7 +199,13 @@ def preview_sources(
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id, repo.sealer)
     documents = read_sources(
-        sources, stdin, cache, recursive=recursive, progress=progress, hasher=repo.hasher
+        sources,
+        stdin,
+        cache,
+        recursive=recursive,
+        progress=progress,
+        hasher=repo.hasher,
+        ids_from_names=ids_from_names,
     )
     return preview_snapshot(repo, documents, target_id=target_id)
 
@@ -210,6 +217,7 @@ def snapshot_sources(
     *,
     use_cache: bool = True,
     recursive: bool = False,
+    ids_from_names: bool = False,
     progress: Progress | None = None,
     **options: Any,
 ) -> SnapshotResult:
@@ -222,16 +230,18 @@ def snapshot_sources(
     cache = None
     if use_cache and STDIN not in sources:
         cache = RawCache.for_repository(repo.config.repository_id, repo.sealer)
+    read: dict[str, Any] = {
+        "recursive": recursive,
+        "progress": progress,
+        "hasher": repo.hasher,
+        "ids_from_names": ids_from_names,
+    }
     try:
-        documents = read_sources(
-            sources, stdin, cache, recursive=recursive, progress=progress, hasher=repo.hasher
-        )
+        documents = read_sources(sources, stdin, cache, **read)
         result = take_snapshot(repo, documents, progress=progress, **options)
     except StaleCache:
         cache = None
-        documents = read_sources(
-            sources, stdin, recursive=recursive, progress=progress, hasher=repo.hasher
-        )
+        documents = read_sources(sources, stdin, **read)
         result = take_snapshot(repo, documents, progress=progress, **options)
     if cache is not None:
         cache.save()

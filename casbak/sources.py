@@ -17,7 +17,7 @@ from casbak.canonical import canonicalize, canonicalize_untrusted, decode_json
 from casbak.errors import InputError
 from casbak.ids import PLAIN, Digest, Hasher
 from casbak.rawcache import RawCache
-from casbak.tenantdocs import id_problem, split_tenants, tenant_id_of
+from casbak.tenantdocs import MAX_TENANT_ID_LENGTH, id_problem, split_tenants, tenant_id_of
 
 STDIN = "-"
 
@@ -54,8 +54,14 @@ def read_sources(
     recursive: bool = False,
     progress: Progress | None = None,
     hasher: Hasher = PLAIN,
+    ids_from_names: bool = False,
 ) -> list[TenantDocument]:
     """Read every SOURCE (file, folder of ``*.json``, or ``-``) into checked documents.
+
+    With ``ids_from_names`` each file is one tenant, whatever its document
+    holds, named by its path in the folder (or its own name) without ``.json``:
+    configurations that carry no tenant id of their own (a Keycloak realm
+    export) are stored as they are.
 
     With a cache, a file whose raw bytes were read before is not decoded again.
     A folder's sub-folders are read only when ``recursive``; without it a
@@ -65,23 +71,52 @@ def read_sources(
     """
     if not sources:
         raise InputError("no source given: name JSON files, folders, or - for stdin")
+    if ids_from_names and STDIN in sources:
+        raise InputError("- (stdin) has no file name to name its tenant: give files or folders")
     documents: list[TenantDocument] = []
     files = [item for source in sources for item in _read_source(source, stdin, recursive)]
     read = 0
-    for done, (where, data) in enumerate(files, 1):
+    for done, (where, data, name) in enumerate(files, 1):
         read += len(data)
         if progress is not None and len(files) > 1:
             progress(done, len(files), read)
+        named = _name_of(where, name) if ids_from_names else None
         if cache is not None:
-            key, known = cache.lookup(data)
+            key, known = cache.lookup(data, WHOLE_FILE if ids_from_names else b"")
             if known is not None:
-                documents += [TenantDocument(t, None, d, where, n) for t, d, n in known]
+                documents += [TenantDocument(named or t, None, d, where, n) for t, d, n in known]
                 continue
-        found = _canonical_documents(data, where, progress if len(files) == 1 else None, hasher)
+        if named is not None:
+            found = [_whole_document(data, where, named, hasher)]
+        else:
+            found = _canonical_documents(data, where, progress if len(files) == 1 else None, hasher)
         if cache is not None:
             cache.remember(key, [(doc.tenant_id, doc.digest, doc.size) for doc in found])
         documents += found
     return check_unique(documents)
+
+
+WHOLE_FILE = b"casbak: one tenant per file, named by the file\x00"
+"""Raw-cache namespace of files read with ``ids_from_names``: the same bytes read
+the usual way may hold other tenants."""
+
+
+def _name_of(where: str, name: str) -> str:
+    """A tenant id from a file's ``name`` (relative to its folder SOURCE), without ``.json``."""
+    tenant_id = name.removesuffix(".json")
+    if not tenant_id or len(tenant_id) > MAX_TENANT_ID_LENGTH:
+        raise InputError(
+            f"{where}: a tenant named by its file needs a name of 1 to "
+            f"{MAX_TENANT_ID_LENGTH} characters before .json"
+        )
+    return tenant_id
+
+
+def _whole_document(data: bytes, where: str, tenant_id: str, hasher: Hasher) -> TenantDocument:
+    value = decode_json(data, where)
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: a tenant named by its file must be a JSON object")
+    return TenantDocument.of(tenant_id, canonicalize(value), where, hasher)
 
 
 def _canonical_documents(
@@ -131,19 +166,22 @@ def check_unique(documents: list[TenantDocument]) -> list[TenantDocument]:
     return documents
 
 
-def _read_source(source: str, stdin: BinaryIO | None, recursive: bool) -> list[tuple[str, bytes]]:
+def _read_source(
+    source: str, stdin: BinaryIO | None, recursive: bool
+) -> list[tuple[str, bytes, str]]:
+    """(where, bytes, name) of each file: name is the path inside a folder SOURCE."""
     if source == STDIN:
         if stdin is None:
             raise InputError("- (stdin) is not available here")
-        return [("<stdin>", stdin.read())]
+        return [("<stdin>", stdin.read(), "")]
     path = Path(source)
     if path.is_dir():
         names = _folder_files(path, recursive)
         if not names:
             raise InputError(f"{path}: folder holds no *.json files")
         folder = os.path.join(source, "")
-        return [(folder + name, _read_file(folder + name)) for name in names]
-    return [(str(path), _read_file(str(path)))]
+        return [(folder + name, _read_file(folder + name), name) for name in names]
+    return [(str(path), _read_file(str(path)), path.name)]
 
 
 def _folder_files(folder: Path, recursive: bool) -> list[str]:

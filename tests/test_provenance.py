@@ -8,17 +8,20 @@ import os
 import socket
 import subprocess
 import sys
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 
+import casbak
 from casbak import provenance
 from casbak.api import BackupService
 from casbak.backends.local import LocalBackend
 from casbak.bundle import read_bundle
 from casbak.errors import ChecksumMismatch, CorruptData, FormatVersionError, InputError
+from casbak.hostname import host_name
 from casbak.ids import hash_bytes
 from casbak.layout import MANIFEST_PREFIX, manifest_key
 from casbak.migrate import migrate
@@ -229,24 +232,22 @@ def test_user_and_host_never_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_host() -> str:
         raise OSError("no host name")
 
-    monkeypatch.setattr(socket, "gethostname", no_host)
+    monkeypatch.setattr(provenance, "host_name", no_host)
     assert REAL_HOST() == "unknown"
-    monkeypatch.setattr(socket, "gethostname", lambda: "x" * 2000)
+    monkeypatch.setattr(provenance, "host_name", lambda: "x" * 2000)
     assert REAL_HOST() == "unknown"
 
 
-def test_an_uninstalled_casbak_records_an_unknown_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    from importlib import metadata
+def test_the_recorded_version_is_the_one_pyproject_declares() -> None:
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert provenance.casbak_version() == declared["project"]["version"] == casbak.__version__
 
-    def missing(name: str) -> str:
-        raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(metadata, "version", missing)
-    provenance.casbak_version.cache_clear()
-    try:
-        assert provenance.casbak_version() == "unknown"
-    finally:
-        provenance.casbak_version.cache_clear()
+def test_the_host_name_is_the_one_sockets_know(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert host_name() == socket.gethostname()
+    monkeypatch.delattr(os, "uname")
+    monkeypatch.setattr(socket, "gethostname", lambda: "from-socket")
+    assert host_name() == "from-socket"
 
 
 @pytest.mark.parametrize(

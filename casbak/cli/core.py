@@ -157,6 +157,14 @@ def _meta_callback(_ctx: click.Context, _param: click.Parameter, pairs: tuple[st
     "sub-folder holding any is an error).",
 )
 @click.option(
+    "--id-from-filename",
+    "ids_from_names",
+    is_flag=True,
+    help="Each file is one tenant named by its file name without .json (its path "
+    "inside a folder SOURCE), whatever the document holds: for configurations "
+    "without a tenant id of their own, such as Keycloak realm exports.",
+)
+@click.option(
     "--dry-run",
     "-n",
     is_flag=True,
@@ -188,6 +196,7 @@ def snapshot(
     tags: tuple[str, ...],
     meta: dict[str, str],
     recursive: bool,
+    ids_from_names: bool,
     dry_run: bool,
     skip_if_unchanged: bool,
     lock_timeout: float,
@@ -220,6 +229,7 @@ def snapshot(
         for given, name in (
             (sources, "SOURCES"),
             (recursive, "--recursive"),
+            (ids_from_names, "--id-from-filename"),
             (no_cache, "--no-cache"),
         ):
             if given:
@@ -239,7 +249,11 @@ def snapshot(
         if not sources:
             raise click.UsageError("give SOURCES (files, folders or -) or --from-descope")
         stdin = sys.stdin.buffer
-        read: dict[str, Any] = {"use_cache": not no_cache, "recursive": recursive}
+        read: dict[str, Any] = {
+            "use_cache": not no_cache,
+            "recursive": recursive,
+            "ids_from_names": ids_from_names,
+        }
         with ProgressBar(ctx, "snapshot", ("reading", "storing")) as progress:
             if dry_run:
                 preview = preview_sources(

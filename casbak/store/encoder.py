@@ -66,9 +66,62 @@ class FrameEncoder:
         if frame is None:
             base = None
             frame = self._standalone(dictionary_id, len(canonical)).compress(canonical)
-        if self._sealer is not None:
-            frame = self._sealer.seal_frame(bytes.fromhex(digest), frame)
-        return frame, base
+        return self._sealed(digest, frame), base
+
+    def _sealed(self, digest: Digest, frame: bytes) -> bytes:
+        if self._sealer is None:
+            return frame
+        return self._sealer.seal_frame(bytes.fromhex(digest), frame)
+
+    def encode_near(
+        self,
+        digest: Digest,
+        canonical: bytes,
+        kin: Digest,
+        kin_bytes: bytes,
+        dictionary_id: Digest | None,
+    ) -> tuple[bytes, Digest | None]:
+        """A frame for a document: a delta of ``kin`` (another tenant) when that is smaller.
+
+        Unlike an earlier version of the same tenant, a look-alike may share
+        less than the dictionary does, so both are tried.
+        """
+        alone = self._standalone(dictionary_id, len(canonical)).compress(canonical)
+        delta = self._delta_of(canonical, kin_bytes)
+        if len(delta) < len(alone):
+            return self._sealed(digest, delta), kin
+        return self._sealed(digest, alone), None
+
+    def encode_versioned(
+        self, digest: Digest, canonical: bytes, base: Digest, dictionary_id: Digest | None
+    ) -> tuple[bytes, Digest | None]:
+        """`encode` against an earlier version; against its chain's root when the chain is full.
+
+        A long history would otherwise store every MAX_CHAIN-th version
+        whole; the root (the first standalone frame down the chain) is often
+        an older look of the same document, far closer than a dictionary, but
+        may be a look-alike tenant's, so the smaller of the two is kept.
+        """
+        if self._index.locate(base) is not None and self._index.chain_depth(base) >= MAX_CHAIN:
+            root = self._root_of(base)
+            if root is not None:
+                try:
+                    root_bytes = self._reader.read(root)
+                except IntegrityError:
+                    root_bytes = None
+                if root_bytes is not None:
+                    return self.encode_near(digest, canonical, root, root_bytes, dictionary_id)
+        return self.encode(digest, canonical, base, dictionary_id)
+
+    def _root_of(self, digest: Digest) -> Digest | None:
+        for _ in range(MAX_CHAIN * 4):
+            location = self._index.locate(digest)
+            if location is None:
+                return None
+            if location.base is None:
+                return None if location.is_delta else digest
+            digest = location.base
+        return None
 
     def _delta(self, canonical: bytes, base: Digest) -> bytes | None:
         if self._index.locate(base) is None or self._index.chain_depth(base) >= MAX_CHAIN:
@@ -77,6 +130,9 @@ class FrameEncoder:
             earlier = self._reader.read(base)
         except IntegrityError:
             return None
+        return self._delta_of(canonical, earlier)
+
+    def _delta_of(self, canonical: bytes, earlier: bytes) -> bytes:
         compressor = zstandard.ZstdCompressor(
             compression_params=self.params(len(canonical)), dict_data=raw_content(earlier)
         )

@@ -17,11 +17,12 @@ import msgspec
 from casbak.backends.base import Backend
 from casbak.errors import ObjectMissing
 from casbak.ids import Digest, hash_bytes
+from casbak.kinship import Kin, sketch
 from casbak.layout import index_key, pack_key
 from casbak.objects import REFRESH_AFTER
 from casbak.store.dictionaries import Dictionaries
 from casbak.store.encoder import FrameEncoder
-from casbak.store.frames import Frame
+from casbak.store.frames import MAX_CHAIN, Frame
 from casbak.store.hashnamed import put_once
 from casbak.store.indexfile import Location
 from casbak.store.indexview import IndexView
@@ -86,21 +87,48 @@ class PackWriter(UsesParts):
         if not new:
             return StoreResult(0, 0)
         dictionary_id = self._dictionaries.for_new_frames(new.values())
+        kin = Kin(MAX_CHAIN) if len(new) > 1 else None
 
         def frames() -> Iterator[Frame]:
             # Compressed as the packs are written, so at most one pack's worth
             # of frames is held in memory however large the snapshot.
             for digest, canonical in new.items():
                 base = (bases or {}).get(digest)
-                yield (
-                    digest,
-                    *self._encoder.encode(digest, canonical, base, dictionary_id),
-                    len(canonical),
-                )
+                if kin is None:
+                    if base is None:
+                        frame, used = self._encoder.encode(digest, canonical, None, dictionary_id)
+                    else:
+                        frame, used = self._encoder.encode_versioned(
+                            digest, canonical, base, dictionary_id
+                        )
+                    yield digest, frame, used, len(canonical)
+                    continue
+                shape = sketch(canonical)
+                near = kin.nearest(shape) if base is None else None
+                if near is not None:
+                    frame, used = self._encoder.encode_near(
+                        digest, canonical, near, new[near], dictionary_id
+                    )
+                elif base is not None:
+                    frame, used = self._encoder.encode_versioned(
+                        digest, canonical, base, dictionary_id
+                    )
+                else:
+                    frame, used = self._encoder.encode(digest, canonical, None, dictionary_id)
+                kin.add(digest, shape, self._depth_of(used, kin.depths))
+                yield digest, frame, used, len(canonical)
                 keepalive()
 
         added = self.write_packs(frames(), dictionary_id)
         return StoreResult(len(new), added)
+
+    def _depth_of(self, base: Digest | None, batch: Mapping[Digest, int]) -> int:
+        """Delta steps to a standalone frame for a frame compressed against ``base``."""
+        if base is None:
+            return 0
+        if base in batch:
+            return batch[base] + 1
+        return self._index.chain_depth(base) + 1
 
     def write_packs(self, frames: Iterable[Frame], dictionary_id: Digest | None) -> int:
         """Write frames (digest, frame, base, size) into packs and index them; bytes written."""
