@@ -30,6 +30,7 @@ from benchmarks.tools import (
     ENV,
     Borg,
     Casbak,
+    EncryptedCasbak,
     Restic,
     Tool,
     ensure_installed,
@@ -153,7 +154,11 @@ def run_workload(
     snapshot_args: tuple[str, ...] = (),
 ) -> dict[str, Row]:
     """Every tool backs up each round of ``export``; then verify, restore, one tenant."""
-    tools: list[Tool] = [Casbak(base / "casbak", snapshot_args), Copies(base / "copies")]
+    tools: list[Tool] = [
+        Casbak(base / "casbak", snapshot_args),
+        EncryptedCasbak(base / "casbak-encrypted", snapshot_args),
+        Copies(base / "copies"),
+    ]
     for name, cls in (("restic", Restic), ("borg", Borg), ("git", Git)):
         if name in available:
             tools.append(cls(base / name))
@@ -334,6 +339,15 @@ def goals(outcome: Outcome, startup: float) -> list[str]:
     )
     goal("verify (all data)", casbak.extra["verify"], "git <= 1.0", _verify)
     goal("verify (all data)", casbak.extra["verify"], "restic <= 0.2", _verify)
+    sealed = rows.get(EncryptedCasbak.name)
+    if sealed is not None:
+        size_ratio = sealed.sizes[-1] / casbak.sizes[-1]
+        round_ratio = statistics.median(_incremental(sealed)) / incremental
+        lines.append(
+            f"- encrypted repository (issue 16, goal <= 1.1 each): {size_ratio:.2f} x the plain "
+            f"one's bytes, {round_ratio:.2f} x its incremental round (each command derives the "
+            "key from the password: Argon2id, 64 MiB)"
+        )
     return lines
 
 

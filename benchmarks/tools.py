@@ -125,6 +125,29 @@ class Casbak(Tool):
         return self.run(self.cmd("verify"))
 
 
+class EncryptedCasbak(Casbak):
+    """casbak on an encrypted repository (default key derivation, password from a file)."""
+
+    name = "casbak encrypted"
+
+    def cmd(self, *args: str) -> list[str]:
+        password = self.repo.parent / "casbak-encrypted.password"
+        return [
+            sys.executable,
+            "-m",
+            "casbak",
+            "--repo",
+            str(self.repo),
+            "--password-file",
+            str(password),
+            *args,
+        ]
+
+    def init(self) -> None:
+        (self.repo.parent / "casbak-encrypted.password").write_text("casbak-bench\n")
+        self.run(self.cmd("init", "--encrypt"))
+
+
 class Restic(Tool):
     name = "restic"
 
