@@ -91,10 +91,12 @@ def write_restored(documents: dict[str, bytes], out_dir: Path, *, force: bool) -
 def _write_new_folder(documents: dict[str, bytes], targets: dict[str, Path], out: Path) -> bool:
     """Write a folder that does not exist yet whole: files in a hidden folder, renamed at the end.
 
-    The folder appears with every file or not at all, so each file needs no
-    temporary name of its own (a rename each: most of a restore's time when
-    thousands of tenants are written). False when ``out`` appeared meanwhile
-    (nothing of this attempt is left): the caller writes file by file.
+    The folder appears with every file or not at all (for a process that
+    dies; the files are not fsynced), so each file needs no temporary name of
+    its own (a rename each: most of a restore's time when thousands of tenants
+    are written). An empty folder created at ``out`` meanwhile is replaced by
+    the rename; False when a non-empty one appeared (nothing of this attempt
+    is left): the caller writes file by file.
     """
     _make_folder(out.parent)
     building = out.parent / f"{TEMP_PREFIX}{random_hex(8)}"

@@ -109,6 +109,16 @@ def _name_of(where: str, name: str) -> str:
             f"{where}: a tenant named by its file needs a name of 1 to "
             f"{MAX_TENANT_ID_LENGTH} characters before .json"
         )
+    try:
+        tenant_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            f"{where!a}: a tenant named by its file needs a UTF-8 file name"
+        ) from None
+    if not tenant_id.isprintable():
+        raise InputError(
+            f"{where!r}: a tenant named by its file needs a name without control characters"
+        )
     return tenant_id
 
 

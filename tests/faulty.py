@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +44,8 @@ class InjectingOs:
         self.count = 0
         self.dead = False
         self.calls: list[str] = []
+        self._counting = threading.Lock()
+        """Writes run in threads (catalog parts, removals): each write point gets one number."""
 
     def __getattr__(self, name: str) -> Any:
         real = getattr(os, name)
@@ -56,14 +59,17 @@ class InjectingOs:
         def call(*args: Any, **kwargs: Any) -> Any:
             if creating and not (len(args) > 1 and args[1] & os.O_CREAT):
                 return real(*args, **kwargs)
-            if self.dead:
-                raise Crash(f"dead before {name}")
-            self.count += 1
-            self.calls.append(name)
-            if self.count == self.fail_at:
-                if self.error is None:
+            with self._counting:
+                if self.dead:
+                    raise Crash(f"dead before {name}")
+                self.count += 1
+                number = self.count
+                self.calls.append(name)
+                if number == self.fail_at and self.error is None:
                     self.dead = True
-                    raise Crash(f"crash at write point {self.count} ({name})")
+            if number == self.fail_at:
+                if self.error is None:
+                    raise Crash(f"crash at write point {number} ({name})")
                 raise OSError(self.error, os.strerror(self.error))
             return real(*args, **kwargs)
 

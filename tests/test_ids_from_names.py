@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,20 @@ def test_a_real_process(tmp_path: Path, realms: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["snapshot"]["tenants"] == 2
+
+
+def test_a_file_name_that_is_no_text_is_refused(tmp_path: Path) -> None:
+    repo = _init(tmp_path)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / os.fsdecode(b"caf\xe9.json")).write_text(json.dumps(REALM))
+    before = tree_state(repo)
+    code, out, err = run(repo, "snapshot", "--id-from-filename", str(folder))
+    assert (code, out) == (1, "")
+    assert "needs a UTF-8 file name" in err
+    assert tree_state(repo) == before
+    (folder / os.fsdecode(b"caf\xe9.json")).unlink()
+    (folder / "tab\there.json").write_text(json.dumps(REALM))
+    code, _, err = run(repo, "snapshot", "--id-from-filename", str(folder))
+    assert code == 1 and "without control characters" in err
+    assert tree_state(repo) == before

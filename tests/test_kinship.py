@@ -13,6 +13,7 @@ from casbak.backends.memory import MemoryBackend
 from casbak.canonical import canonicalize
 from casbak.ids import Digest, hash_bytes
 from casbak.kinship import MIN_SHARED, POOL, SKETCH_SIZE, Kin, sketch
+from casbak.layout import pack_key
 from casbak.maintenance import cleanup
 from casbak.repository import Repository
 from casbak.retention import RetentionPolicy
@@ -173,3 +174,32 @@ def test_a_long_history_restarts_its_chain_against_the_root_not_whole() -> None:
     assert sum(1 for digest in stored if index[digest].base == first) >= 3
     for digest, data in stored.items():
         assert store.read(digest) == data
+
+
+def test_storing_one_new_object_keeps_the_lock_alive() -> None:
+    store = PackStore(MemoryBackend(), 10)
+    calls = []
+    data = canonical(realm("one", 1))
+    store.store({hash_bytes(data): data}, keepalive=lambda: calls.append(1))
+    assert calls == [1]
+
+
+def test_a_chain_root_taken_as_a_base_is_refreshed_like_a_reused_object() -> None:
+    wall = [1_000_000.0]
+    backend = MemoryBackend(clock=lambda: wall[0])
+    store = PackStore(backend, 10)
+    document = realm("long", 1)
+    versions = []
+    for version in range(MAX_CHAIN + 2):
+        document = {**document, "displayName": f"version {version}"}
+        data = canonical(document)
+        digest = hash_bytes(data)
+        if version == MAX_CHAIN + 1:
+            wall[0] += 10 * 24 * 3600  # the root's pack is now old
+            root_pack = store.index()[versions[0]].pack
+            before = backend.stat(pack_key(root_pack))
+        store.store({digest: data}, {digest: versions[-1]} if versions else None)
+        versions.append(digest)
+    assert store.index()[versions[-1]].base == versions[0]
+    after = backend.stat(pack_key(root_pack))
+    assert before is not None and after is not None and after.mtime > before.mtime

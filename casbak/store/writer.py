@@ -101,7 +101,9 @@ class PackWriter(UsesParts):
                         frame, used = self._encoder.encode_versioned(
                             digest, canonical, base, dictionary_id
                         )
+                    self._refresh_base(used, base)
                     yield digest, frame, used, len(canonical)
+                    keepalive()
                     continue
                 shape = sketch(canonical)
                 near = kin.nearest(shape) if base is None else None
@@ -116,11 +118,26 @@ class PackWriter(UsesParts):
                 else:
                     frame, used = self._encoder.encode(digest, canonical, None, dictionary_id)
                 kin.add(digest, shape, self._depth_of(used, kin.depths))
+                if used not in kin.depths:
+                    self._refresh_base(used, base)
                 yield digest, frame, used, len(canonical)
                 keepalive()
 
         added = self.write_packs(frames(), dictionary_id)
         return StoreResult(len(new), added)
+
+    def _refresh_base(self, used: Digest | None, suggested: Digest | None) -> None:
+        """Refresh the pack of a stored base other than the one suggested (a chain's root).
+
+        The suggested base is the target's newest version, which a snapshot
+        references; a root may belong only to snapshots already forgotten, and
+        a gc must see it young (spared by the grace) until this index exists.
+        """
+        if used is None or used == suggested:
+            return
+        location = self._index.locate(used)
+        if location is not None:
+            self._refresh_packs({location.pack})
 
     def _depth_of(self, base: Digest | None, batch: Mapping[Digest, int]) -> int:
         """Delta steps to a standalone frame for a frame compressed against ``base``."""
