@@ -112,9 +112,7 @@ def _name_of(where: str, name: str) -> str:
     try:
         tenant_id.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(
-            f"{where!a}: a tenant named by its file needs a UTF-8 file name"
-        ) from None
+        raise InputError(f"{where!a}: a tenant named by its file needs a UTF-8 file name") from None
     if not tenant_id.isprintable():
         raise InputError(
             f"{where!r}: a tenant named by its file needs a name without control characters"
