@@ -18,10 +18,6 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id as _Argon2id
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt as _Scrypt
 
 from casbak.errors import CorruptData, FormatVersionError, WrongPassword
 from casbak.sealer import MASTER_KEY_LENGTH
@@ -87,6 +83,11 @@ def derive_kek(kdf: Kdf, password: str) -> bytes:
     if kdf.salt is None:
         raise ValueError("a KDF without a salt cannot derive a key")
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
+    # cryptography is imported only where a key is made or opened: every
+    # command of a plain repository would otherwise load OpenSSL's bindings.
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id as _Argon2id
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt as _Scrypt
+
     if isinstance(kdf, Argon2id):
         return _Argon2id(
             salt=kdf.salt,
@@ -119,6 +120,8 @@ def make_slot(
     kdf = msgspec.structs.replace(kdf, salt=secrets.token_bytes(16))
     slot_id = secrets.token_hex(SLOT_ID_LENGTH // 2)
     nonce = secrets.token_bytes(_NONCE_LENGTH)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     wrapped = AESGCM(derive_kek(kdf, password)).encrypt(
         nonce, master_key, _slot_ad(repository_id, slot_id)
     )
@@ -127,6 +130,9 @@ def make_slot(
 
 def unwrap(slot: KeySlot, password: str, repository_id: str) -> bytes | None:
     """The master key if ``password`` opens ``slot``, else None."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     kek = derive_kek(slot.kdf, password)
     try:
         master = AESGCM(kek).decrypt(slot.nonce, slot.wrapped, _slot_ad(repository_id, slot.id))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import secrets
 
 import blake3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from casbak.errors import DecryptionFailed
 from casbak.ids import Hasher
@@ -70,6 +68,11 @@ class Sealer:
     def __init__(self, master_key: bytes) -> None:
         if len(master_key) != MASTER_KEY_LENGTH:
             raise ValueError(f"a master key is {MASTER_KEY_LENGTH} bytes, not {len(master_key)}")
+        # Imported here: every module that opens a repository names Sealer,
+        # and loading OpenSSL's bindings cost a plain repository's commands
+        # 50 ms of start-up each.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
         self._aead = AESGCMSIV(subkey(master_key, "seal key"))
         self._nonce_key = subkey(master_key, "frame nonce key")
         self.hasher = Hasher(subkey(master_key, "id key"))
@@ -108,6 +111,8 @@ class Sealer:
         return blake3.blake3(ad, key=self._nonce_key).digest(NONCE_LENGTH)
 
     def _decrypt(self, nonce: bytes, body: bytes, ad: bytes, what: str) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(nonce, body, ad)
         except InvalidTag:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,27 @@ def test_api_creates_an_encrypted_repository(
     assert path.exists()
     with pytest.raises(WrongPassword):
         _ = BackupService(folder, password="not it").repository
+
+
+def test_a_plain_repository_never_loads_the_cryptography_library(tmp_path: Path) -> None:
+    # Loading OpenSSL's bindings costs every command about 50 ms of start-up.
+    script = """
+import sys
+from casbak.launch import run
+
+for command in ("init", "list"):
+    sys.argv = ["casbak", "--repo", sys.argv[1], command]
+    try:
+        run()
+    except SystemExit:
+        pass
+print(sorted(name for name in sys.modules if name.startswith("cryptography")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
