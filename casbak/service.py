@@ -6,6 +6,8 @@ CLI renders as text or JSON and the Python API hands to callers.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -195,9 +197,7 @@ def preview_sources(
     The raw-bytes cache may spare decoding but is not saved: what it would
     learn vouches for documents stored, and a dry run stores none.
     """
-    cache = None
-    if use_cache and STDIN not in sources:
-        cache = RawCache.for_repository(repo.config.repository_id, repo.sealer)
+    cache = _raw_cache(repo, sources) if use_cache else None
     documents = read_sources(
         sources,
         stdin,
@@ -227,9 +227,7 @@ def snapshot_sources(
     a cache that vouches for a document no longer stored means a full re-read.
     ``progress`` counts files decoded, then objects stored.
     """
-    cache = None
-    if use_cache and STDIN not in sources:
-        cache = RawCache.for_repository(repo.config.repository_id, repo.sealer)
+    cache = _raw_cache(repo, sources) if use_cache else None
     read: dict[str, Any] = {
         "recursive": recursive,
         "progress": progress,
@@ -246,6 +244,26 @@ def snapshot_sources(
     if cache is not None:
         cache.save()
     return result
+
+
+LONE_FILE_WITHOUT_CACHE = 1024 * 1024
+"""A lone SOURCE file smaller than this is decoded, not looked up: loading and rewriting
+the raw-bytes cache (every file of the last full exports) costs more than decoding it."""
+
+
+def _raw_cache(repo: Repository, sources: Sequence[str]) -> RawCache | None:
+    """The repository's raw-bytes cache, unless it cannot help: stdin, or one small file."""
+    if STDIN in sources:
+        return None
+    if len(sources) == 1:
+        try:
+            info = os.stat(sources[0])
+        except OSError:
+            info = None  # reading it will say what is wrong
+        small = info is not None and info.st_size < LONE_FILE_WITHOUT_CACHE
+        if small and info is not None and stat.S_ISREG(info.st_mode):
+            return None
+    return RawCache.for_repository(repo.config.repository_id, repo.sealer)
 
 
 def _all_stored(repo: Repository, digests: list[Digest]) -> bool:

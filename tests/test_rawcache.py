@@ -14,7 +14,7 @@ from casbak.backends.local import LocalBackend
 from casbak.maintenance import collect_garbage
 from casbak.rawcache import RawCache, cache_folder
 from casbak.repository import Repository
-from casbak.service import restore_documents, snapshot_sources
+from casbak.service import LONE_FILE_WITHOUT_CACHE, restore_documents, snapshot_sources
 from tests.conftest import FakeClock
 
 
@@ -132,4 +132,22 @@ def test_a_one_tenant_snapshot_keeps_the_cache_of_the_full_export(
     snapshot_sources(repo, [str(single / "z.json")], clock=FakeClock())
     decoded = spy_on_decoding(monkeypatch)
     snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert decoded == []
+
+
+def test_a_lone_small_file_leaves_the_cache_alone_and_a_large_one_uses_it(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("CASBAK_CACHE_DIR", str(cache_dir))
+    single = tmp_path / "single"
+    write_tenants(single, {"z": 1})
+    snapshot_sources(repo, [str(single / "z.json")], clock=FakeClock())
+    assert not cache_dir.exists() or list(cache_dir.iterdir()) == []
+    large = tmp_path / "large.json"
+    padding = "x" * (LONE_FILE_WITHOUT_CACHE + 1)
+    large.write_text(json.dumps({"id": "big", "padding": padding}))
+    snapshot_sources(repo, [str(large)], clock=FakeClock())
+    decoded = spy_on_decoding(monkeypatch)
+    snapshot_sources(repo, [str(large)], clock=FakeClock())
     assert decoded == []
