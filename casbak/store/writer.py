@@ -94,19 +94,8 @@ class PackWriter(UsesParts):
             # of frames is held in memory however large the snapshot.
             for digest, canonical in new.items():
                 base = (bases or {}).get(digest)
-                if kin is None:
-                    if base is None:
-                        frame, used = self._encoder.encode(digest, canonical, None, dictionary_id)
-                    else:
-                        frame, used = self._encoder.encode_versioned(
-                            digest, canonical, base, dictionary_id
-                        )
-                    self._refresh_base(used, base)
-                    yield digest, frame, used, len(canonical)
-                    keepalive()
-                    continue
-                shape = sketch(canonical)
-                near = kin.nearest(shape) if base is None else None
+                shape = sketch(canonical) if kin is not None else frozenset()
+                near = kin.nearest(shape) if kin is not None and base is None else None
                 if near is not None:
                     frame, used = self._encoder.encode_near(
                         digest, canonical, near, new[near], dictionary_id
@@ -117,9 +106,9 @@ class PackWriter(UsesParts):
                     )
                 else:
                     frame, used = self._encoder.encode(digest, canonical, None, dictionary_id)
-                kin.add(digest, shape, self._depth_of(used, kin.depths))
-                if used not in kin.depths:
-                    self._refresh_base(used, base)
+                if kin is not None:
+                    kin.add(digest, shape, self._depth_of(used, kin.depths))
+                self._refresh_base(used, base)
                 yield digest, frame, used, len(canonical)
                 keepalive()
 
@@ -129,6 +118,7 @@ class PackWriter(UsesParts):
     def _refresh_base(self, used: Digest | None, suggested: Digest | None) -> None:
         """Refresh the pack of a stored base other than the one suggested (a chain's root).
 
+        A base of this batch is not indexed yet, so nothing is refreshed for it.
         The suggested base is the target's newest version, which a snapshot
         references; a root may belong only to snapshots already forgotten, and
         a gc must see it young (spared by the grace) until this index exists.
