@@ -8,7 +8,7 @@ last slots. Nothing is changed when the password is wrong.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -24,6 +24,7 @@ from casbak.errors import (
     RepositoryExists,
     RepositoryNotFound,
 )
+from casbak.keycache import KeyCache
 from casbak.keyfile import DEFAULT_KDF, Kdf, KeySlot, make_slot
 from casbak.keystore import delete_slot, read_slots, unlock_repository, write_slot
 from casbak.layout import CONFIG_KEY
@@ -214,3 +215,36 @@ def _find_slot(slots: list[KeySlot], slot_id: str) -> KeySlot:
     if len(found) > 1:
         raise AmbiguousError(f"key slot prefix {slot_id} matches {len(found)} slots")
     return found[0]
+
+
+class Remembered(msgspec.Struct, frozen=True):
+    """What ``key remember`` and ``key forget`` did (never the key itself)."""
+
+    repository: str
+    remembered: bool
+    slot: str = ""
+    expires: datetime | None = None
+    file: str = ""
+    removed: bool = False
+    """``key forget``: whether a remembered key was there to remove."""
+
+
+def remember_key(
+    backend: Backend, password: str, cache: KeyCache, duration: timedelta
+) -> Remembered:
+    """Unlock once and keep the master key in ``cache`` for ``duration``."""
+    if duration <= timedelta(0):
+        raise InputError("a key can be remembered for a positive time only (use 'key forget')")
+    config = encrypted_config(backend)
+    slot, master = unlock_repository(backend, config, password)
+    expires = utc_now() + duration
+    path = cache.remember(config.repository_id, slot.id, master, expires)
+    return Remembered(config.repository_id, True, slot.id, expires, str(path))
+
+
+def forget_key(backend: Backend, cache: KeyCache) -> Remembered:
+    """Remove a repository's remembered key (no password needed: it only takes away)."""
+    config = encrypted_config(backend)
+    path = cache.path(config.repository_id)
+    removed = cache.forget(config.repository_id)
+    return Remembered(config.repository_id, False, file=str(path), removed=removed)

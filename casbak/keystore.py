@@ -18,6 +18,8 @@ from casbak.sealer import Sealer
 
 Unwrap = Callable[[KeySlot, str, str], bytes | None]
 Password = str | Callable[[], str] | None
+Recall = Callable[[str], tuple[str, bytes] | None]
+"""A repository id -> a remembered (slot id, master key), or None."""
 """A password, or where to get one only when it is needed (a prompt, a file)."""
 
 
@@ -77,12 +79,21 @@ def unlock_repository(
     return unlock(read_slots(backend).slots, password, config.repository_id, unwrap_slot)
 
 
-def open_sealer(backend: Backend, config: RepositoryConfig, password: Password) -> Sealer:
+def open_sealer(
+    backend: Backend, config: RepositoryConfig, password: Password, recall: Recall | None = None
+) -> Sealer:
     """The sealer of an encrypted repository, its master key unlocked by ``password``.
 
     ``password`` may be a function, asked only now that a password is known
     to be needed (a plain repository never prompts); None is PasswordMissing.
+    ``recall`` may give a remembered (slot id, master key) instead: used only
+    while that slot still exists, so removing a slot ends what it unlocked.
     """
+    remembered = recall(config.repository_id) if recall is not None else None
+    if remembered is not None:
+        slot_id, master = remembered
+        if backend.stat(key_slot_key(slot_id)) is not None:
+            return Sealer(master)
     given = password() if callable(password) else password
     if given is None:
         raise PasswordMissing(

@@ -35,7 +35,7 @@ from casbak.errors import (
     RepositoryNotFound,
 )
 from casbak.ids import PLAIN, Digest, Hasher
-from casbak.keystore import Password, open_sealer
+from casbak.keystore import Password, Recall, open_sealer
 from casbak.layout import (
     CONFIG_KEY,
     MANIFEST_PREFIX,
@@ -154,14 +154,20 @@ class Repository:
 
     @classmethod
     def open(
-        cls, backend: Backend, *, for_migration: bool = False, password: Password = None
+        cls,
+        backend: Backend,
+        *,
+        for_migration: bool = False,
+        password: Password = None,
+        recall: Recall | None = None,
     ) -> Repository:
         """Open an existing repository; raise RepositoryNotFound when there is none.
 
         A repository of an older format is refused with a pointer to
         ``casbak migrate``, which alone opens it (``for_migration``). An
         encrypted one needs ``password`` (or a function giving it, called only
-        then): PasswordMissing or WrongPassword (exit 13) otherwise.
+        then): PasswordMissing or WrongPassword (exit 13) otherwise, unless
+        ``recall`` gives a remembered key (``casbak key remember``).
         """
         try:
             data = backend.get(CONFIG_KEY)
@@ -171,7 +177,7 @@ class Repository:
             ) from None
         config = decode_config(data, f"{backend.describe()}/{CONFIG_KEY}")
         if config.version == ENCRYPTED_VERSION:
-            return cls(backend, config, open_sealer(backend, config, password))
+            return cls(backend, config, open_sealer(backend, config, password, recall))
         if config.version != REPOSITORY_VERSION and not for_migration:
             raise FormatVersionError(
                 f"{backend.describe()} is a format {config.version} repository; run "

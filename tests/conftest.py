@@ -62,15 +62,20 @@ def clock() -> FakeClock:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The raw-bytes cache of every test (and its subprocesses) stays in a temp folder."""
-    folder = tmp_path_factory.mktemp("casbak-cache")
-    previous = os.environ.get("CASBAK_CACHE_DIR")
-    os.environ["CASBAK_CACHE_DIR"] = str(folder)
+    """The raw-bytes cache and remembered keys of every test (and its subprocesses) stay
+    in temp folders."""
+    folders = {
+        "CASBAK_CACHE_DIR": tmp_path_factory.mktemp("casbak-cache"),
+        "CASBAK_KEY_CACHE_DIR": tmp_path_factory.mktemp("casbak-keys"),
+    }
+    previous = {name: os.environ.get(name) for name in folders}
+    os.environ.update({name: str(folder) for name, folder in folders.items()})
     yield
-    if previous is None:
-        del os.environ["CASBAK_CACHE_DIR"]
-    else:
-        os.environ["CASBAK_CACHE_DIR"] = previous
+    for name, value in previous.items():
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

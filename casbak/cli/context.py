@@ -32,6 +32,7 @@ class Context:
             backend_for(self.repo_location),
             for_migration=for_migration,
             password=self.password_source(),
+            recall=remembered_key,
         )
 
     def password_source(self) -> Callable[[], str]:
@@ -85,3 +86,11 @@ def lock_timeout_option(text: str) -> Callable[[Callable[..., Any]], Callable[..
 def duration_callback(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """Turn a duration option (``90d``, ``12h``, ``6mo``) into a timedelta, or a usage error."""
     return None if value is None else Duration().convert(value, param, _ctx)
+
+
+def remembered_key(repository_id: str) -> tuple[str, bytes] | None:
+    """A key remembered by ``casbak key remember`` for this repository, if any."""
+    from casbak.keycache import KeyCache, key_cache_folder
+
+    entry = KeyCache(key_cache_folder()).recall(repository_id)
+    return None if entry is None else (entry.slot, entry.master_key)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
 from casbak.cli.context import Context, lock_timeout_option, pass_context
-from casbak.cli.output import table
+from casbak.cli.output import table, when_zoned
+from casbak.cli.params import Duration
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
 
@@ -220,3 +222,57 @@ def key_passwd(
     )
     added = result.added.id if result.added else ""
     ctx.emit(result, lambda: f"changed password: key slot {result.removed} replaced by {added}")
+
+
+@key_group.command("remember")
+@password_file_option
+@click.option(
+    "--for",
+    "duration",
+    type=Duration(),
+    default="15m",
+    show_default=True,
+    help="How long to remember the key (e.g. 30m, 8h, 1d).",
+)
+@pass_context
+def key_remember(ctx: Context, password_file: Path | None, duration: timedelta) -> None:
+    """Unlock once and remember the master key for a while (opt-in).
+
+    Until it expires (or 'casbak key forget'), commands on this repository
+    use the remembered key and ask for no password, which saves the
+    deliberately slow key derivation on every command. The key is kept in a
+    file only this user can read: $CASBAK_KEY_CACHE_DIR, else
+    $XDG_RUNTIME_DIR/casbak (in memory, gone at logout), else
+    ~/.cache/casbak/keys. Removing the key slot that unlocked it ends it too.
+    """
+    from casbak.keycache import KeyCache, key_cache_folder
+    from casbak.keyservice import encrypted_config, remember_key
+    from casbak.repository import backend_for
+
+    if duration <= timedelta(0):
+        raise click.BadParameter("must be a positive time", param_hint="'--for'")
+    backend = backend_for(ctx.repo_location)
+    encrypted_config(backend)
+    result = remember_key(
+        backend,
+        password(password_file or ctx.password_file),
+        KeyCache(key_cache_folder()),
+        duration,
+    )
+    until = when_zoned(result.expires, ctx.local_time) if result.expires else ""
+    ctx.emit(result, lambda: f"remembered the key (slot {result.slot}) until {until}")
+
+
+@key_group.command("forget")
+@pass_context
+def key_forget(ctx: Context) -> None:
+    """Forget a key remembered by 'casbak key remember' (commands ask for a password again)."""
+    from casbak.keycache import KeyCache, key_cache_folder
+    from casbak.keyservice import forget_key
+    from casbak.repository import backend_for
+
+    result = forget_key(backend_for(ctx.repo_location), KeyCache(key_cache_folder()))
+    ctx.emit(
+        result,
+        lambda: "forgot the remembered key" if result.removed else "no key was remembered",
+    )
