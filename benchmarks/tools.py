@@ -80,8 +80,10 @@ class Tool:
     def __init__(self, repo: Path) -> None:
         self.repo = repo
 
+    env = ENV
+
     def run(self, argv: list[str], cwd: Path | None = None) -> Measured:
-        result = measure_rss(argv, cwd=str(cwd) if cwd else None, env=ENV)
+        result = measure_rss(argv, cwd=str(cwd) if cwd else None, env=self.env)
         if result.returncode != 0:
             raise RuntimeError(f"{self.name} failed ({result.returncode}): {' '.join(argv)}")
         return result
@@ -146,6 +148,22 @@ class EncryptedCasbak(Casbak):
     def init(self) -> None:
         (self.repo.parent / "casbak-encrypted.password").write_text("casbak-bench\n")
         self.run(self.cmd("init", "--encrypt"))
+
+
+class RememberedKeyCasbak(Casbak):
+    """casbak encrypted, its key remembered once (`casbak key remember`): no derivation per run."""
+
+    name = "casbak encrypted, key remembered"
+
+    def __init__(self, repo: Path, reading: tuple[str, ...] = ()) -> None:
+        super().__init__(repo, reading)
+        self.env = {**ENV, "CASBAK_KEY_CACHE_DIR": str(repo.parent / "casbak-remembered-keys")}
+
+    def init(self) -> None:
+        password = self.repo.parent / "casbak-remembered.password"
+        password.write_text("casbak-bench\n")
+        self.run(self.cmd("init", "--encrypt", "--password-file", str(password)))
+        self.run(self.cmd("key", "remember", "--for", "1d", "--password-file", str(password)))
 
 
 class Restic(Tool):

@@ -75,7 +75,7 @@ def verify(
     else:
         with ProgressBar(ctx, "verifying") as progress:
             report = verify_repository(
-                Repository.open(backend, password=ctx.password_source()),
+                ctx.open(backend=backend),
                 quick=quick,
                 snapshot_refs=snapshot_refs,
                 progress=progress,

@@ -25,11 +25,12 @@ class Context:
         """``--password-file``: an encrypted repository's password (first line)."""
         self._password: str | None = None
 
-    def open(self, *, for_migration: bool = False) -> Any:
+    def open(self, *, for_migration: bool = False, backend: Any = None) -> Any:
+        """The repository (on ``backend`` if given), unlocked by a remembered key or password."""
         from casbak.repository import Repository, backend_for
 
         return Repository.open(
-            backend_for(self.repo_location),
+            backend if backend is not None else backend_for(self.repo_location),
             for_migration=for_migration,
             password=self.password_source(),
             recall=remembered_key,
