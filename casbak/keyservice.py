@@ -19,7 +19,6 @@ from casbak.errors import (
     AmbiguousError,
     InputError,
     NotFoundError,
-    ObjectMissing,
     Refused,
     RepositoryExists,
     RepositoryNotFound,
@@ -33,10 +32,10 @@ from casbak.model import (
     ENCRYPTION,
     FORMAT_NAME,
     RepositoryConfig,
-    decode_config,
     encode_config,
     utc_now,
 )
+from casbak.repository import locate
 from casbak.sealer import new_master_key
 from casbak.tokens import random_hex
 
@@ -78,17 +77,22 @@ def _info(slot: KeySlot, current: KeySlot | None = None) -> KeyInfo:
 
 def encrypted_config(backend: Backend) -> RepositoryConfig:
     """The config of the encrypted repository at ``backend``; an error if it is not one."""
+    return _encrypted(backend)[1]
+
+
+def _encrypted(backend: Backend) -> tuple[Backend, RepositoryConfig]:
+    """Where the encrypted repository at ``backend`` keeps its files (its root), and its config."""
     try:
-        data = backend.get(CONFIG_KEY)
-    except ObjectMissing:
+        location = locate(backend)
+    except RepositoryNotFound:
         raise RepositoryNotFound(f"no casbak repository at {backend.describe()}") from None
-    config = decode_config(data, f"{backend.describe()}/{CONFIG_KEY}")
-    if config.version != ENCRYPTED_VERSION:
+    if location.config.version != ENCRYPTED_VERSION:
         raise InputError(
             f"{backend.describe()} is not an encrypted repository "
-            "(create one with 'casbak init --encrypt')"
+            "(create one with 'casbak init --encrypt', or convert it with "
+            "'casbak migrate --encrypt')"
         )
-    return config
+    return location.backend, location.config
 
 
 def init_encrypted(
@@ -100,18 +104,22 @@ def init_encrypted(
     label: str = "",
     kdf: Kdf = DEFAULT_KDF,
     clock: Callable[[], datetime] = utc_now,
+    repository_id: str | None = None,
+    created: datetime | None = None,
 ) -> tuple[RepositoryConfig, KeyInfo]:
     """Create an encrypted repository: a random master key wrapped for ``password``.
 
     The slot is written before the config, so a crash never leaves an
     encrypted config that no password opens; the config stays the commit point.
+    ``repository_id`` and ``created`` are a plain repository's when
+    ``migrate --encrypt`` makes its encrypted copy (new ones otherwise).
     """
     if backend.stat(CONFIG_KEY) is not None:
         raise RepositoryExists(f"{backend.describe()} is already a casbak repository")
     config = RepositoryConfig(
-        created=clock(),
+        created=created or clock(),
         format=FORMAT_NAME,
-        repository_id=random_hex(32),
+        repository_id=repository_id or random_hex(32),
         version=ENCRYPTED_VERSION,
         compression_level=compression_level,
         retention_days=retention_days,
@@ -132,11 +140,12 @@ def init_encrypted(
 
 def list_keys(backend: Backend, password: str) -> KeyList:
     """Every slot, marking the one ``password`` opens (WrongPassword if none does)."""
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     current, _master = unlock_repository(backend, config, password)
     files = read_slots(backend)
     keys = [_info(slot, current) for slot in files.slots]
-    return KeyList(backend.describe(), keys, files.damaged)
+    return KeyList(where, keys, files.damaged)
 
 
 def add_key(
@@ -150,12 +159,13 @@ def add_key(
     clock: Callable[[], datetime] = utc_now,
 ) -> KeyChange:
     """Add a slot for ``new_password`` wrapping the master key ``password`` unlocks."""
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     with LockManager(backend).exclusive("key add", lock_timeout):
         _current, master = unlock_repository(backend, config, password)
         slot = make_slot(master, new_password, config.repository_id, clock(), label=label, kdf=kdf)
         write_slot(backend, slot)
-    return KeyChange(backend.describe(), added=_info(slot))
+    return KeyChange(where, added=_info(slot))
 
 
 def remove_key(
@@ -166,7 +176,8 @@ def remove_key(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> KeyChange:
     """Remove the slot ``slot_id`` (or a unique prefix of it); the last slot is never removed."""
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     with LockManager(backend).exclusive("key remove", lock_timeout):
         unlock_repository(backend, config, password)
         slots = read_slots(backend).slots
@@ -177,7 +188,7 @@ def remove_key(
                 "the repository (add another key first)"
             )
         delete_slot(backend, target.id)
-    return KeyChange(backend.describe(), removed=target.id)
+    return KeyChange(where, removed=target.id)
 
 
 def change_password(
@@ -194,7 +205,8 @@ def change_password(
     The new slot is durable before the old one goes: a crash in between
     leaves both passwords working, never neither.
     """
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     with LockManager(backend).exclusive("key passwd", lock_timeout):
         old, master = unlock_repository(backend, config, password)
         slot = make_slot(
@@ -202,7 +214,7 @@ def change_password(
         )
         write_slot(backend, slot)
         delete_slot(backend, old.id)
-    return KeyChange(backend.describe(), added=_info(slot), removed=old.id)
+    return KeyChange(where, added=_info(slot), removed=old.id)
 
 
 def _find_slot(slots: list[KeySlot], slot_id: str) -> KeySlot:
