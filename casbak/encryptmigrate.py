@@ -257,24 +257,31 @@ def _commit(backend: Backend, staged: RepositoryConfig) -> None:
     backend.sync()
 
 
-def _remove_plain_files(backend: Backend, keep: set[str], keepalive: Callable[[], None]) -> int:
-    """Every top-level file but the config, the encrypted folder and ``keep``; how many.
-
-    Lock records of others go too: after the commit, a command that waited
-    on the plain repository's lock gives up once it has it (its config changed).
-    """
-    doomed = [
+def _plain_files(backend: Backend, keep: set[str]) -> list[str]:
+    """Every top-level key but the config, the encrypted folder and ``keep``."""
+    return [
         key
         for key in backend.list_names("")
         if key != CONFIG_KEY and not key.startswith(ENCRYPTED_ROOT) and key not in keep
     ]
-    removed = delete_keys(backend, doomed, keepalive)
+
+
+def _remove_plain_files(backend: Backend, keep: set[str], keepalive: Callable[[], None]) -> int:
+    """Remove the plain repository's files (`_plain_files`); how many there were.
+
+    Lock records of others go too: after the commit, a command that waited
+    on the plain repository's lock gives up once it has it (its config changed).
+    """
+    removed = delete_keys(backend, _plain_files(backend, keep), keepalive)
     backend.sync()
     return removed
 
 
 def _finish(location: Location, lock_timeout: float) -> EncryptResult:
-    """An encrypted repository: remove what a converting run left, if anything."""
+    """An encrypted repository: remove what a converting run left, if anything.
+
+    No password is needed: nothing here reads or writes a sealed file.
+    """
     snapshots = sum(
         1
         for key in location.backend.list_names(MANIFEST_PREFIX)
@@ -283,9 +290,10 @@ def _finish(location: Location, lock_timeout: float) -> EncryptResult:
     before = _stored_bytes(location.top)
     removed = 0
     if location.rooted:
-        # No password needed: nothing here reads or writes the sealed files.
-        with LockManager(location.backend).exclusive(OPERATION, lock_timeout) as lock:
-            removed = _remove_plain_files(location.top, set(), lock.refresh)
+        if _plain_files(location.top, set()):
+            # So that two finishing runs do not both report the same files.
+            with LockManager(location.backend).exclusive(OPERATION, lock_timeout) as lock:
+                removed = _remove_plain_files(location.top, set(), lock.refresh)
         discard_plain(location.config.repository_id)
     after = _stored_bytes(location.top)
     return EncryptResult(

@@ -629,3 +629,55 @@ def test_migrate_encrypt_on_s3(s3_env: str, passwords: tuple[str, str]) -> None:
     ]
     assert leaks == []
     assert backend.get(CONFIG_KEY) != backend.get(ENCRYPTED_ROOT + CONFIG_KEY)
+
+
+def test_a_root_whose_config_is_not_the_same_repository_s_is_damage(
+    plain: tuple[Path, dict[str, dict[str, Any]]], passwords: tuple[str, str]
+) -> None:
+    path, _before = plain
+    right, _wrong = passwords
+    assert run(path, "--password-file", right, "migrate", "--encrypt", *CHEAP)[0] == 0
+    inner = path / "encrypted" / "config"
+    config = json.loads(inner.read_bytes())
+    inner.write_text(json.dumps({**config, "repository_id": "0" * 64}))
+    code, out, _ = run(path, "--password-file", right, "--json", "verify")
+    assert code == 3
+    assert [f["kind"] for f in json.loads(out)["findings"]] == ["corrupt-config"]
+    code, _, err = run(path, "--password-file", right, "list")
+    assert code == 3
+    assert "not the config of the repository" in err
+    inner.unlink()
+    code, _, err = run(path, "--password-file", right, "list")
+    assert code == 3
+    assert "which holds no config" in err
+
+
+@pytest.mark.parametrize(
+    ("version", "root", "problem"),
+    [
+        (4, "encrypted/", "only an encrypted repository"),
+        (5, "../", "is not a folder name"),
+        (5, "a/b/", "is not a folder name"),
+        (5, "encrypted", "is not a folder name"),
+    ],
+)
+def test_a_config_root_must_be_one_folder_of_an_encrypted_repository(
+    version: int, root: str, problem: str
+) -> None:
+    from casbak.errors import CorruptData
+    from casbak.model import decode_config
+
+    config: dict[str, Any] = {
+        "created": "2025-11-17T10:30:00Z",
+        "format": "casbak",
+        "repository_id": "a" * 64,
+        "version": version,
+        "root": root,
+    }
+    if version == 5:
+        config["encryption"] = {}
+    with pytest.raises(CorruptData, match=problem):
+        decode_config(json.dumps(config).encode(), "config")
+    config["root"] = "encrypted/"
+    if version == 5:
+        assert decode_config(json.dumps(config).encode(), "config").root == "encrypted/"
