@@ -20,13 +20,21 @@ from casbak.errors import (
     FormatVersionError,
     IntegrityError,
     ObjectMissing,
+    RepositoryNotFound,
 )
 from casbak.ids import Digest, hash_bytes
 from casbak.keystore import read_slots
-from casbak.layout import CONFIG_KEY, INDEX_PREFIX, PACK_PREFIX, belongs_to_layout, pack_key
+from casbak.layout import (
+    CONFIG_KEY,
+    ENCRYPTED_ROOT,
+    INDEX_PREFIX,
+    PACK_PREFIX,
+    belongs_to_layout,
+    pack_key,
+)
 from casbak.locks import LockManager
-from casbak.model import decode_config
-from casbak.repository import Repository
+from casbak.model import REPOSITORY_VERSION
+from casbak.repository import Repository, locate
 from casbak.store import PackStore
 from casbak.wording import count as plural
 
@@ -58,14 +66,17 @@ class VerifyReport(msgspec.Struct, frozen=True):
 
 
 def check_config(backend: Backend) -> Finding | None:
-    """A finding for a missing, unreadable or unsupported config, or None when it is sound."""
+    """A finding for a missing, unreadable or unsupported config, or None when it is sound.
+
+    A config naming a root is followed: the config there must match it.
+    """
     where = CONFIG_KEY
     try:
-        decode_config(backend.get(CONFIG_KEY), f"{backend.describe()}/{CONFIG_KEY}")
+        locate(backend)
+    except RepositoryNotFound:
+        return Finding("missing-config", "damage", where, "repository config is missing")
     except FormatVersionError as exc:
         return Finding("unsupported-version", "damage", where, str(exc))
-    except ObjectMissing:
-        return Finding("missing-config", "damage", where, "repository config is missing")
     except IntegrityError as exc:
         return Finding("corrupt-config", "damage", where, str(exc))
     return None
@@ -228,11 +239,57 @@ def orphans(present: dict[str, int], referenced: set[str], packs: PackStore) -> 
 
 
 def unknown_keys(repo: Repository) -> list[Finding]:
-    """Files that are no part of the layout (docs/FORMAT.md, Layout)."""
+    """Files that are no part of the layout (docs/FORMAT.md, Layout).
+
+    In a plain repository, the encrypted copy that ``migrate --encrypt``
+    builds under ``encrypted/`` is one warning, never a file-by-file complaint:
+    until that command commits, the plain repository is whole and in use.
+    """
+    findings = []
+    staged = 0
+    for key in repo.backend.list_names(""):
+        if repo.version == REPOSITORY_VERSION and key.startswith(ENCRYPTED_ROOT):
+            staged += 1
+        elif not belongs_to_layout(key, repo.version):
+            findings.append(Finding("unknown-file", "warning", key, "not a casbak file"))
+    if staged:
+        findings.append(
+            Finding(
+                "unfinished-encryption",
+                "warning",
+                ENCRYPTED_ROOT,
+                f"{plural(staged, 'file')} of an encrypted copy: migrate --encrypt in progress; "
+                "run it again to finish (until it commits, this plain repository is complete "
+                "and in use)",
+            )
+        )
+    return findings
+
+
+def leftover_findings(repo: Repository) -> list[Finding]:
+    """Files beside the root folder of a converted repository: the plain one's, not yet removed.
+
+    One warning per top-level folder. They are no part of the encrypted
+    repository (nothing reads them), but they hold the plain data.
+    """
+    if repo.outer is None:
+        return []
+    root = repo.location.top_config.root
+    groups: dict[str, int] = {}
+    for key in repo.outer.list_names(""):
+        if key == CONFIG_KEY or (isinstance(root, str) and key.startswith(root)):
+            continue
+        folder = key.split("/", 1)[0] + ("/" if "/" in key else "")
+        groups[folder] = groups.get(folder, 0) + 1
     return [
-        Finding("unknown-file", "warning", info.key, "not a casbak file")
-        for info in repo.backend.list("")
-        if not belongs_to_layout(info.key, repo.version)
+        Finding(
+            "encryption-leftover",
+            "warning",
+            folder,
+            f"{plural(number, 'file')} of the plain repository, left by migrate --encrypt; "
+            "run it again to remove them",
+        )
+        for folder, number in sorted(groups.items())
     ]
 
 

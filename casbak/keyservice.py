@@ -19,7 +19,6 @@ from casbak.errors import (
     AmbiguousError,
     InputError,
     NotFoundError,
-    ObjectMissing,
     Refused,
     RepositoryExists,
     RepositoryNotFound,
@@ -34,10 +33,10 @@ from casbak.model import (
     ENCRYPTION,
     FORMAT_NAME,
     RepositoryConfig,
-    decode_config,
     encode_config,
     utc_now,
 )
+from casbak.repository import locate
 from casbak.sealer import new_master_key
 from casbak.tokens import random_hex
 
@@ -79,17 +78,22 @@ def _info(slot: KeySlot, current: KeySlot | None = None) -> KeyInfo:
 
 def encrypted_config(backend: Backend) -> RepositoryConfig:
     """The config of the encrypted repository at ``backend``; an error if it is not one."""
+    return _encrypted(backend)[1]
+
+
+def _encrypted(backend: Backend) -> tuple[Backend, RepositoryConfig]:
+    """Where the encrypted repository at ``backend`` keeps its files (its root), and its config."""
     try:
-        data = backend.get(CONFIG_KEY)
-    except ObjectMissing:
+        location = locate(backend)
+    except RepositoryNotFound:
         raise RepositoryNotFound(f"no casbak repository at {backend.describe()}") from None
-    config = decode_config(data, f"{backend.describe()}/{CONFIG_KEY}")
-    if config.version != ENCRYPTED_VERSION:
+    if location.config.version != ENCRYPTED_VERSION:
         raise InputError(
             f"{backend.describe()} is not an encrypted repository "
-            "(create one with 'casbak init --encrypt')"
+            "(create one with 'casbak init --encrypt', or convert it with "
+            "'casbak migrate --encrypt')"
         )
-    return config
+    return location.backend, location.config
 
 
 def init_encrypted(
@@ -101,18 +105,22 @@ def init_encrypted(
     label: str = "",
     kdf: Kdf = DEFAULT_KDF,
     clock: Callable[[], datetime] = utc_now,
+    repository_id: str | None = None,
+    created: datetime | None = None,
 ) -> tuple[RepositoryConfig, KeyInfo]:
     """Create an encrypted repository: a random master key wrapped for ``password``.
 
     The slot is written before the config, so a crash never leaves an
     encrypted config that no password opens; the config stays the commit point.
+    ``repository_id`` and ``created`` are a plain repository's when
+    ``migrate --encrypt`` makes its encrypted copy (new ones otherwise).
     """
     if backend.stat(CONFIG_KEY) is not None:
         raise RepositoryExists(f"{backend.describe()} is already a casbak repository")
     config = RepositoryConfig(
-        created=clock(),
+        created=created or clock(),
         format=FORMAT_NAME,
-        repository_id=random_hex(32),
+        repository_id=repository_id or random_hex(32),
         version=ENCRYPTED_VERSION,
         compression_level=compression_level,
         retention_days=retention_days,
@@ -133,11 +141,12 @@ def init_encrypted(
 
 def list_keys(backend: Backend, password: str) -> KeyList:
     """Every slot, marking the one ``password`` opens (WrongPassword if none does)."""
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     current, _master = unlock_repository(backend, config, password)
     files = read_slots(backend)
     keys = [_info(slot, current) for slot in files.slots]
-    return KeyList(backend.describe(), keys, files.damaged)
+    return KeyList(where, keys, files.damaged)
 
 
 def add_key(
@@ -151,12 +160,13 @@ def add_key(
     clock: Callable[[], datetime] = utc_now,
 ) -> KeyChange:
     """Add a slot for ``new_password`` wrapping the master key ``password`` unlocks."""
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     with LockManager(backend).exclusive("key add", lock_timeout):
         _current, master = unlock_repository(backend, config, password)
         slot = make_slot(master, new_password, config.repository_id, clock(), label=label, kdf=kdf)
         write_slot(backend, slot)
-    return KeyChange(backend.describe(), added=_info(slot))
+    return KeyChange(where, added=_info(slot))
 
 
 def remove_key(
@@ -167,7 +177,8 @@ def remove_key(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> KeyChange:
     """Remove the slot ``slot_id`` (or a unique prefix of it); the last slot is never removed."""
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     with LockManager(backend).exclusive("key remove", lock_timeout):
         unlock_repository(backend, config, password)
         slots = read_slots(backend).slots
@@ -178,7 +189,7 @@ def remove_key(
                 "the repository (add another key first)"
             )
         delete_slot(backend, target.id)
-    return KeyChange(backend.describe(), removed=target.id)
+    return KeyChange(where, removed=target.id)
 
 
 def change_password(
@@ -195,7 +206,8 @@ def change_password(
     The new slot is durable before the old one goes: a crash in between
     leaves both passwords working, never neither.
     """
-    config = encrypted_config(backend)
+    where = backend.describe()
+    backend, config = _encrypted(backend)
     with LockManager(backend).exclusive("key passwd", lock_timeout):
         old, master = unlock_repository(backend, config, password)
         slot = make_slot(
@@ -203,7 +215,7 @@ def change_password(
         )
         write_slot(backend, slot)
         delete_slot(backend, old.id)
-    return KeyChange(backend.describe(), added=_info(slot), removed=old.id)
+    return KeyChange(where, added=_info(slot), removed=old.id)
 
 
 def _find_slot(slots: list[KeySlot], slot_id: str) -> KeySlot:
@@ -235,7 +247,7 @@ def remember_key(
     """Unlock once and keep the master key in ``cache`` for ``duration``."""
     if duration <= timedelta(0):
         raise InputError("a key can be remembered for a positive time only (use 'key forget')")
-    config = encrypted_config(backend)
+    backend, config = _encrypted(backend)
     slot, master = unlock_repository(backend, config, password)
     expires = utc_now() + duration
     path = cache.remember(config.repository_id, slot.id, master, expires)

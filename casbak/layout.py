@@ -28,6 +28,8 @@ CATALOG_JOURNAL_PREFIX = "catalog/journal/"
 CATALOG_PART_PREFIX = "catalog/parts/"
 KEY_PREFIX = "keys/"
 """Key slots of an encrypted repository (format 5), one file each."""
+ENCRYPTED_ROOT = "encrypted/"
+"""Where `migrate --encrypt` builds the encrypted repository, and where it lives after."""
 OBJECT_PREFIX = "objects/"
 """Format 1 kept one file per object here; bundles still name their objects so."""
 

@@ -112,11 +112,14 @@ class LockManager:
         *,
         wall_clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_acquire: Callable[[], None] | None = None,
     ) -> None:
         self.backend = backend
         self._wall_clock = wall_clock or backend.now
         self._sleep = sleep
         self._host = host_name()
+        self._on_acquire = on_acquire
+        """Called once a lock is held; if it raises, the lock is released and the error stands."""
 
     def _record(self, kind: Kind, operation: str) -> bytes:
         record = LockRecord(kind, self._host, os.getpid(), operation, datetime.now(UTC))
@@ -143,9 +146,22 @@ class LockManager:
             self.backend.sync()
             holder = self._first_live_holder(conflicting, key)
             if holder is None:
-                return Lock(self, key)
-            self.backend.delete(key)
+                return self._held(key)
+            try:
+                self.backend.delete(key)
+            except ObjectMissing:
+                pass  # removed by 'unlock' or by migrate --encrypt's tidying: gone either way
             delay = self._wait_or_give_up(deadline, delay, holder, timeout)
+
+    def _held(self, key: str) -> Lock:
+        lock = Lock(self, key)
+        if self._on_acquire is not None:
+            try:
+                self._on_acquire()
+            except BaseException:
+                lock.release()
+                raise
+        return lock
 
     def holders(self) -> list[tuple[str, LockRecord | None, bool]]:
         """Every lock record as ``(key, record or None if unreadable, stale)``."""

@@ -5,6 +5,7 @@ Pure: msgspec Structs and their encoding, no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -22,6 +23,9 @@ SUPPORTED_VERSIONS = (1, 2, 3, 4)
 ENCRYPTED_VERSION = 5
 """The format of an encrypted repository (docs/ENCRYPTION-PLAN.md); plain ones stay at 4."""
 MANIFEST_VERSION = 1
+
+_ROOT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}/")
+"""A config's ``root``: one folder of the layout's key rules, then ``/``."""
 
 HexDigest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
@@ -85,6 +89,13 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retention_days: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_RETENTION_DAYS
     encryption: Encryption | msgspec.UnsetType = msgspec.UNSET
     """Set in an encrypted repository (format 5) only; unset it is not encoded at all."""
+    root: str | msgspec.UnsetType = msgspec.UNSET
+    """Where the repository's files live when not at the top (``"encrypted/"``).
+
+    Set only in the top-level config of a repository that ``migrate
+    --encrypt`` converted: its data, and a config of its own, live under this
+    folder (docs/FORMAT.md, "Encrypted by migrate"). Unset it is not encoded.
+    """
 
 
 # "sorted" orders struct fields by name too, whatever their declaration order.
@@ -143,6 +154,11 @@ def decode_config(data: bytes, what: str) -> RepositoryConfig:
         raise FormatVersionError(
             f"{what}: an encryption scheme this casbak does not know; upgrade casbak"
         )
+    if config.root is not msgspec.UNSET:
+        if not encrypted:
+            raise CorruptData(what, "only an encrypted repository (format 5) has a root folder")
+        if not _ROOT.fullmatch(config.root):
+            raise CorruptData(what, f"root {config.root[:80]!r} is not a folder name and '/'")
     return config
 
 

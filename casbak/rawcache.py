@@ -127,6 +127,24 @@ class RawCache:
         return _decode(stored)
 
 
+def discard_plain(repository_id: str) -> bool:
+    """Remove this machine's cache file of a repository if it is unsealed; whether it was.
+
+    Once ``migrate --encrypt`` has converted a repository (same id), its
+    plain cache names tenants in the clear and is of no use: the encrypted
+    repository's ids are keyed, and it would ignore the file anyway (it does
+    not open). A sealed file (written since) is kept.
+    """
+    path = cache_folder() / f"{repository_id}.raw"
+    try:
+        if not _decode(path.read_bytes()):
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
 def _decode(stored: bytes) -> dict[bytes, list[CachedTenant]]:
     data, check = stored[:-32], stored[-32:]
     if len(stored) < 32 or blake3.blake3(data).digest() != check:

@@ -11,12 +11,14 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
 from casbak import history
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
+from casbak.backends.prefixed import PrefixedBackend
 from casbak.catalog import COMPACT_AFTER, COMPACT_FROM_TENANTS, CatalogView
 from casbak.catalogdata import (
     CATALOG_VERSION,
@@ -27,6 +29,7 @@ from casbak.errors import (
     AlreadyExists,
     CasbakError,
     ChecksumMismatch,
+    CorruptData,
     FormatVersionError,
     InputError,
     ObjectMissing,
@@ -68,7 +71,15 @@ from casbak.storedmanifest import (
 from casbak.timeline import Snapshot, TenantVersion, Timeline
 from casbak.tokens import random_hex
 
-__all__ = ["Repository", "Snapshot", "TenantVersion", "backend_for", "local_backend"]
+__all__ = [
+    "Location",
+    "Repository",
+    "Snapshot",
+    "TenantVersion",
+    "backend_for",
+    "local_backend",
+    "locate",
+]
 
 MAX_DELTA_DEPTH = 64
 """A manifest this many deltas from a whole one is stored whole again."""
@@ -97,11 +108,74 @@ def _idle() -> None:
     pass
 
 
+class Location(NamedTuple):
+    """Where a repository is: its top-level config, and where its files live.
+
+    ``backend`` and ``config`` are the repository's own; they differ from
+    ``top`` and ``top_config`` only when the top-level config names a
+    ``root`` (a repository that ``migrate --encrypt`` converted).
+    """
+
+    top: Backend
+    top_config: RepositoryConfig
+    backend: Backend
+    config: RepositoryConfig
+
+    @property
+    def rooted(self) -> bool:
+        """Whether the files live under a root folder rather than at the top."""
+        return self.backend is not self.top
+
+
+def locate(backend: Backend) -> Location:
+    """Read the config at ``backend`` and follow its ``root``; RepositoryNotFound if none.
+
+    The config under the root must be the same repository's, at the same
+    version, and name no root of its own: anything else is damage (exit 3).
+    """
+    try:
+        data = backend.get(CONFIG_KEY)
+    except ObjectMissing:
+        raise RepositoryNotFound(
+            f"no casbak repository at {backend.describe()} (create one with 'casbak init')"
+        ) from None
+    what = f"{backend.describe()}/{CONFIG_KEY}"
+    config = decode_config(data, what)
+    if config.root is msgspec.UNSET:
+        return Location(backend, config, backend, config)
+    inner = PrefixedBackend(backend, config.root)
+    inner_what = f"{inner.describe()}/{CONFIG_KEY}"
+    try:
+        inner_data = inner.get(CONFIG_KEY)
+    except ObjectMissing:
+        raise CorruptData(
+            what, f"its files live under {config.root}, which holds no config"
+        ) from None
+    inner_config = decode_config(inner_data, inner_what)
+    if (
+        inner_config.root is not msgspec.UNSET
+        or inner_config.repository_id != config.repository_id
+        or inner_config.version != config.version
+    ):
+        raise CorruptData(
+            inner_what,
+            f"not the config of the repository {what} names (same id and format "
+            f"{config.version} expected)",
+        )
+    return Location(backend, config, inner, inner_config)
+
+
 class Repository:
     """The operations every higher layer builds on."""
 
     def __init__(
-        self, backend: Backend, config: RepositoryConfig, sealer: Sealer | None = None
+        self,
+        backend: Backend,
+        config: RepositoryConfig,
+        sealer: Sealer | None = None,
+        *,
+        top: Location | None = None,
+        watch_config: bool = True,
     ) -> None:
         self.backend = backend
         self.config = config
@@ -110,8 +184,14 @@ class Repository:
         """Seals what an encrypted repository stores; None for a plain one."""
         self.hasher: Hasher = sealer.hasher if sealer is not None else PLAIN
         """The id function of objects and snapshots (keyed in an encrypted repository)."""
+        self.location = top or Location(backend, config, backend, config)
+        """The top-level config as opened, and where the files live."""
+        self.outer: Backend | None = self.location.top if self.location.rooted else None
+        """The location's top level when the files live under a root folder (else None)."""
         self.objects = PackStore(backend, config.compression_level, sealer)
-        self.locks = LockManager(backend)
+        self.locks = LockManager(
+            backend, on_acquire=self._still_as_opened if watch_config else None
+        )
         self._keys: dict[Digest, str] | None = None
         self.timeline = Timeline(
             backend,
@@ -152,6 +232,27 @@ class Repository:
         repo.catalog.write_fresh([], 0)
         return repo
 
+    def _still_as_opened(self) -> None:
+        """Refuse to go on under a lock if the config changed since this repository was opened.
+
+        A command that opened a plain repository and then waited for its lock
+        while ``migrate --encrypt`` converted it would otherwise write plain
+        files into an encrypted repository's location.
+        """
+        top = self.location.top
+        try:
+            current = decode_config(top.get(CONFIG_KEY), f"{top.describe()}/{CONFIG_KEY}")
+        except ObjectMissing:
+            raise RepositoryNotFound(
+                f"the repository at {top.describe()} was removed while this command waited "
+                "for its lock"
+            ) from None
+        if current != self.location.top_config:
+            raise FormatVersionError(
+                f"{top.describe()} was migrated (its config changed) while this command waited "
+                "for its lock; nothing was done, run it again"
+            )
+
     @classmethod
     def open(
         cls,
@@ -167,23 +268,22 @@ class Repository:
         ``casbak migrate``, which alone opens it (``for_migration``). An
         encrypted one needs ``password`` (or a function giving it, called only
         then): PasswordMissing or WrongPassword (exit 13) otherwise, unless
-        ``recall`` gives a remembered key (``casbak key remember``).
+        ``recall`` gives a remembered key (``casbak key remember``). A config
+        naming a ``root`` is followed there (`locate`). Every lock taken later
+        first checks that the config is still the one opened here.
         """
-        try:
-            data = backend.get(CONFIG_KEY)
-        except ObjectMissing:
-            raise RepositoryNotFound(
-                f"no casbak repository at {backend.describe()} (create one with 'casbak init')"
-            ) from None
-        config = decode_config(data, f"{backend.describe()}/{CONFIG_KEY}")
+        location = locate(backend)
+        config = location.config
         if config.version == ENCRYPTED_VERSION:
-            return cls(backend, config, open_sealer(backend, config, password, recall))
+            sealer = open_sealer(location.backend, config, password, recall)
+            return cls(location.backend, config, sealer, top=location)
         if config.version != REPOSITORY_VERSION and not for_migration:
             raise FormatVersionError(
                 f"{backend.describe()} is a format {config.version} repository; run "
                 f"'casbak migrate' to convert it to format {REPOSITORY_VERSION} (ids stay the same)"
             )
-        return cls(backend, config)
+        # migrate watches the config itself: another migrate may have finished it.
+        return cls(backend, config, top=location, watch_config=not for_migration)
 
     def write_manifest(self, manifest: Manifest) -> Snapshot:
         """Store a manifest durably; its objects must already be durable."""

@@ -36,6 +36,7 @@ from casbak.findings import (
     catalog_findings,
     index_findings,
     key_slot_findings,
+    leftover_findings,
     lock_findings,
     missing,
     orphans,
@@ -149,11 +150,13 @@ def _whole_repository_findings(
     return [
         *orphans(present, referenced, repo.objects),
         *unknown_keys(repo),
+        *leftover_findings(repo),
         *key_slot_findings(repo),
         *lock_findings(repo),
         *(
+            # The whole location, the top level of a converted repository included.
             Finding(issue.kind, "warning", issue.location, issue.message)
-            for issue in repo.backend.audit()
+            for issue in (repo.outer or repo.backend).audit()
         ),
     ]
 

@@ -191,3 +191,19 @@ def test_real_processes_remember_then_run_without_a_password(tmp_path: Path) -> 
     assert (listed.returncode, json.loads(listed.stdout)) == (0, {"snapshots": []})
     assert casbak("key", "forget").returncode == 0
     assert casbak("list").returncode == 13
+
+
+def test_a_key_remembered_for_a_converted_repository(
+    tmp_path: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "converted"
+    assert run(repo, "init")[0] == 0
+    assert run(repo, "snapshot", str(EXAMPLES / "tenants" / "round-1"))[0] == 0
+    monkeypatch.setenv("CASBAK_PASSWORD", "first password")
+    assert run(repo, "migrate", "--encrypt", *CHEAP)[0] == 0
+    assert run(repo, "key", "remember")[0] == 0
+    monkeypatch.delenv("CASBAK_PASSWORD")
+    code, out, _ = run(repo, "--json", "list")
+    assert code == 0
+    assert len(json.loads(out)["snapshots"]) == 1
+    assert run(repo, "verify")[0] == 0

@@ -14,6 +14,7 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
+from casbak.cli.keys import kdf_of, kdf_options, new_repository_password, password
 from casbak.cli.output import (
     ProgressBar,
     count,
@@ -340,8 +341,16 @@ def unlock(ctx: Context, force: bool) -> None:
 
 @click.command()
 @lock_timeout_option("How long to wait for running snapshots to finish")
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Convert a plain (format 4) repository into an encrypted one (format 5).",
+)
+@kdf_options
 @pass_context
-def migrate(ctx: Context, lock_timeout: float) -> None:
+def migrate(
+    ctx: Context, lock_timeout: float, encrypt: bool, kdf_memory: int, kdf_iterations: int
+) -> None:
     """Convert a format 1, 2 or 3 repository to the current format in place; ids stay the same.
 
     Every other command refuses an older repository (exit 12) and points
@@ -350,7 +359,17 @@ def migrate(ctx: Context, lock_timeout: float) -> None:
     (only the config changes). The config is switched only once
     everything is stored, so an interrupted run leaves the old repository as
     it was (plus files a rerun reuses); run migrate again to finish it.
+
+    With --encrypt a plain format 4 repository becomes an encrypted one
+    (format 5), with a new password (--password-file, CASBAK_PASSWORD,
+    CASBAK_PASSWORD_COMMAND, or asked twice on a terminal). An encrypted copy
+    is built in its folder encrypted/, then the config is switched to it and
+    the plain files are removed; interrupted, the same command finishes it.
+    Snapshot ids change (they are keyed): --json maps old ids to new.
     """
+    if encrypt:
+        _migrate_encrypt(ctx, lock_timeout, kdf_of(kdf_memory, kdf_iterations))
+        return
     from casbak.migrate import migrate as run_migrate
 
     repo = ctx.open(for_migration=True)
@@ -375,5 +394,46 @@ def migrate(ctx: Context, lock_timeout: float) -> None:
                 if result.damaged_manifests
                 else ""
             )
+        ),
+    )
+
+
+def _migrate_encrypt(ctx: Context, lock_timeout: float, kdf: Any) -> None:
+    from casbak.encryptmigrate import migrate_encrypt
+    from casbak.layout import CONFIG_KEY, ENCRYPTED_ROOT
+    from casbak.repository import backend_for
+
+    backend = backend_for(ctx.repo_location)
+
+    def given() -> str:
+        # A staged copy left by an interrupted run already has its password:
+        # asked once, as any command asks; a new one is asked twice.
+        if backend.stat(ENCRYPTED_ROOT + CONFIG_KEY) is not None:
+            return password(ctx.password_file)
+        return new_repository_password(ctx.password_file)
+
+    with ProgressBar(ctx, "migrate --encrypt", ("reading", "sealing")) as progress:
+        result = migrate_encrypt(
+            backend, given, kdf=kdf, lock_timeout=lock_timeout, progress=progress
+        )
+    if result.nothing_to_do:
+        ctx.emit(result, lambda: "nothing to do: the repository is already encrypted (format 5)")
+        return
+    if result.from_version == result.to_version:
+        ctx.emit(
+            result,
+            lambda: (
+                f"finished an interrupted migrate --encrypt: removed "
+                f"{count(result.leftovers_removed, 'file')} of the plain repository"
+            ),
+        )
+        return
+    ctx.emit(
+        result,
+        lambda: (
+            f"encrypted: format {result.from_version} -> {result.to_version}: "
+            f"{count(result.snapshots, 'snapshot')}, {count(result.objects, 'object')}; "
+            f"stored {human_size(result.bytes_before)} -> {human_size(result.bytes_after)}; "
+            "snapshot ids changed (--json maps old to new)"
         ),
     )

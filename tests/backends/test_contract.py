@@ -13,13 +13,20 @@ import pytest
 from casbak.backends.base import Backend, validate_key
 from casbak.backends.local import LocalBackend
 from casbak.backends.memory import MemoryBackend
+from casbak.backends.prefixed import PrefixedBackend
 from casbak.errors import AlreadyExists, BackendError, InvalidKey, ObjectMissing
 
 
-@pytest.fixture(params=["memory", "local", "s3"])
+@pytest.fixture(params=["memory", "local", "s3", "prefixed"])
 def backend(request: Any, tmp_path: Path) -> Backend:
     if request.param == "memory":
         return MemoryBackend()
+    if request.param == "prefixed":
+        # A folder of a local store, with a neighbour outside it that it must never show.
+        outer = LocalBackend(tmp_path / "store")
+        outer.put("k", b"outside")
+        outer.put("a/b", b"outside")
+        return PrefixedBackend(outer, "encrypted/")
     if request.param == "s3":
         from casbak.backends.s3 import S3Backend
 
@@ -112,6 +119,10 @@ def test_touch_refreshes_mtime(backend: Backend) -> None:
     assert info is not None
     if isinstance(backend, LocalBackend):
         os.utime(backend.root / "k", (1000, 1000))
+        floor = 1000.0
+    elif isinstance(backend, PrefixedBackend):
+        assert isinstance(backend.inner, LocalBackend)
+        os.utime(backend.inner.root / "encrypted" / "k", (1000, 1000))
         floor = 1000.0
     elif isinstance(backend, MemoryBackend):
         backend._items["k"] = (b"v", 1000.0)
@@ -233,3 +244,33 @@ def test_local_folder_in_place_of_file(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path / "s")
     with pytest.raises(BackendError):
         backend.put("a/b", b"1")
+
+
+def test_a_prefixed_backend_shows_only_its_folder_under_its_own_names(tmp_path: Path) -> None:
+    outer = LocalBackend(tmp_path / "store")
+    outer.put("config", b"plain")
+    outer.put("packs/ab/p", b"plain pack")
+    inner = PrefixedBackend(outer, "encrypted/")
+    inner.put("config", b"sealed")
+    inner.put("packs/cd/q", b"sealed pack")
+    assert outer.get("encrypted/config") == b"sealed"
+    assert inner.get("config") == b"sealed"
+    assert [i.key for i in inner.list("")] == ["config", "packs/cd/q"]
+    assert list(inner.list_names("packs/")) == ["packs/cd/q"]
+    with pytest.raises(ObjectMissing) as missing:
+        inner.get("packs/ab/p")
+    assert missing.value.key == "packs/ab/p"  # callers compare the key they asked for
+    with pytest.raises(AlreadyExists) as exists:
+        inner.put("config", b"again")
+    assert exists.value.key == "config"
+    assert inner.describe() == f"{tmp_path / 'store'}/encrypted"
+    # A stray temporary file is reported by the folder that holds it, and only there.
+    for folder in (tmp_path / "store", tmp_path / "store" / "encrypted"):
+        stray = folder / ".tmp-0123456789abcdef"
+        stray.write_bytes(b"x")
+        os.utime(stray, (1000, 1000))
+    assert [i.location for i in inner.audit()] == [
+        str(tmp_path / "store" / "encrypted" / ".tmp-0123456789abcdef")
+    ]
+    with pytest.raises(InvalidKey):
+        PrefixedBackend(outer, "")
