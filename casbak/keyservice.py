@@ -23,7 +23,7 @@ from casbak.errors import (
     RepositoryExists,
     RepositoryNotFound,
 )
-from casbak.keycache import KeyCache
+from casbak.keycache import LONGEST, KeyCache
 from casbak.keyfile import DEFAULT_KDF, Kdf, KeySlot, make_slot
 from casbak.keystore import delete_slot, read_slots, unlock_repository, write_slot
 from casbak.layout import CONFIG_KEY
@@ -245,8 +245,8 @@ def remember_key(
     backend: Backend, password: str, cache: KeyCache, duration: timedelta
 ) -> Remembered:
     """Unlock once and keep the master key in ``cache`` for ``duration``."""
-    if duration <= timedelta(0):
-        raise InputError("a key can be remembered for a positive time only (use 'key forget')")
+    if not timedelta(0) < duration <= LONGEST:
+        raise InputError(f"a key can be remembered for more than 0 and at most {LONGEST.days} days")
     backend, config = _encrypted(backend)
     slot, master = unlock_repository(backend, config, password)
     expires = utc_now() + duration

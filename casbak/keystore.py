@@ -8,6 +8,7 @@ in place, and a crash leaves every slot that was there or was being added.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from casbak.backends.base import Backend
 from casbak.errors import CasbakError, InputError, ObjectMissing, PasswordMissing
@@ -18,9 +19,17 @@ from casbak.sealer import Sealer
 
 Unwrap = Callable[[KeySlot, str, str], bytes | None]
 Password = str | Callable[[], str] | None
-Recall = Callable[[str], tuple[str, bytes] | None]
-"""A repository id -> a remembered (slot id, master key), or None."""
 """A password, or where to get one only when it is needed (a prompt, a file)."""
+
+
+class RememberedKeys(Protocol):
+    """Master keys remembered outside the repository (`casbak.keycache.KeyCache`)."""
+
+    def remembered(self, repository_id: str) -> tuple[str, bytes] | None:
+        """The (slot id, master key) remembered for a repository, or None."""
+
+    def forget(self, repository_id: str) -> bool:
+        """Drop what is remembered for a repository."""
 
 
 class SlotFiles:
@@ -80,20 +89,25 @@ def unlock_repository(
 
 
 def open_sealer(
-    backend: Backend, config: RepositoryConfig, password: Password, recall: Recall | None = None
+    backend: Backend,
+    config: RepositoryConfig,
+    password: Password,
+    remembered: RememberedKeys | None = None,
 ) -> Sealer:
     """The sealer of an encrypted repository, its master key unlocked by ``password``.
 
     ``password`` may be a function, asked only now that a password is known
     to be needed (a plain repository never prompts); None is PasswordMissing.
-    ``recall`` may give a remembered (slot id, master key) instead: used only
-    while that slot still exists, so removing a slot ends what it unlocked.
+    ``remembered`` may give a remembered master key instead: used only while
+    the slot that unlocked it still exists, so removing a slot ends (and
+    deletes) what it unlocked.
     """
-    remembered = recall(config.repository_id) if recall is not None else None
-    if remembered is not None:
-        slot_id, master = remembered
+    found = remembered.remembered(config.repository_id) if remembered is not None else None
+    if found is not None and remembered is not None:
+        slot_id, master = found
         if backend.stat(key_slot_key(slot_id)) is not None:
             return Sealer(master)
+        remembered.forget(config.repository_id)
     given = password() if callable(password) else password
     if given is None:
         raise PasswordMissing(

@@ -38,7 +38,7 @@ from casbak.errors import (
     RepositoryNotFound,
 )
 from casbak.ids import PLAIN, Digest, Hasher
-from casbak.keystore import Password, Recall, open_sealer
+from casbak.keystore import Password, RememberedKeys, open_sealer
 from casbak.layout import (
     CONFIG_KEY,
     MANIFEST_PREFIX,
@@ -260,7 +260,7 @@ class Repository:
         *,
         for_migration: bool = False,
         password: Password = None,
-        recall: Recall | None = None,
+        remembered: RememberedKeys | None = None,
     ) -> Repository:
         """Open an existing repository; raise RepositoryNotFound when there is none.
 
@@ -268,14 +268,14 @@ class Repository:
         ``casbak migrate``, which alone opens it (``for_migration``). An
         encrypted one needs ``password`` (or a function giving it, called only
         then): PasswordMissing or WrongPassword (exit 13) otherwise, unless
-        ``recall`` gives a remembered key (``casbak key remember``). A config
+        ``remembered`` holds a key (``casbak key remember``). A config
         naming a ``root`` is followed there (`locate`). Every lock taken later
         first checks that the config is still the one opened here.
         """
         location = locate(backend)
         config = location.config
         if config.version == ENCRYPTED_VERSION:
-            sealer = open_sealer(location.backend, config, password, recall)
+            sealer = open_sealer(location.backend, config, password, remembered)
             return cls(location.backend, config, sealer, top=location)
         if config.version != REPOSITORY_VERSION and not for_migration:
             raise FormatVersionError(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from casbak.errors import InputError
 from casbak.keycache import KeyCache, key_cache_folder
 from tests.conftest import EXAMPLES, tree_state
 from tests.test_cli import run
@@ -93,25 +96,28 @@ def test_removing_the_slot_that_unlocked_it_ends_the_remembered_key(
     assert run(encrypted, "list")[0] == 13
 
 
-def test_a_wrong_remembered_key_does_not_open(
+def test_a_damaged_remembered_key_is_dropped_and_never_writes(
     encrypted: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CASBAK_PASSWORD", "first password")
     assert run(encrypted, "snapshot", str(EXAMPLES / "tenants" / "round-1"))[0] == 0
     monkeypatch.delenv("CASBAK_PASSWORD")
     result = _remember(encrypted)
-    entry = json.loads((keys / f"{result['repository']}.key").read_bytes())
-    cache = KeyCache(keys)
-    cache.remember(str(result["repository"]), entry["slot"], MASTER, NOW + timedelta(days=9999))
+    path = keys / f"{result['repository']}.key"
+    entry = json.loads(path.read_bytes())
+    entry["key"] = base64.b64encode(MASTER).decode()  # another key, the old check value
+    path.write_bytes(json.dumps(entry).encode())
+    before = tree_state(encrypted)
+    code, _, err = run(encrypted, "snapshot", str(EXAMPLES / "tenants" / "round-2"))
+    assert code == 13  # no usable key: it asks for the password instead
+    assert "needs the repository password" in err
+    assert not path.exists()
+    assert tree_state(encrypted) == before
     monkeypatch.setenv("CASBAK_PASSWORD", "first password")
-    code, _, err = run(encrypted, "list")
-    # A key that is not the repository's fails on the first sealed file it reads: damage
-    # wording, never a traceback; the password is not tried, as documented.
-    assert code == 3
-    assert "Traceback" not in err
+    assert run(encrypted, "verify")[0] == 0
 
 
-@pytest.mark.parametrize("duration", ["0s", "nonsense"])
+@pytest.mark.parametrize("duration", ["0s", "nonsense", "31d"])
 def test_remember_refuses_a_duration_that_is_not_positive(
     encrypted: Path, duration: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,7 +131,7 @@ def test_key_commands_refuse_a_plain_repository(tmp_path: Path, keys: Path) -> N
     plain = tmp_path / "plain"
     assert run(plain, "init")[0] == 0
     code, _, err = run(plain, "key", "remember")
-    assert code != 0
+    assert code == 1
     assert "not an encrypted repository" in err
 
 
@@ -133,9 +139,7 @@ def test_the_cache_file_is_trusted_only_when_private_current_and_whole(keys: Pat
     cache = KeyCache(keys, now=NOW)
     assert cache.recall("a" * 32) is None
     cache.remember("a" * 32, "slot1", MASTER, NOW + timedelta(minutes=1))
-    entry = cache.recall("a" * 32)
-    assert entry is not None
-    assert (entry.slot, entry.master_key) == ("slot1", MASTER)
+    assert cache.remembered("a" * 32) == ("slot1", MASTER)
     assert cache.recall("b" * 32) is None
     path = cache.path("a" * 32)
     path.chmod(0o644)
@@ -144,17 +148,62 @@ def test_the_cache_file_is_trusted_only_when_private_current_and_whole(keys: Pat
     keys.chmod(0o755)
     assert cache.recall("a" * 32) is None
     keys.chmod(0o700)
+    assert cache.recall("a" * 32) is not None
     later = KeyCache(keys, now=NOW + timedelta(minutes=1))
     assert later.recall("a" * 32) is None
     assert not path.exists()  # an expired key is removed, not left lying about
-    cache.remember("a" * 32, "slot1", MASTER[:10], NOW + timedelta(minutes=1))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda entry: {**entry, "key": base64.b64encode(MASTER[:10]).decode()},
+        lambda entry: {**entry, "key": "not base64!"},
+        lambda entry: {**entry, "slot": "slot2"},
+        lambda entry: {**entry, "expires": "2099-01-01T00:00:00Z"},
+        lambda entry: {**entry, "repository": "b" * 32},
+        lambda entry: {**entry, "version": 2},
+        lambda entry: {k: v for k, v in entry.items() if k != "check"},
+    ],
+)
+def test_a_damaged_cache_file_is_removed(keys: Path, damage: Any) -> None:
+    cache = KeyCache(keys, now=NOW)
+    cache.remember("a" * 32, "slot1", MASTER, NOW + timedelta(minutes=1))
+    path = cache.path("a" * 32)
+    path.write_bytes(json.dumps(damage(json.loads(path.read_bytes()))).encode())
     assert cache.recall("a" * 32) is None
-    path.write_bytes(b"{not json")
-    path.chmod(0o600)
+    assert not path.exists()
+
+
+def test_garbage_is_not_trusted(keys: Path) -> None:
+    cache = KeyCache(keys, now=NOW)
+    cache.remember("a" * 32, "slot1", MASTER, NOW + timedelta(minutes=1))
+    cache.path("a" * 32).write_bytes(b"{not json")
     assert cache.recall("a" * 32) is None
-    other = path.read_bytes().replace(b"{", b"")
-    path.write_bytes(other)
-    assert cache.recall("a" * 32) is None
+
+
+def test_expired_files_of_other_repositories_are_swept(keys: Path) -> None:
+    KeyCache(keys, now=NOW).remember("b" * 32, "s", MASTER, NOW + timedelta(minutes=1))
+    later = KeyCache(keys, now=NOW + timedelta(hours=1))
+    later.remember("a" * 32, "s", MASTER, NOW + timedelta(hours=2))
+    assert sorted(p.name for p in keys.iterdir()) == [f"{'a' * 32}.key"]
+
+
+def test_an_open_folder_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(InputError, match="open to others"):
+        KeyCache(shared).remember("a" * 32, "s", MASTER, NOW)
+    assert oct(shared.stat().st_mode & 0o7777) == "0o1777"
+    assert list(shared.iterdir()) == []
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        KeyCache(a_file).remember("a" * 32, "s", MASTER, NOW)
+    assert KeyCache(a_file).recall("a" * 32) is None
+    with pytest.raises(InputError, match="cannot remove"):
+        KeyCache(a_file).forget("a" * 32)
 
 
 def test_the_folder_follows_the_environment(tmp_path: Path) -> None:

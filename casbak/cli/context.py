@@ -33,7 +33,7 @@ class Context:
             backend if backend is not None else backend_for(self.repo_location),
             for_migration=for_migration,
             password=self.password_source(),
-            recall=remembered_key,
+            remembered=remembered_keys(),
         )
 
     def password_source(self) -> Callable[[], str]:
@@ -89,9 +89,23 @@ def duration_callback(_ctx: click.Context, param: click.Parameter, value: str | 
     return None if value is None else Duration().convert(value, param, _ctx)
 
 
-def remembered_key(repository_id: str) -> tuple[str, bytes] | None:
-    """A key remembered by ``casbak key remember`` for this repository, if any."""
-    from casbak.keycache import KeyCache, key_cache_folder
+class _RememberedKeys:
+    """Keys remembered by ``casbak key remember``, looked up only for an encrypted repository.
 
-    entry = KeyCache(key_cache_folder()).recall(repository_id)
-    return None if entry is None else (entry.slot, entry.master_key)
+    A plain repository never imports the key cache.
+    """
+
+    def remembered(self, repository_id: str) -> tuple[str, bytes] | None:
+        from casbak.keycache import KeyCache, key_cache_folder
+
+        return KeyCache(key_cache_folder()).remembered(repository_id)
+
+    def forget(self, repository_id: str) -> bool:
+        from casbak.keycache import KeyCache, key_cache_folder
+
+        return KeyCache(key_cache_folder()).forget(repository_id)
+
+
+def remembered_keys() -> _RememberedKeys:
+    """Where commands look for a remembered key."""
+    return _RememberedKeys()

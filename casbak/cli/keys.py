@@ -232,7 +232,7 @@ def key_passwd(
     type=Duration(),
     default="15m",
     show_default=True,
-    help="How long to remember the key (e.g. 30m, 8h, 1d).",
+    help="How long to remember the key (e.g. 30m, 8h, 1d; at most 30d).",
 )
 @pass_context
 def key_remember(ctx: Context, password_file: Path | None, duration: timedelta) -> None:
@@ -245,12 +245,14 @@ def key_remember(ctx: Context, password_file: Path | None, duration: timedelta) 
     $XDG_RUNTIME_DIR/casbak (in memory, gone at logout), else
     ~/.cache/casbak/keys. Removing the key slot that unlocked it ends it too.
     """
-    from casbak.keycache import KeyCache, key_cache_folder
+    from casbak.keycache import LONGEST, KeyCache, key_cache_folder
     from casbak.keyservice import encrypted_config, remember_key
     from casbak.repository import backend_for
 
-    if duration <= timedelta(0):
-        raise click.BadParameter("must be a positive time", param_hint="'--for'")
+    if not timedelta(0) < duration <= LONGEST:
+        raise click.BadParameter(
+            f"must be more than 0 and at most {LONGEST.days}d", param_hint="'--for'"
+        )
     backend = backend_for(ctx.repo_location)
     encrypted_config(backend)
     result = remember_key(
