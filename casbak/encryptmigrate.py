@@ -53,6 +53,7 @@ from casbak.layout import (
 from casbak.locks import Lock, LockManager
 from casbak.model import (
     ENCRYPTED_VERSION,
+    POINTER_VERSION,
     REPOSITORY_VERSION,
     RepositoryConfig,
     decode_config,
@@ -252,7 +253,7 @@ def _drop_others(
 
 def _commit(backend: Backend, staged: RepositoryConfig) -> None:
     """The single commit point: the top-level config now says the files live in the copy."""
-    top = msgspec.structs.replace(staged, root=ENCRYPTED_ROOT)
+    top = msgspec.structs.replace(staged, version=POINTER_VERSION, root=ENCRYPTED_ROOT)
     backend.put(CONFIG_KEY, encode_config(top), overwrite=True)
     backend.sync()
 

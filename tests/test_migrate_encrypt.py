@@ -655,14 +655,16 @@ def test_a_root_whose_config_is_not_the_same_repository_s_is_damage(
 @pytest.mark.parametrize(
     ("version", "root", "problem"),
     [
-        (4, "encrypted/", "only an encrypted repository"),
-        (5, "../", "is not a folder name"),
-        (5, "a/b/", "is not a folder name"),
-        (5, "encrypted", "is not a folder name"),
+        (4, "encrypted/", "a format 6 config names the root folder"),
+        (5, "encrypted/", "a format 6 config names the root folder"),
+        (6, None, "a format 6 config names the root folder"),
+        (6, "../", "is not a folder name"),
+        (6, "a/b/", "is not a folder name"),
+        (6, "encrypted", "is not a folder name"),
     ],
 )
-def test_a_config_root_must_be_one_folder_of_an_encrypted_repository(
-    version: int, root: str, problem: str
+def test_only_a_pointer_config_names_a_root_and_it_is_one_folder(
+    version: int, root: str | None, problem: str
 ) -> None:
     from casbak.errors import CorruptData
     from casbak.model import decode_config
@@ -672,12 +674,50 @@ def test_a_config_root_must_be_one_folder_of_an_encrypted_repository(
         "format": "casbak",
         "repository_id": "a" * 64,
         "version": version,
-        "root": root,
     }
-    if version == 5:
+    if root is not None:
+        config["root"] = root
+    if version >= 5:
         config["encryption"] = {}
     with pytest.raises(CorruptData, match=problem):
         decode_config(json.dumps(config).encode(), "config")
-    config["root"] = "encrypted/"
-    if version == 5:
+    if version == 6:
+        config["root"] = "encrypted/"
         assert decode_config(json.dumps(config).encode(), "config").root == "encrypted/"
+
+
+def test_a_pointer_config_without_encryption_is_a_newer_format() -> None:
+    from casbak.model import decode_config
+
+    config = {
+        "created": "2025-11-17T10:30:00Z",
+        "format": "casbak",
+        "repository_id": "a" * 64,
+        "version": 6,
+        "root": "encrypted/",
+    }
+    with pytest.raises(FormatVersionError, match="upgrade casbak"):
+        decode_config(json.dumps(config).encode(), "config")
+
+
+def test_the_top_level_config_is_a_pointer_an_older_casbak_refuses_as_newer(
+    plain: tuple[Path, dict[str, dict[str, Any]]], passwords: tuple[str, str]
+) -> None:
+    """Format 6, so that a casbak without ``root`` says "upgrade" (12), not "damaged" (3).
+
+    Every casbak reads the config's version alone before its fields: one that
+    reads formats 1 to 5 stops there.
+    """
+    from casbak.model import _check_version
+
+    path, _before = plain
+    assert run(path, "--password-file", passwords[0], "migrate", "--encrypt", *CHEAP)[0] == 0
+    top = json.loads((path / "config").read_bytes())
+    inner = json.loads((path / "encrypted" / "config").read_bytes())
+    assert (top["version"], top["root"]) == (6, ENCRYPTED_ROOT)
+    assert inner["version"] == 5 and "root" not in inner
+    assert {k: v for k, v in top.items() if k not in ("version", "root")} == {
+        k: v for k, v in inner.items() if k != "version"
+    }
+    with pytest.raises(FormatVersionError, match=r"version 6 is not supported.*upgrade casbak"):
+        _check_version((path / "config").read_bytes(), "config", (1, 2, 3, 4, 5), "format")
