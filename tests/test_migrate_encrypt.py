@@ -28,6 +28,7 @@ from casbak.encryptmigrate import migrate_encrypt
 from casbak.errors import FormatVersionError
 from casbak.keyfile import Argon2id
 from casbak.layout import CONFIG_KEY, ENCRYPTED_ROOT
+from casbak.model import RepositoryConfig, decode_config
 from casbak.rawcache import RawCache, cache_folder
 from casbak.repository import Repository
 from casbak.service import restore_documents, take_snapshot
@@ -310,41 +311,147 @@ def test_a_crash_before_the_commit_leaves_the_plain_repository(
     assert top_level(path) == {"config", "encrypted"}
 
 
+def crash_while_removing(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Make the removal of plain files die halfway through its ``after + 1``-th step.
+
+    Its steps: the manifests (one depth at a time; the fixture's two are both
+    whole), then the catalog and index files, then the rest.
+    """
+    real = encryptmigrate.delete_keys
+    steps = {"n": 0}
+
+    def dying(backend: Any, keys: list[str], keepalive: Callable[[], None] = lambda: None) -> int:
+        keys = list(keys)
+        if keys and isinstance(backend, LocalBackend):  # not the staged copy's own
+            steps["n"] += 1
+            if steps["n"] > after:
+                real(backend, keys[: max(1, len(keys) // 2)], keepalive)
+                raise Crash("crash while removing plain files")
+        return real(backend, keys, keepalive)
+
+    monkeypatch.setattr(encryptmigrate, "delete_keys", dying)
+
+
+@pytest.mark.parametrize("after", [0, 1, 2], ids=["manifests", "indexes", "rest"])
 def test_a_crash_while_removing_the_plain_files_leaves_the_encrypted_repository(
     plain: tuple[Path, dict[str, dict[str, Any]]],
     passwords: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
+    after: int,
 ) -> None:
     path, before = plain
     right, _wrong = passwords
-    real = encryptmigrate.delete_keys
-
-    def half(backend: Any, keys: list[str], keepalive: Callable[[], None] = lambda: None) -> int:
-        if keys:  # the first call removes nothing (no earlier staged copy to clear)
-            real(backend, keys[: len(keys) // 2], keepalive)
-            raise Crash("crash while removing plain files")
-        return real(backend, keys, keepalive)
-
     with monkeypatch.context() as patch:
         patch.setattr(locks_module, "_process_alive", lambda pid: False)
-        patch.setattr(encryptmigrate, "delete_keys", half)
+        crash_while_removing(patch, after)
         with pytest.raises(Crash):
             migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
     repo = Repository.open(LocalBackend(path), password=PASSWORD)
     assert repo.sealer is not None
-    same_snapshots(before, repo)
+    mapping = same_snapshots(before, repo)
     findings = [f for f in verify_findings(path, right) if f["severity"] != "info"]
     assert findings
     assert {f["kind"] for f in findings} == {"encryption-leftover"}
     assert all("left by migrate --encrypt; run it again" in f["message"] for f in findings)
 
-    code, out, err = run(path, "--json", "migrate", "--encrypt")  # no password: nothing sealed
+    # A plain manifest left over is carried over again (import skips it): that
+    # needs the password; once the manifests are gone, nothing sealed is touched.
+    given = ("--password-file", right) if after == 0 else ()
+    code, out, err = run(path, *given, "--json", "migrate", "--encrypt")
     assert code == 0, err
-    assert json.loads(out)["leftovers_removed"] > 0
-    assert json.loads(out)["from_version"] == 5
+    result = json.loads(out)
+    assert result["leftovers_removed"] > 0
+    assert result["from_version"] == 5
+    assert result["snapshot_ids"].items() <= mapping.items()
     assert top_level(path) == {"config", "encrypted"}
+    assert set(os.listdir(path)) == {"config", "encrypted"}  # no empty plain folder either
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
     assert verify_findings(path, right) == []
     assert _leaks(path, _secrets()) == []
+
+
+FOREIGN = {
+    "NOTES.txt": b"where the backups of the other team go\n",
+    "mystuff/a": b"not casbak's\n",
+    "packs/README": b"a note in a casbak folder\n",
+}
+"""Files a folder made with init --force may hold beside the repository."""
+
+
+def foreign_state(path: Path) -> dict[str, bytes]:
+    return {name: (path / name).read_bytes() for name in FOREIGN if (path / name).exists()}
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["whole-run", "crash-and-rerun"])
+def test_files_that_are_not_casbak_s_survive_the_conversion(
+    tmp_path: Path, passwords: tuple[str, str], monkeypatch: pytest.MonkeyPatch, crash: bool
+) -> None:
+    path = tmp_path / "shared"
+    path.mkdir(mode=0o700)
+    for name, data in FOREIGN.items():
+        (path / name).parent.mkdir(mode=0o700, exist_ok=True)
+        (path / name).write_bytes(data)
+        (path / name).chmod(0o600)  # so that verify has no permissions to mention
+    right, _wrong = passwords
+    assert run(path, "init", "--force")[0] == 0
+    assert run(path, "snapshot", str(ROUND1), "-t", "prod")[0] == 0
+    assert run(path, "snapshot", str(ROUND2), "-t", "prod")[0] == 0
+    before = state_of(Repository.open(LocalBackend(path)))
+    stale_write = path / "index" / ".tmp-0123456789abcdef"  # a plain write that never finished
+    stale_write.write_bytes(b"plain bytes of a crashed write")
+
+    if crash:
+        with monkeypatch.context() as patch:
+            patch.setattr(locks_module, "_process_alive", lambda pid: False)
+            crash_while_removing(patch, 2)  # in the last step, which lists the top level
+            with pytest.raises(Crash):
+                migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+        assert foreign_state(path) == FOREIGN
+        findings = [f for f in verify_findings(path, right) if f["severity"] != "info"]
+        unknown = {f["location"] for f in findings if f["kind"] == "unknown-file"}
+        assert unknown == set(FOREIGN)
+        assert {f["kind"] for f in findings} == {"unknown-file", "encryption-leftover"}
+        assert all(
+            f["location"] not in ("NOTES.txt", "mystuff/")
+            for f in findings
+            if f["kind"] == "encryption-leftover"
+        )
+
+    code, out, err = run(path, "--password-file", right, "--json", "migrate", "--encrypt", *CHEAP)
+    assert code == 0, err
+    assert foreign_state(path) == FOREIGN
+    assert not stale_write.exists()
+    # Only the plain layout's folders went, and only where empty ("packs/" holds the note).
+    assert set(os.listdir(path)) == {"config", "encrypted", "NOTES.txt", "mystuff", "packs"}
+    assert os.listdir(path / "packs") == ["README"]
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
+    findings = verify_findings(path, right)
+    assert sorted((f["kind"], f["location"]) for f in findings) == [
+        ("unknown-file", name) for name in sorted(FOREIGN)
+    ]
+    assert all(f["message"] == "not a casbak file" for f in findings)
+    code, out, err = run(path, "--password-file", right, "--json", "migrate", "--encrypt")
+    assert code == 0, err
+    assert json.loads(out)["nothing_to_do"] is True
+    assert foreign_state(path) == FOREIGN
+
+
+def test_a_leftover_manifest_needs_the_password_to_be_carried_over(
+    plain: tuple[Path, dict[str, dict[str, Any]]],
+    passwords: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, _before = plain
+    with monkeypatch.context() as patch:
+        patch.setattr(locks_module, "_process_alive", lambda pid: False)
+        crash_while_removing(patch, 0)
+        with pytest.raises(Crash):
+            migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+    untouched = tree_state(path)
+    code, _, err = run(path, "migrate", "--encrypt")
+    assert code == 13, err
+    assert err.count("\n") == 1
+    assert tree_state(path) == untouched
 
 
 def test_a_wrong_password_on_the_rerun_is_13_and_changes_nothing(
@@ -466,6 +573,76 @@ def test_a_writer_that_opened_the_plain_repository_does_not_write_after_the_comm
     repo = Repository.open(LocalBackend(path), password=PASSWORD)
     assert all(snap.header.description != "too late" for snap in repo.snapshots())
     assert verify_findings(path, passwords[0]) == []
+
+
+def old_writer(path: Path, config: RepositoryConfig) -> Repository:
+    """A casbak without the config re-read: it opened the plain repository before the commit.
+
+    It waited on migrate's lock and writes at the top level once it has one.
+    """
+    return Repository(LocalBackend(path), config, watch_config=False)
+
+
+def many_tenants(folder: Path, name: str, version: int) -> Path:
+    """A source of 40 tenants (enough for a manifest to be stored as a delta)."""
+    source = folder / f"{name}.json"
+    tenants = [
+        {"id": f"t{n:02d}", "name": f"tenant {n}", "rev": version if n == 0 else 1}
+        for n in range(40)
+    ]
+    source.write_text(json.dumps(tenants))
+    return source
+
+
+@pytest.mark.parametrize("when", ["after-the-commit", "after-the-whole-run"])
+def test_a_plain_snapshot_written_after_the_commit_is_carried_over(
+    plain: tuple[Path, dict[str, dict[str, Any]]],
+    passwords: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    when: str,
+) -> None:
+    path, _before = plain
+    right, _wrong = passwords
+    assert run(path, "snapshot", str(many_tenants(tmp_path, "one", 1)), "-t", "big")[0] == 0
+    before = state_of(Repository.open(LocalBackend(path)))
+    config = decode_config((path / "config").read_bytes(), "config")
+    monkeypatch.setattr(locks_module, "_process_alive", lambda pid: False)
+    if when == "after-the-commit":
+        real = encryptmigrate._commit
+
+        def commit_and_die(*args: Any) -> None:
+            real(*args)
+            raise Crash("crash after the commit")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(encryptmigrate, "_commit", commit_and_die)
+            with pytest.raises(Crash):
+                migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+    else:
+        migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+    writer = old_writer(path, config)
+    sources = read_sources([str(many_tenants(tmp_path, "two", 2))])
+    late = take_snapshot(writer, sources, target_id="big", description="late")
+    stored = writer.load(late.snapshot.id, writer.manifest_keys()[late.snapshot.id])
+    # After the commit the plain files are all there: a delta of the plain "big" snapshot.
+    assert stored.header.depth == (1 if when == "after-the-commit" else 0)
+    wanted = {**before, **state_of(old_writer(path, config))}
+    assert len(wanted) == 4
+    findings = [f for f in verify_findings(path, right) if f["severity"] != "info"]
+    assert {f["kind"] for f in findings} == {"encryption-leftover"}
+
+    code, out, err = run(path, "--password-file", right, "--json", "migrate", "--encrypt")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["from_version"] == 5
+    assert late.snapshot.id in result["snapshot_ids"]
+    assert result["leftovers_removed"] > 0
+    mapping = same_snapshots(wanted, Repository.open(LocalBackend(path), password=PASSWORD))
+    assert mapping[late.snapshot.id] == result["snapshot_ids"][late.snapshot.id]
+    assert verify_findings(path, right) == []
+    assert set(os.listdir(path)) == {"config", "encrypted"}
+    assert _leaks(path, _secrets()) == []
 
 
 WAITER = """

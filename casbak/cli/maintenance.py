@@ -420,11 +420,18 @@ def _migrate_encrypt(ctx: Context, lock_timeout: float, kdf: Any) -> None:
         ctx.emit(result, lambda: "nothing to do: the repository is already encrypted (format 5)")
         return
     if result.from_version == result.to_version:
+        carried = len(result.snapshot_ids)
         ctx.emit(
             result,
             lambda: (
-                f"finished an interrupted migrate --encrypt: removed "
-                f"{count(result.leftovers_removed, 'file')} of the plain repository"
+                "finished an interrupted migrate --encrypt: "
+                + (
+                    f"carried over {count(carried, 'plain snapshot')} left at the top level "
+                    "(--json maps old ids to new), "
+                    if carried
+                    else ""
+                )
+                + f"removed {count(result.leftovers_removed, 'file')} of the plain repository"
             ),
         )
         return
