@@ -786,17 +786,21 @@ def test_migrate_encrypt_on_s3(s3_env: str, passwords: tuple[str, str]) -> None:
     assert run(location, "init")[0] == 0
     assert run(location, "snapshot", str(ROUND1), "--tag", "first")[0] == 0
     assert run(location, "snapshot", str(ROUND2))[0] == 0
+    S3Backend(location).put("NOTES.txt", b"the prefix may hold other objects\n")
     before = state_of(Repository.open(S3Backend(location)))
     code, out, err = run(location, "--password-file", right, "--json", "migrate", "--encrypt")
     assert code == 0, err
     assert json.loads(out)["snapshots"] == 2
     backend = S3Backend(location)
     keys = list(backend.list_names(""))
-    assert {key.split("/")[0] for key in keys} == {"config", "encrypted"}
+    assert {key.split("/")[0] for key in keys} == {"config", "encrypted", "NOTES.txt"}
+    assert backend.get("NOTES.txt") == b"the prefix may hold other objects\n"
     same_snapshots(before, Repository.open(backend, password=PASSWORD))
     code, out, err = run(location, "--password-file", right, "--json", "verify")
     assert code == 0, err
-    assert json.loads(out)["findings"] == []
+    assert [(f["kind"], f["location"]) for f in json.loads(out)["findings"]] == [
+        ("unknown-file", "NOTES.txt")
+    ]
     secrets = _secrets() | {old.encode() for old in before}
     leaks = [
         (key, secret)
