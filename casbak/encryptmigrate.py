@@ -146,6 +146,7 @@ def migrate_encrypt(
         staged = _staged_copy(plain, staging, _given(password, backend), kdf, clock)
         ids, objects = _carry_over(plain, staged, lock, progress, lock_timeout)
         staged.view(store=True)  # its catalog, built now rather than by the first reader
+        lock.refresh()
         lock.confirm()
         _commit(backend, staged.config)
         late, late_objects = _carry_late(plain, staged, set(ids), lock, progress, lock_timeout)
@@ -290,19 +291,27 @@ def _transfer(
     failed: str,
     before_import: Callable[[set[str]], None] | None = None,
 ) -> tuple[dict[str, str], int]:
-    """``snapshots`` of ``plain`` into ``staged`` by a spooled bundle; old id to new, objects."""
+    """``snapshots`` of ``plain`` into ``staged`` by a spooled bundle; old id to new, objects.
+
+    The plain repository's lock is refreshed all along (reading each object,
+    and each read of the bundle: the import's check, the id translation,
+    the import itself): a conversion takes longer than a lock's stale time,
+    and another writer must not take it for a dead one's.
+    """
     with tempfile.TemporaryFile() as spool:
-        exported = export_bundle(plain, snapshots, spool, progress=progress)
+        exported = export_bundle(plain, snapshots, spool, progress=_kept_alive(progress, lock))
         lock.refresh()
 
         def rewind() -> IO[bytes]:
             spool.seek(0)
-            return spool
+            return _KeptAlive(spool, lock.refresh)  # type: ignore[return-value]
 
         ids = _new_ids(staged, rewind, {bundle_name(snap): snap.id for snap in snapshots})
         if before_import is not None:
             before_import(set(ids.values()))
-        import_bundle(staged, rewind, progress=progress, lock_timeout=lock_timeout)
+        import_bundle(
+            staged, rewind, progress=_kept_alive(progress, lock), lock_timeout=lock_timeout
+        )
     missing = set(ids.values()) - staged.manifest_keys().keys()
     if missing:
         raise IntegrityError(
@@ -310,6 +319,27 @@ def _transfer(
             f"(e.g. {min(missing)}); {failed}"
         )
     return ids, exported.objects
+
+
+def _kept_alive(progress: Progress | None, lock: Lock) -> Progress:
+    def each(done: int, total: int, size: int) -> None:
+        lock.refresh()
+        if progress is not None:
+            progress(done, total, size)
+
+    return each
+
+
+class _KeptAlive:
+    """A stream that refreshes a lock (throttled by `Lock.refresh`) on every read."""
+
+    def __init__(self, stream: IO[bytes], keepalive: Callable[[], None]) -> None:
+        self._stream = stream
+        self._keepalive = keepalive
+
+    def read(self, size: int = -1) -> bytes:
+        self._keepalive()
+        return self._stream.read(size)
 
 
 def _new_ids(
@@ -358,8 +388,10 @@ def _remove_plain_files(plain: Repository, lock: Lock) -> int:
     """
     top = plain.backend
     keep = {lock.key}
-    manifests = plain.manifest_keys()
-    depths = {key: plain.load(sid, key).header.depth for sid, key in manifests.items()}
+    depths = {}
+    for sid, key in plain.manifest_keys().items():
+        depths[key] = plain.load(sid, key).header.depth
+        lock.refresh()
     removed = 0
     for _, same_depth in groupby(sorted(depths, key=depths.__getitem__, reverse=True), depths.get):
         removed += delete_keys(top, list(same_depth), lock.refresh)

@@ -23,11 +23,13 @@ import pytest
 
 import casbak.encryptmigrate as encryptmigrate
 import casbak.locks as locks_module
+import casbak.transfer as transfer_module
 from casbak.backends.local import LocalBackend
 from casbak.encryptmigrate import migrate_encrypt
-from casbak.errors import FormatVersionError
+from casbak.errors import FormatVersionError, RepositoryLocked
 from casbak.keyfile import Argon2id
 from casbak.layout import CONFIG_KEY, ENCRYPTED_ROOT
+from casbak.locks import LockManager
 from casbak.model import RepositoryConfig, decode_config
 from casbak.rawcache import RawCache, cache_folder
 from casbak.repository import Repository
@@ -556,6 +558,63 @@ def test_a_crash_at_every_write_point_leaves_a_sound_repository_and_a_rerun_fini
         assert report.ok and report.findings == [], (point, report.findings)
         assert top_level(target) == {"config", "encrypted"}, point
     assert states == {4, 5}  # crashes on both sides of the commit
+
+
+# The lock during a long conversion
+
+
+def test_no_other_writer_gets_in_however_long_the_conversion_takes(
+    plain: tuple[Path, dict[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain repository's lock stays fresh through export, id translation and import.
+
+    A long phase is simulated, not waited for: at its start the lock record is
+    aged past the (scaled down) stale time, as a phase that long would leave
+    it without a refresh; at its end another writer tries to take its lock.
+    Refreshes are not throttled here, so each one shows.
+    """
+    path, before = plain
+    monkeypatch.setattr(locks_module, "STALE_AFTER", 5.0)
+    monkeypatch.setattr(locks_module, "REFRESH_EVERY", 0.0)
+    got_in: list[str] = []
+    probes: list[str] = []
+
+    def age() -> None:
+        for record in (path / "locks").glob("exclusive-*.json"):
+            past = record.stat().st_mtime - 2 * locks_module.STALE_AFTER
+            os.utime(record, (past, past))
+
+    def probe(where: str) -> None:
+        probes.append(where)
+        try:
+            LockManager(LocalBackend(path)).shared("snapshot", 0).release()
+        except RepositoryLocked:
+            return
+        got_in.append(where)
+
+    def slow_progress(done: int, total: int, size: int) -> None:
+        probe("a progress step")  # the previous step aged the lock
+        age()
+
+    def around(name: str, module: Any) -> None:
+        real = getattr(module, name)
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            age()
+            result = real(*args, **kwargs)
+            probe(name)
+            return result
+
+        monkeypatch.setattr(module, name, slow)
+
+    around("_new_ids", encryptmigrate)
+    around("check_bundle", transfer_module)
+    result = migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF, progress=slow_progress)
+    assert got_in == []
+    assert {"a progress step", "_new_ids", "check_bundle"} <= set(probes)
+    assert len(probes) > 20  # every object read and every object imported
+    assert result.snapshots == 2
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
 
 
 # Commands that opened the plain repository before the commit.
