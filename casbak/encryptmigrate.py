@@ -48,7 +48,13 @@ from casbak.backends.local import LocalBackend
 from casbak.backends.prefixed import PrefixedBackend
 from casbak.bundleids import bundle_name, manifests_of, objects_of
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
-from casbak.errors import FormatVersionError, IntegrityError, PasswordMissing, Refused
+from casbak.errors import (
+    FormatVersionError,
+    IntegrityError,
+    PasswordMissing,
+    Refused,
+    TempSpaceError,
+)
 from casbak.ids import Digest
 from casbak.keyfile import DEFAULT_KDF, Kdf
 from casbak.keyservice import init_encrypted
@@ -246,7 +252,10 @@ def _carry_over(
         progress,
         lock_timeout,
         before_import=drop_others,
-        failed="nothing was committed, run migrate --encrypt again",
+        failed=(
+            "nothing was committed (the plain repository is whole and in use); "
+            "run migrate --encrypt again to continue"
+        ),
     )
 
 
@@ -298,20 +307,29 @@ def _transfer(
     the import itself): a conversion takes longer than a lock's stale time,
     and another writer must not take it for a dead one's.
     """
-    with tempfile.TemporaryFile() as spool:
-        exported = export_bundle(plain, snapshots, spool, progress=_kept_alive(progress, lock))
-        lock.refresh()
+    try:
+        with _spool() as spool:
+            exported = export_bundle(plain, snapshots, spool, progress=_kept_alive(progress, lock))
+            lock.refresh()
 
-        def rewind() -> IO[bytes]:
-            spool.seek(0)
-            return _KeptAlive(spool, lock.refresh)  # type: ignore[return-value]
+            def rewind() -> IO[bytes]:
+                spool.seek(0)
+                return _KeptAlive(spool, lock.refresh)  # type: ignore[return-value]
 
-        ids = _new_ids(staged, rewind, {bundle_name(snap): snap.id for snap in snapshots})
-        if before_import is not None:
-            before_import(set(ids.values()))
-        import_bundle(
-            staged, rewind, progress=_kept_alive(progress, lock), lock_timeout=lock_timeout
-        )
+            ids = _new_ids(staged, rewind, {bundle_name(snap): snap.id for snap in snapshots})
+            if before_import is not None:
+                before_import(set(ids.values()))
+            import_bundle(
+                staged, rewind, progress=_kept_alive(progress, lock), lock_timeout=lock_timeout
+            )
+    except OSError as exc:
+        # The backends word their own errors (BackendError): a bare OSError
+        # here is the temporary folder's, where the bundle is spooled.
+        raise TempSpaceError(
+            f"cannot spool the snapshots' bundle in the temporary folder "
+            f"{tempfile.gettempdir()}: {exc.strerror or exc}; free space there or set TMPDIR "
+            f"to a folder with room for an 'export --all' of the repository; {failed}"
+        ) from None
     missing = set(ids.values()) - staged.manifest_keys().keys()
     if missing:
         raise IntegrityError(
@@ -319,6 +337,11 @@ def _transfer(
             f"(e.g. {min(missing)}); {failed}"
         )
     return ids, exported.objects
+
+
+def _spool() -> IO[bytes]:
+    """A temporary file for the bundle (in the temporary folder: TMPDIR chooses it)."""
+    return tempfile.TemporaryFile()
 
 
 def _kept_alive(progress: Progress | None, lock: Lock) -> Progress:

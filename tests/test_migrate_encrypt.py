@@ -9,11 +9,14 @@ encrypted one after), and running the same command again finishes the job.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -558,6 +561,44 @@ def test_a_crash_at_every_write_point_leaves_a_sound_repository_and_a_rerun_fini
         assert report.ok and report.findings == [], (point, report.findings)
         assert top_level(target) == {"config", "encrypted"}, point
     assert states == {4, 5}  # crashes on both sides of the commit
+
+
+# A full temporary folder
+
+
+class FullDisk(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_temporary_folder_is_one_line_and_a_rerun_continues(
+    plain: tuple[Path, dict[str, dict[str, Any]]],
+    passwords: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, before = plain
+    right, _wrong = passwords
+    untouched = tree_state(path)
+    with monkeypatch.context() as patch:
+        patch.setattr(encryptmigrate, "_spool", FullDisk)
+        code, _, err = run(path, "--password-file", right, "migrate", "--encrypt", *CHEAP)
+    assert code == 1, err
+    assert err.count("\n") == 1
+    assert "internal error" not in err
+    assert f"in the temporary folder {tempfile.gettempdir()}: No space left on device" in err
+    assert "set TMPDIR to a folder with room" in err
+    assert "run migrate --encrypt again to continue" in err
+    # Nothing changed but the staged copy (its config and key slot).
+    changed = {k for k in tree_state(path).keys() ^ untouched.keys()}
+    assert changed and all(k.startswith("encrypted/") for k in changed)
+    assert all(tree_state(path)[k] == v for k, v in untouched.items())
+    assert state_of(Repository.open(LocalBackend(path))) == before
+
+    code, out, err = run(path, "--password-file", right, "migrate", "--encrypt")
+    assert code == 0, err
+    assert out.startswith("encrypted: format 4 -> 5: 2 snapshots")
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
+    assert verify_findings(path, right) == []
 
 
 # The lock during a long conversion
