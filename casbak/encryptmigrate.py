@@ -54,6 +54,7 @@ from casbak.errors import (
     PasswordMissing,
     Refused,
     TempSpaceError,
+    WrongPassword,
 )
 from casbak.ids import Digest
 from casbak.keyfile import DEFAULT_KDF, Kdf
@@ -204,9 +205,16 @@ def _staged_copy(
             repository_id=plain.config.repository_id,
             created=plain.config.created,
         )
-    else:
-        _check_staged_config(plain.config, staging)
-    return Repository.open(staging, password=password)
+        return Repository.open(staging, password=password)
+    _check_staged_config(plain.config, staging)
+    try:
+        return Repository.open(staging, password=password)
+    except WrongPassword:
+        raise WrongPassword(
+            f"the encrypted copy in {staging.describe()} was started by an earlier "
+            "migrate --encrypt with another password: give that one to continue, or delete "
+            f"{ENCRYPTED_ROOT} to start over (the plain repository is whole; nothing was changed)"
+        ) from None
 
 
 def _check_staged_config(plain: RepositoryConfig, staging: Backend) -> None:

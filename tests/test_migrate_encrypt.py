@@ -199,6 +199,22 @@ def test_without_a_password_nothing_changes(
     assert tree_state(path) == untouched
 
 
+@pytest.mark.parametrize("command", ["migrate", "init"])
+@pytest.mark.parametrize("option", ["--kdf-memory", "--kdf-iterations"])
+def test_kdf_options_without_encrypt_are_a_usage_error(
+    tmp_path: Path, command: str, option: str
+) -> None:
+    path = tmp_path / "repo"
+    if command == "migrate":
+        assert run(path, "init")[0] == 0
+    untouched = tree_state(path) if path.exists() else {}
+    code, _, err = run(path, command, option, "8" if option == "--kdf-memory" else "1")
+    assert code == 2, err
+    assert err.count("\n") == 1
+    assert "--kdf-memory and --kdf-iterations need --encrypt" in err
+    assert (tree_state(path) if path.exists() else {}) == untouched
+
+
 def test_an_encrypted_repository_has_nothing_to_do(
     tmp_path: Path, passwords: tuple[str, str]
 ) -> None:
@@ -471,6 +487,8 @@ def test_a_wrong_password_on_the_rerun_is_13_and_changes_nothing(
     code, _, err = run(path, "--password-file", wrong, "migrate", "--encrypt")
     assert code == 13
     assert err.count("\n") == 1
+    assert "was started by an earlier migrate --encrypt with another password" in err
+    assert "give that one to continue, or delete encrypted/ to start over" in err
     assert tree_state(path) == untouched
     assert run(path, "--password-file", right, "migrate", "--encrypt")[0] == 0
     same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))

@@ -14,7 +14,13 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.keys import kdf_of, kdf_options, new_repository_password, password
+from casbak.cli.keys import (
+    kdf_of,
+    kdf_options,
+    new_repository_password,
+    password,
+    refuse_kdf_without,
+)
 from casbak.cli.output import (
     ProgressBar,
     count,
@@ -367,6 +373,7 @@ def migrate(
     the plain files are removed; interrupted, the same command finishes it.
     Snapshot ids change (they are keyed): --json maps old ids to new.
     """
+    refuse_kdf_without("--encrypt", encrypt)
     if encrypt:
         _migrate_encrypt(ctx, lock_timeout, kdf_of(kdf_memory, kdf_iterations))
         return
