@@ -185,6 +185,7 @@ def test_the_human_summary_is_one_line(
     code, out, err = run(path, "--password-file", passwords[0], "migrate", "--encrypt", *CHEAP)
     assert code == 0, err
     assert out.startswith("encrypted: format 4 -> 5: 2 snapshots, 10 objects; stored ")
+    assert out.rstrip().endswith("; snapshot ids changed (--json maps old to new)")
     assert out.count("\n") == 1
 
 
@@ -248,9 +249,14 @@ def test_an_older_format_is_sent_to_migrate_first(
 def test_an_empty_repository_is_encrypted_too(tmp_path: Path, passwords: tuple[str, str]) -> None:
     path = tmp_path / "repo"
     assert run(path, "init")[0] == 0
-    code, out, err = run(path, "--password-file", passwords[0], "--json", "migrate", "--encrypt")
+    code, out, err = run(path, "--password-file", passwords[0], "migrate", "--encrypt", *CHEAP)
     assert code == 0, err
-    assert json.loads(out)["snapshots"] == 0
+    assert out.startswith("encrypted: format 4 -> 5: 0 snapshots, 0 objects; stored ")
+    assert "snapshot ids changed" not in out  # there were none
+    code, out, err = run(path, "--json", "migrate", "--encrypt")
+    assert code == 0, err
+    assert json.loads(out)["nothing_to_do"] is True
+    assert set(os.listdir(path)) == {"config", "encrypted"}
     code, out, _ = run(path, "--password-file", passwords[0], "--json", "verify")
     assert code == 0
     assert json.loads(out)["findings"] == []
@@ -949,6 +955,29 @@ def test_a_root_whose_config_is_not_the_same_repository_s_is_damage(
     code, _, err = run(path, "--password-file", right, "list")
     assert code == 3
     assert "which holds no config" in err
+
+
+def test_verify_of_a_converted_repository_names_keys_as_stored(
+    plain: tuple[Path, dict[str, dict[str, Any]]], passwords: tuple[str, str]
+) -> None:
+    path, _before = plain
+    right, _wrong = passwords
+    assert run(path, "--password-file", right, "migrate", "--encrypt", *CHEAP)[0] == 0
+    stray = path / "encrypted" / "packs" / "README"
+    stray.write_bytes(b"not casbak's")
+    stray.chmod(0o600)
+    manifest = sorted((path / "encrypted" / "manifests").iterdir())[0]
+    data = bytearray(manifest.read_bytes())
+    data[-20] ^= 1
+    manifest.write_bytes(bytes(data))
+    code, out, _ = run(path, "--password-file", right, "--json", "verify")
+    assert code == 3
+    located = {(f["kind"], f["location"]) for f in json.loads(out)["findings"]}
+    assert ("unknown-file", "encrypted/packs/README") in located
+    assert any(
+        kind == "corrupt-manifest" and where == f"encrypted/manifests/{manifest.name}"
+        for kind, where in located
+    ), located
 
 
 @pytest.mark.parametrize(

@@ -447,7 +447,7 @@ def _migrate_encrypt(ctx: Context, lock_timeout: float, kdf: Any) -> None:
         lambda: (
             f"encrypted: format {result.from_version} -> {result.to_version}: "
             f"{count(result.snapshots, 'snapshot')}, {count(result.objects, 'object')}; "
-            f"stored {human_size(result.bytes_before)} -> {human_size(result.bytes_after)}; "
-            "snapshot ids changed (--json maps old to new)"
+            f"stored {human_size(result.bytes_before)} -> {human_size(result.bytes_after)}"
+            + ("; snapshot ids changed (--json maps old to new)" if result.snapshot_ids else "")
         ),
     )
