@@ -278,15 +278,17 @@ def _carry_late(
     """Every plain snapshot at the top level not in ``known`` into the encrypted repository.
 
     After the commit: snapshots an older casbak wrote there after waiting for
-    the lock, and those a crash left before their removal (import skips them).
-    Read by listing, not through the plain catalog, which may not know them.
+    the lock, and those a crash left before their removal (import skips
+    them). Read by listing, not through the plain catalog, which may not know
+    them. Old id to new of those the encrypted repository lacked, and objects.
     """
     wanted = {sid: key for sid, key in plain.manifest_keys().items() if sid not in known}
     if not wanted:
         return {}, 0
+    present = encrypted.manifest_keys().keys()
     snapshots = [plain.load(sid, key) for sid, key in sorted(wanted.items())]
     snapshots.sort(key=lambda snap: (snap.header.timestamp, snap.id))
-    return _transfer(
+    ids, objects = _transfer(
         plain,
         encrypted,
         snapshots,
@@ -295,6 +297,7 @@ def _carry_late(
         lock_timeout,
         failed="the plain files stay, run migrate --encrypt again",
     )
+    return {old: new for old, new in ids.items() if new not in present}, objects
 
 
 def _transfer(
@@ -427,10 +430,8 @@ def _remove_plain_files(plain: Repository, lock: Lock) -> int:
     for _, same_depth in groupby(sorted(depths, key=depths.__getitem__, reverse=True), depths.get):
         removed += delete_keys(top, list(same_depth), lock.refresh)
         top.sync()
-    first = {
-        key for key in _plain_files(top, keep) if key.startswith((CATALOG_PREFIX, INDEX_PREFIX))
-    }
-    removed += delete_keys(top, sorted(first), lock.refresh)
+    indexes = [key for key in _plain_files(top, keep) if key.startswith(_INDEXES)]
+    removed += delete_keys(top, indexes, lock.refresh)
     top.sync()
     removed += delete_keys(top, _plain_files(top, keep), lock.refresh)
     top.sync()
