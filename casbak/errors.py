@@ -94,6 +94,10 @@ class InvalidKey(BackendError):
     """A storage key that could escape the repository or is not well formed."""
 
 
+class TempSpaceError(CasbakError):
+    """The temporary folder could not hold what a command spools there (full, unwritable)."""
+
+
 class IntegrityError(CasbakError):
     """Stored data does not match its name; the repository is damaged."""
 

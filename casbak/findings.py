@@ -30,6 +30,7 @@ from casbak.layout import (
     INDEX_PREFIX,
     PACK_PREFIX,
     belongs_to_layout,
+    is_plain_leftover,
     pack_key,
 )
 from casbak.locks import LockManager
@@ -267,17 +268,24 @@ def unknown_keys(repo: Repository) -> list[Finding]:
 
 
 def leftover_findings(repo: Repository) -> list[Finding]:
-    """Files beside the root folder of a converted repository: the plain one's, not yet removed.
+    """Files beside the root folder of a converted repository.
 
-    One warning per top-level folder. They are no part of the encrypted
-    repository (nothing reads them), but they hold the plain data.
+    Those of the plain repository's layout (`is_plain_leftover`), not yet
+    removed, are one warning per top-level folder: nothing reads them, but
+    they hold the plain data, and a rerun of ``migrate --encrypt`` removes them
+    (carrying over any snapshot among them first). Anything else there is no
+    casbak file, reported as any unknown file is: nothing removes it.
     """
     if repo.outer is None:
         return []
     root = repo.location.top_config.root
     groups: dict[str, int] = {}
+    findings = []
     for key in repo.outer.list_names(""):
         if key == CONFIG_KEY or (isinstance(root, str) and key.startswith(root)):
+            continue
+        if not is_plain_leftover(key):
+            findings.append(Finding("unknown-file", "warning", key, "not a casbak file"))
             continue
         folder = key.split("/", 1)[0] + ("/" if "/" in key else "")
         groups[folder] = groups.get(folder, 0) + 1
@@ -287,10 +295,10 @@ def leftover_findings(repo: Repository) -> list[Finding]:
             "warning",
             folder,
             f"{plural(number, 'file')} of the plain repository, left by migrate --encrypt; "
-            "run it again to remove them",
+            "run it again to remove them (a snapshot among them is carried over first)",
         )
         for folder, number in sorted(groups.items())
-    ]
+    ] + findings
 
 
 def key_slot_findings(repo: Repository) -> list[Finding]:

@@ -36,7 +36,7 @@ from casbak.model import (
     encode_config,
     utc_now,
 )
-from casbak.repository import locate
+from casbak.repository import Location, locate
 from casbak.sealer import new_master_key
 from casbak.tokens import random_hex
 
@@ -78,10 +78,10 @@ def _info(slot: KeySlot, current: KeySlot | None = None) -> KeyInfo:
 
 def encrypted_config(backend: Backend) -> RepositoryConfig:
     """The config of the encrypted repository at ``backend``; an error if it is not one."""
-    return _encrypted(backend)[1]
+    return _encrypted(backend).config
 
 
-def _encrypted(backend: Backend) -> tuple[Backend, RepositoryConfig]:
+def _encrypted(backend: Backend) -> Location:
     """Where the encrypted repository at ``backend`` keeps its files (its root), and its config."""
     try:
         location = locate(backend)
@@ -93,7 +93,12 @@ def _encrypted(backend: Backend) -> tuple[Backend, RepositoryConfig]:
             "(create one with 'casbak init --encrypt', or convert it with "
             "'casbak migrate --encrypt')"
         )
-    return location.backend, location.config
+    return location
+
+
+def _locks(location: Location) -> LockManager:
+    """The repository's locks; each, once held, re-reads the config (as every lock does)."""
+    return LockManager(location.backend, on_acquire=location.check_unchanged)
 
 
 def init_encrypted(
@@ -142,7 +147,8 @@ def init_encrypted(
 def list_keys(backend: Backend, password: str) -> KeyList:
     """Every slot, marking the one ``password`` opens (WrongPassword if none does)."""
     where = backend.describe()
-    backend, config = _encrypted(backend)
+    location = _encrypted(backend)
+    backend, config = location.backend, location.config
     current, _master = unlock_repository(backend, config, password)
     files = read_slots(backend)
     keys = [_info(slot, current) for slot in files.slots]
@@ -161,8 +167,9 @@ def add_key(
 ) -> KeyChange:
     """Add a slot for ``new_password`` wrapping the master key ``password`` unlocks."""
     where = backend.describe()
-    backend, config = _encrypted(backend)
-    with LockManager(backend).exclusive("key add", lock_timeout):
+    location = _encrypted(backend)
+    backend, config = location.backend, location.config
+    with _locks(location).exclusive("key add", lock_timeout):
         _current, master = unlock_repository(backend, config, password)
         slot = make_slot(master, new_password, config.repository_id, clock(), label=label, kdf=kdf)
         write_slot(backend, slot)
@@ -178,8 +185,9 @@ def remove_key(
 ) -> KeyChange:
     """Remove the slot ``slot_id`` (or a unique prefix of it); the last slot is never removed."""
     where = backend.describe()
-    backend, config = _encrypted(backend)
-    with LockManager(backend).exclusive("key remove", lock_timeout):
+    location = _encrypted(backend)
+    backend, config = location.backend, location.config
+    with _locks(location).exclusive("key remove", lock_timeout):
         unlock_repository(backend, config, password)
         slots = read_slots(backend).slots
         target = _find_slot(slots, slot_id)
@@ -207,8 +215,9 @@ def change_password(
     leaves both passwords working, never neither.
     """
     where = backend.describe()
-    backend, config = _encrypted(backend)
-    with LockManager(backend).exclusive("key passwd", lock_timeout):
+    location = _encrypted(backend)
+    backend, config = location.backend, location.config
+    with _locks(location).exclusive("key passwd", lock_timeout):
         old, master = unlock_repository(backend, config, password)
         slot = make_slot(
             master, new_password, config.repository_id, clock(), label=old.label, kdf=kdf
@@ -247,8 +256,9 @@ def remember_key(
     """Unlock once and keep the master key in ``cache`` for ``duration``."""
     if not timedelta(0) < duration <= LONGEST:
         raise InputError(f"a key can be remembered for more than 0 and at most {LONGEST.days} days")
-    backend, config = _encrypted(backend)
-    slot, master = unlock_repository(backend, config, password)
+    location = _encrypted(backend)
+    slot, master = unlock_repository(location.backend, location.config, password)
+    config = location.config
     expires = utc_now() + duration
     path = cache.remember(config.repository_id, slot.id, master, expires)
     return Remembered(config.repository_id, True, slot.id, expires, str(path))

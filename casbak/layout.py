@@ -176,6 +176,17 @@ def belongs_to_layout(key: str, version: int = 4) -> bool:
     )
 
 
+def is_plain_leftover(key: str) -> bool:
+    """Whether a top-level ``key`` beside a converted repository's root is the plain one's.
+
+    The files of the plain (format 4) layout but its config: `migrate
+    --encrypt` removes exactly these once the encrypted repository is
+    committed. Anything else there (a folder made with ``init --force`` may
+    hold other files; an S3 prefix may be a whole bucket) is not casbak's and stays.
+    """
+    return key != CONFIG_KEY and belongs_to_layout(key, 4)
+
+
 def _sharded_id(key: str, prefix: str, *, any_shard: bool = False) -> Digest | None:
     parts = key.split("/")
     if (

@@ -22,6 +22,13 @@ SUPPORTED_VERSIONS = (1, 2, 3, 4)
 """Versions a config may name; only REPOSITORY_VERSION is used, older ones are migrated."""
 ENCRYPTED_VERSION = 5
 """The format of an encrypted repository (docs/ENCRYPTION-PLAN.md); plain ones stay at 4."""
+POINTER_VERSION = 6
+"""A top-level config saying the repository (format 5) lives under its ``root`` folder.
+
+Its own number, so that a casbak that knows no ``root`` refuses it as a
+newer format (exit 12, "upgrade casbak") before reading any field, rather
+than as a damaged config; see docs/FORMAT.md, "Encrypted by migrate".
+"""
 MANIFEST_VERSION = 1
 
 _ROOT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}/")
@@ -92,9 +99,10 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     root: str | msgspec.UnsetType = msgspec.UNSET
     """Where the repository's files live when not at the top (``"encrypted/"``).
 
-    Set only in the top-level config of a repository that ``migrate
-    --encrypt`` converted: its data, and a config of its own, live under this
-    folder (docs/FORMAT.md, "Encrypted by migrate"). Unset it is not encoded.
+    Set in a pointer config (POINTER_VERSION) only: the top-level config of a
+    repository that ``migrate --encrypt`` converted. Its data, and a config of
+    its own (format 5, no root), live under this folder (docs/FORMAT.md,
+    "Encrypted by migrate"). Unset it is not encoded.
     """
 
 
@@ -135,7 +143,9 @@ def encode_config(config: RepositoryConfig) -> bytes:
 
 def decode_config(data: bytes, what: str) -> RepositoryConfig:
     """Decode the repository config, refusing unknown formats and versions."""
-    _check_version(data, what, (*SUPPORTED_VERSIONS, ENCRYPTED_VERSION), "repository format")
+    _check_version(
+        data, what, (*SUPPORTED_VERSIONS, ENCRYPTED_VERSION, POINTER_VERSION), "repository format"
+    )
     try:
         config = _CONFIG_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -143,9 +153,9 @@ def decode_config(data: bytes, what: str) -> RepositoryConfig:
     if config.format != FORMAT_NAME:
         raise CorruptData(what, f"format is {config.format!r}, not {FORMAT_NAME!r}")
     encrypted = config.encryption is not msgspec.UNSET
-    if encrypted != (config.version == ENCRYPTED_VERSION):
-        # Format 5 means encrypted: anything else with that number is a
-        # format this casbak does not know (a newer one), not damage.
+    if encrypted != (config.version in (ENCRYPTED_VERSION, POINTER_VERSION)):
+        # Formats 5 and 6 mean encrypted: anything else with those numbers is
+        # a format this casbak does not know (a newer one), not damage.
         raise FormatVersionError(
             f"{what}: repository format {config.version} "
             f"{'with' if encrypted else 'without'} encryption is not supported; upgrade casbak"
@@ -154,11 +164,15 @@ def decode_config(data: bytes, what: str) -> RepositoryConfig:
         raise FormatVersionError(
             f"{what}: an encryption scheme this casbak does not know; upgrade casbak"
         )
-    if config.root is not msgspec.UNSET:
-        if not encrypted:
-            raise CorruptData(what, "only an encrypted repository (format 5) has a root folder")
-        if not _ROOT.fullmatch(config.root):
-            raise CorruptData(what, f"root {config.root[:80]!r} is not a folder name and '/'")
+    pointer = config.version == POINTER_VERSION
+    if pointer != (config.root is not msgspec.UNSET):
+        raise CorruptData(
+            what,
+            f"a format {POINTER_VERSION} config names the root folder its repository lives "
+            "under, and no other config does",
+        )
+    if pointer and not _ROOT.fullmatch(str(config.root)):
+        raise CorruptData(what, f"root {str(config.root)[:80]!r} is not a folder name and '/'")
     return config
 
 

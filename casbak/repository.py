@@ -126,12 +126,35 @@ class Location(NamedTuple):
         """Whether the files live under a root folder rather than at the top."""
         return self.backend is not self.top
 
+    def check_unchanged(self) -> None:
+        """Refuse to go on if the top-level config changed since this location was read.
+
+        Every lock calls it once held (``LockManager(on_acquire=)``): a
+        command that read a plain repository's config and then waited for its
+        lock while ``migrate --encrypt`` converted it would otherwise write
+        plain files into an encrypted repository's location.
+        """
+        top = self.top
+        try:
+            current = decode_config(top.get(CONFIG_KEY), f"{top.describe()}/{CONFIG_KEY}")
+        except ObjectMissing:
+            raise RepositoryNotFound(
+                f"the repository at {top.describe()} was removed while this command waited "
+                "for its lock"
+            ) from None
+        if current != self.top_config:
+            raise FormatVersionError(
+                f"{top.describe()} was migrated (its config changed) while this command waited "
+                "for its lock; nothing was done, run it again"
+            )
+
 
 def locate(backend: Backend) -> Location:
     """Read the config at ``backend`` and follow its ``root``; RepositoryNotFound if none.
 
-    The config under the root must be the same repository's, at the same
-    version, and name no root of its own: anything else is damage (exit 3).
+    A pointer config (format 6) names the root; the config there must be the
+    same repository's, an encrypted one (format 5) naming no root of its own:
+    anything else is damage (exit 3).
     """
     try:
         data = backend.get(CONFIG_KEY)
@@ -155,12 +178,12 @@ def locate(backend: Backend) -> Location:
     if (
         inner_config.root is not msgspec.UNSET
         or inner_config.repository_id != config.repository_id
-        or inner_config.version != config.version
+        or inner_config.version != ENCRYPTED_VERSION
     ):
         raise CorruptData(
             inner_what,
             f"not the config of the repository {what} names (same id and format "
-            f"{config.version} expected)",
+            f"{ENCRYPTED_VERSION} expected)",
         )
     return Location(backend, config, inner, inner_config)
 
@@ -190,7 +213,7 @@ class Repository:
         """The location's top level when the files live under a root folder (else None)."""
         self.objects = PackStore(backend, config.compression_level, sealer)
         self.locks = LockManager(
-            backend, on_acquire=self._still_as_opened if watch_config else None
+            backend, on_acquire=self.location.check_unchanged if watch_config else None
         )
         self._keys: dict[Digest, str] | None = None
         self.timeline = Timeline(
@@ -231,27 +254,6 @@ class Repository:
         repo = cls(backend, config)
         repo.catalog.write_fresh([], 0)
         return repo
-
-    def _still_as_opened(self) -> None:
-        """Refuse to go on under a lock if the config changed since this repository was opened.
-
-        A command that opened a plain repository and then waited for its lock
-        while ``migrate --encrypt`` converted it would otherwise write plain
-        files into an encrypted repository's location.
-        """
-        top = self.location.top
-        try:
-            current = decode_config(top.get(CONFIG_KEY), f"{top.describe()}/{CONFIG_KEY}")
-        except ObjectMissing:
-            raise RepositoryNotFound(
-                f"the repository at {top.describe()} was removed while this command waited "
-                "for its lock"
-            ) from None
-        if current != self.location.top_config:
-            raise FormatVersionError(
-                f"{top.describe()} was migrated (its config changed) while this command waited "
-                "for its lock; nothing was done, run it again"
-            )
 
     @classmethod
     def open(

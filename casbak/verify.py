@@ -115,6 +115,9 @@ def verify_repository(
     if not refs:
         findings.extend(_whole_repository_findings(repo, present, referenced))
         findings.extend(catalog_findings(confirmed_problems(repo, said, damaged)))
+    findings = _named_from_the_top(repo, findings)
+    if not refs:
+        findings.extend(_top_level_findings(repo))
     damage = sum(1 for finding in findings if finding.severity == "damage")
     mode = "quick" if quick else "full"
     return VerifyReport(
@@ -150,15 +153,31 @@ def _whole_repository_findings(
     return [
         *orphans(present, referenced, repo.objects),
         *unknown_keys(repo),
-        *leftover_findings(repo),
         *key_slot_findings(repo),
         *lock_findings(repo),
+    ]
+
+
+def _top_level_findings(repo: Repository) -> list[Finding]:
+    """What is wrong in the whole location, the top level of a converted repository included.
+
+    Leftovers name top-level keys; the storage audit names full paths.
+    """
+    return [
+        *leftover_findings(repo),
         *(
-            # The whole location, the top level of a converted repository included.
             Finding(issue.kind, "warning", issue.location, issue.message)
             for issue in (repo.outer or repo.backend).audit()
         ),
     ]
+
+
+def _named_from_the_top(repo: Repository, findings: list[Finding]) -> list[Finding]:
+    """Findings of a converted repository name its keys as stored: under its root folder."""
+    root = repo.location.top_config.root
+    if repo.outer is None or not isinstance(root, str):
+        return findings
+    return [msgspec.structs.replace(f, location=root + f.location) for f in findings]
 
 
 def _check_packed(

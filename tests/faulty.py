@@ -27,6 +27,7 @@ MUTATING = {
     "link",
     "unlink",
     "mkdir",
+    "rmdir",
     "utime",
     "chmod",
     "fchmod",

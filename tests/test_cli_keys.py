@@ -260,3 +260,44 @@ def test_a_config_whose_encryption_and_format_disagree_is_refused(
         config["encryption"] = encryption
     with pytest.raises(FormatVersionError, match=message):
         decode_config(json.dumps(config).encode(), "config")
+
+
+@pytest.mark.parametrize("command", ["add", "remove", "passwd"])
+def test_a_key_command_that_waited_for_the_lock_re_reads_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Like every lock: the config changed while it waited (here: replaced), so it stops.
+
+    The change is made at the moment it starts waiting, and the lock in its
+    way released then, so nothing here depends on timing.
+    """
+    import casbak.locks as locks_module
+    from casbak.errors import FormatVersionError
+    from casbak.locks import LockManager
+
+    backend = LocalBackend(tmp_path / "repo")
+    init_encrypted(backend, "pw", kdf=CHEAP_KDF)
+    second = add_key(backend, "pw", "pw2", kdf=CHEAP_KDF, lock_timeout=1).added
+    assert second is not None
+    in_the_way = LockManager(backend).exclusive("gc", 1)
+    real = locks_module.LockManager._wait_or_give_up
+
+    def meanwhile(self: LockManager, *args: object) -> float:
+        if backend.stat(in_the_way.key) is not None:
+            config = json.loads(backend.get(CONFIG_KEY))
+            config["retention_days"] += 1
+            backend.put(CONFIG_KEY, json.dumps(config).encode(), overwrite=True)
+            in_the_way.release()
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(locks_module.LockManager, "_wait_or_give_up", meanwhile)
+    untouched = {path.name for path in (tmp_path / "repo" / "keys").iterdir()}
+    with pytest.raises(FormatVersionError, match="while this command waited for its lock"):
+        if command == "add":
+            add_key(backend, "pw", "pw3", kdf=CHEAP_KDF, lock_timeout=30)
+        elif command == "remove":
+            remove_key(backend, "pw", second.id, lock_timeout=30)
+        else:
+            change_password(backend, "pw", "pw3", kdf=CHEAP_KDF, lock_timeout=30)
+    assert {path.name for path in (tmp_path / "repo" / "keys").iterdir()} == untouched
+    assert list((tmp_path / "repo" / "locks").iterdir()) == []

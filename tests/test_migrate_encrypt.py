@@ -9,11 +9,14 @@ encrypted one after), and running the same command again finishes the job.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,11 +26,14 @@ import pytest
 
 import casbak.encryptmigrate as encryptmigrate
 import casbak.locks as locks_module
+import casbak.transfer as transfer_module
 from casbak.backends.local import LocalBackend
 from casbak.encryptmigrate import migrate_encrypt
-from casbak.errors import FormatVersionError
+from casbak.errors import FormatVersionError, RepositoryLocked
 from casbak.keyfile import Argon2id
 from casbak.layout import CONFIG_KEY, ENCRYPTED_ROOT
+from casbak.locks import LockManager
+from casbak.model import RepositoryConfig, decode_config
 from casbak.rawcache import RawCache, cache_folder
 from casbak.repository import Repository
 from casbak.service import restore_documents, take_snapshot
@@ -179,6 +185,7 @@ def test_the_human_summary_is_one_line(
     code, out, err = run(path, "--password-file", passwords[0], "migrate", "--encrypt", *CHEAP)
     assert code == 0, err
     assert out.startswith("encrypted: format 4 -> 5: 2 snapshots, 10 objects; stored ")
+    assert out.rstrip().endswith("; snapshot ids changed (--json maps old to new)")
     assert out.count("\n") == 1
 
 
@@ -191,6 +198,22 @@ def test_without_a_password_nothing_changes(
     assert code == 13
     assert err.count("\n") == 1
     assert tree_state(path) == untouched
+
+
+@pytest.mark.parametrize("command", ["migrate", "init"])
+@pytest.mark.parametrize("option", ["--kdf-memory", "--kdf-iterations"])
+def test_kdf_options_without_encrypt_are_a_usage_error(
+    tmp_path: Path, command: str, option: str
+) -> None:
+    path = tmp_path / "repo"
+    if command == "migrate":
+        assert run(path, "init")[0] == 0
+    untouched = tree_state(path) if path.exists() else {}
+    code, _, err = run(path, command, option, "8" if option == "--kdf-memory" else "1")
+    assert code == 2, err
+    assert err.count("\n") == 1
+    assert "--kdf-memory and --kdf-iterations need --encrypt" in err
+    assert (tree_state(path) if path.exists() else {}) == untouched
 
 
 def test_an_encrypted_repository_has_nothing_to_do(
@@ -226,9 +249,14 @@ def test_an_older_format_is_sent_to_migrate_first(
 def test_an_empty_repository_is_encrypted_too(tmp_path: Path, passwords: tuple[str, str]) -> None:
     path = tmp_path / "repo"
     assert run(path, "init")[0] == 0
-    code, out, err = run(path, "--password-file", passwords[0], "--json", "migrate", "--encrypt")
+    code, out, err = run(path, "--password-file", passwords[0], "migrate", "--encrypt", *CHEAP)
     assert code == 0, err
-    assert json.loads(out)["snapshots"] == 0
+    assert out.startswith("encrypted: format 4 -> 5: 0 snapshots, 0 objects; stored ")
+    assert "snapshot ids changed" not in out  # there were none
+    code, out, err = run(path, "--json", "migrate", "--encrypt")
+    assert code == 0, err
+    assert json.loads(out)["nothing_to_do"] is True
+    assert set(os.listdir(path)) == {"config", "encrypted"}
     code, out, _ = run(path, "--password-file", passwords[0], "--json", "verify")
     assert code == 0
     assert json.loads(out)["findings"] == []
@@ -310,41 +338,149 @@ def test_a_crash_before_the_commit_leaves_the_plain_repository(
     assert top_level(path) == {"config", "encrypted"}
 
 
+def crash_while_removing(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Make the removal of plain files die halfway through its ``after + 1``-th step.
+
+    Its steps: the manifests (one depth at a time; the fixture's two are both
+    whole), then the catalog and index files, then the rest.
+    """
+    real = encryptmigrate.delete_keys
+    steps = {"n": 0}
+
+    def dying(backend: Any, keys: list[str], keepalive: Callable[[], None] = lambda: None) -> int:
+        keys = list(keys)
+        if keys and isinstance(backend, LocalBackend):  # not the staged copy's own
+            steps["n"] += 1
+            if steps["n"] > after:
+                real(backend, keys[: max(1, len(keys) // 2)], keepalive)
+                raise Crash("crash while removing plain files")
+        return real(backend, keys, keepalive)
+
+    monkeypatch.setattr(encryptmigrate, "delete_keys", dying)
+
+
+@pytest.mark.parametrize("after", [0, 1, 2], ids=["manifests", "indexes", "rest"])
 def test_a_crash_while_removing_the_plain_files_leaves_the_encrypted_repository(
     plain: tuple[Path, dict[str, dict[str, Any]]],
     passwords: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
+    after: int,
 ) -> None:
     path, before = plain
     right, _wrong = passwords
-    real = encryptmigrate.delete_keys
-
-    def half(backend: Any, keys: list[str], keepalive: Callable[[], None] = lambda: None) -> int:
-        if keys:  # the first call removes nothing (no earlier staged copy to clear)
-            real(backend, keys[: len(keys) // 2], keepalive)
-            raise Crash("crash while removing plain files")
-        return real(backend, keys, keepalive)
-
     with monkeypatch.context() as patch:
         patch.setattr(locks_module, "_process_alive", lambda pid: False)
-        patch.setattr(encryptmigrate, "delete_keys", half)
+        crash_while_removing(patch, after)
         with pytest.raises(Crash):
             migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
     repo = Repository.open(LocalBackend(path), password=PASSWORD)
     assert repo.sealer is not None
-    same_snapshots(before, repo)
+    mapping = same_snapshots(before, repo)
     findings = [f for f in verify_findings(path, right) if f["severity"] != "info"]
     assert findings
     assert {f["kind"] for f in findings} == {"encryption-leftover"}
     assert all("left by migrate --encrypt; run it again" in f["message"] for f in findings)
 
-    code, out, err = run(path, "--json", "migrate", "--encrypt")  # no password: nothing sealed
+    # A plain manifest left over is carried over again (import skips it): that
+    # needs the password; once the manifests are gone, nothing sealed is touched.
+    given = ("--password-file", right) if after == 0 else ()
+    code, out, err = run(path, *given, "--json", "migrate", "--encrypt")
     assert code == 0, err
-    assert json.loads(out)["leftovers_removed"] > 0
-    assert json.loads(out)["from_version"] == 5
+    result = json.loads(out)
+    assert result["leftovers_removed"] > 0
+    assert result["from_version"] == 5
+    assert result["snapshot_ids"] == {}  # the manifests left were all carried over already
+    assert result["nothing_to_do"] is False
+    assert mapping
     assert top_level(path) == {"config", "encrypted"}
+    assert set(os.listdir(path)) == {"config", "encrypted"}  # no empty plain folder either
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
     assert verify_findings(path, right) == []
     assert _leaks(path, _secrets()) == []
+
+
+FOREIGN = {
+    "NOTES.txt": b"where the backups of the other team go\n",
+    "mystuff/a": b"not casbak's\n",
+    "packs/README": b"a note in a casbak folder\n",
+}
+"""Files a folder made with init --force may hold beside the repository."""
+
+
+def foreign_state(path: Path) -> dict[str, bytes]:
+    return {name: (path / name).read_bytes() for name in FOREIGN if (path / name).exists()}
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["whole-run", "crash-and-rerun"])
+def test_files_that_are_not_casbak_s_survive_the_conversion(
+    tmp_path: Path, passwords: tuple[str, str], monkeypatch: pytest.MonkeyPatch, crash: bool
+) -> None:
+    path = tmp_path / "shared"
+    path.mkdir(mode=0o700)
+    for name, data in FOREIGN.items():
+        (path / name).parent.mkdir(mode=0o700, exist_ok=True)
+        (path / name).write_bytes(data)
+        (path / name).chmod(0o600)  # so that verify has no permissions to mention
+    right, _wrong = passwords
+    assert run(path, "init", "--force")[0] == 0
+    assert run(path, "snapshot", str(ROUND1), "-t", "prod")[0] == 0
+    assert run(path, "snapshot", str(ROUND2), "-t", "prod")[0] == 0
+    before = state_of(Repository.open(LocalBackend(path)))
+    stale_write = path / "index" / ".tmp-0123456789abcdef"  # a plain write that never finished
+    stale_write.write_bytes(b"plain bytes of a crashed write")
+
+    if crash:
+        with monkeypatch.context() as patch:
+            patch.setattr(locks_module, "_process_alive", lambda pid: False)
+            crash_while_removing(patch, 2)  # in the last step, which lists the top level
+            with pytest.raises(Crash):
+                migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+        assert foreign_state(path) == FOREIGN
+        findings = [f for f in verify_findings(path, right) if f["severity"] != "info"]
+        unknown = {f["location"] for f in findings if f["kind"] == "unknown-file"}
+        assert unknown == set(FOREIGN)
+        assert {f["kind"] for f in findings} == {"unknown-file", "encryption-leftover"}
+        assert all(
+            f["location"] not in ("NOTES.txt", "mystuff/")
+            for f in findings
+            if f["kind"] == "encryption-leftover"
+        )
+
+    code, out, err = run(path, "--password-file", right, "--json", "migrate", "--encrypt", *CHEAP)
+    assert code == 0, err
+    assert foreign_state(path) == FOREIGN
+    assert not stale_write.exists()
+    # Only the plain layout's folders went, and only where empty ("packs/" holds the note).
+    assert set(os.listdir(path)) == {"config", "encrypted", "NOTES.txt", "mystuff", "packs"}
+    assert os.listdir(path / "packs") == ["README"]
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
+    findings = verify_findings(path, right)
+    assert sorted((f["kind"], f["location"]) for f in findings) == [
+        ("unknown-file", name) for name in sorted(FOREIGN)
+    ]
+    assert all(f["message"] == "not a casbak file" for f in findings)
+    code, out, err = run(path, "--password-file", right, "--json", "migrate", "--encrypt")
+    assert code == 0, err
+    assert json.loads(out)["nothing_to_do"] is True
+    assert foreign_state(path) == FOREIGN
+
+
+def test_a_leftover_manifest_needs_the_password_to_be_carried_over(
+    plain: tuple[Path, dict[str, dict[str, Any]]],
+    passwords: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, _before = plain
+    with monkeypatch.context() as patch:
+        patch.setattr(locks_module, "_process_alive", lambda pid: False)
+        crash_while_removing(patch, 0)
+        with pytest.raises(Crash):
+            migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+    untouched = tree_state(path)
+    code, _, err = run(path, "migrate", "--encrypt")
+    assert code == 13, err
+    assert err.count("\n") == 1
+    assert tree_state(path) == untouched
 
 
 def test_a_wrong_password_on_the_rerun_is_13_and_changes_nothing(
@@ -359,6 +495,8 @@ def test_a_wrong_password_on_the_rerun_is_13_and_changes_nothing(
     code, _, err = run(path, "--password-file", wrong, "migrate", "--encrypt")
     assert code == 13
     assert err.count("\n") == 1
+    assert "was started by an earlier migrate --encrypt with another password" in err
+    assert "give that one to continue, or delete encrypted/ to start over" in err
     assert tree_state(path) == untouched
     assert run(path, "--password-file", right, "migrate", "--encrypt")[0] == 0
     same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
@@ -451,6 +589,101 @@ def test_a_crash_at_every_write_point_leaves_a_sound_repository_and_a_rerun_fini
     assert states == {4, 5}  # crashes on both sides of the commit
 
 
+# A full temporary folder
+
+
+class FullDisk(io.BytesIO):
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_temporary_folder_is_one_line_and_a_rerun_continues(
+    plain: tuple[Path, dict[str, dict[str, Any]]],
+    passwords: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, before = plain
+    right, _wrong = passwords
+    untouched = tree_state(path)
+    with monkeypatch.context() as patch:
+        patch.setattr(encryptmigrate, "_spool", FullDisk)
+        code, _, err = run(path, "--password-file", right, "migrate", "--encrypt", *CHEAP)
+    assert code == 1, err
+    assert err.count("\n") == 1
+    assert "internal error" not in err
+    assert f"in the temporary folder {tempfile.gettempdir()}: No space left on device" in err
+    assert "set TMPDIR to a folder with room" in err
+    assert "run migrate --encrypt again to continue" in err
+    # Nothing changed but the staged copy (its config and key slot).
+    changed = {k for k in tree_state(path).keys() ^ untouched.keys()}
+    assert changed and all(k.startswith("encrypted/") for k in changed)
+    assert all(tree_state(path)[k] == v for k, v in untouched.items())
+    assert state_of(Repository.open(LocalBackend(path))) == before
+
+    code, out, err = run(path, "--password-file", right, "migrate", "--encrypt")
+    assert code == 0, err
+    assert out.startswith("encrypted: format 4 -> 5: 2 snapshots")
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
+    assert verify_findings(path, right) == []
+
+
+# The lock during a long conversion
+
+
+def test_no_other_writer_gets_in_however_long_the_conversion_takes(
+    plain: tuple[Path, dict[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain repository's lock stays fresh through export, id translation and import.
+
+    A long phase is simulated, not waited for: at its start the lock record is
+    aged past the (scaled down) stale time, as a phase that long would leave
+    it without a refresh; at its end another writer tries to take its lock.
+    Refreshes are not throttled here, so each one shows.
+    """
+    path, before = plain
+    monkeypatch.setattr(locks_module, "STALE_AFTER", 5.0)
+    monkeypatch.setattr(locks_module, "REFRESH_EVERY", 0.0)
+    got_in: list[str] = []
+    probes: list[str] = []
+
+    def age() -> None:
+        for record in (path / "locks").glob("exclusive-*.json"):
+            past = record.stat().st_mtime - 2 * locks_module.STALE_AFTER
+            os.utime(record, (past, past))
+
+    def probe(where: str) -> None:
+        probes.append(where)
+        try:
+            LockManager(LocalBackend(path)).shared("snapshot", 0).release()
+        except RepositoryLocked:
+            return
+        got_in.append(where)
+
+    def slow_progress(done: int, total: int, size: int) -> None:
+        probe("a progress step")  # the previous step aged the lock
+        age()
+
+    def around(name: str, module: Any) -> None:
+        real = getattr(module, name)
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            age()
+            result = real(*args, **kwargs)
+            probe(name)
+            return result
+
+        monkeypatch.setattr(module, name, slow)
+
+    around("_new_ids", encryptmigrate)
+    around("check_bundle", transfer_module)
+    result = migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF, progress=slow_progress)
+    assert got_in == []
+    assert {"a progress step", "_new_ids", "check_bundle"} <= set(probes)
+    assert len(probes) > 20  # every object read and every object imported
+    assert result.snapshots == 2
+    same_snapshots(before, Repository.open(LocalBackend(path), password=PASSWORD))
+
+
 # Commands that opened the plain repository before the commit.
 
 
@@ -466,6 +699,76 @@ def test_a_writer_that_opened_the_plain_repository_does_not_write_after_the_comm
     repo = Repository.open(LocalBackend(path), password=PASSWORD)
     assert all(snap.header.description != "too late" for snap in repo.snapshots())
     assert verify_findings(path, passwords[0]) == []
+
+
+def old_writer(path: Path, config: RepositoryConfig) -> Repository:
+    """A casbak without the config re-read: it opened the plain repository before the commit.
+
+    It waited on migrate's lock and writes at the top level once it has one.
+    """
+    return Repository(LocalBackend(path), config, watch_config=False)
+
+
+def many_tenants(folder: Path, name: str, version: int) -> Path:
+    """A source of 40 tenants (enough for a manifest to be stored as a delta)."""
+    source = folder / f"{name}.json"
+    tenants = [
+        {"id": f"t{n:02d}", "name": f"tenant {n}", "rev": version if n == 0 else 1}
+        for n in range(40)
+    ]
+    source.write_text(json.dumps(tenants))
+    return source
+
+
+@pytest.mark.parametrize("when", ["after-the-commit", "after-the-whole-run"])
+def test_a_plain_snapshot_written_after_the_commit_is_carried_over(
+    plain: tuple[Path, dict[str, dict[str, Any]]],
+    passwords: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    when: str,
+) -> None:
+    path, _before = plain
+    right, _wrong = passwords
+    assert run(path, "snapshot", str(many_tenants(tmp_path, "one", 1)), "-t", "big")[0] == 0
+    before = state_of(Repository.open(LocalBackend(path)))
+    config = decode_config((path / "config").read_bytes(), "config")
+    monkeypatch.setattr(locks_module, "_process_alive", lambda pid: False)
+    if when == "after-the-commit":
+        real = encryptmigrate._commit
+
+        def commit_and_die(*args: Any) -> None:
+            real(*args)
+            raise Crash("crash after the commit")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(encryptmigrate, "_commit", commit_and_die)
+            with pytest.raises(Crash):
+                migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+    else:
+        migrate_encrypt(LocalBackend(path), PASSWORD, kdf=KDF)
+    writer = old_writer(path, config)
+    sources = read_sources([str(many_tenants(tmp_path, "two", 2))])
+    late = take_snapshot(writer, sources, target_id="big", description="late")
+    stored = writer.load(late.snapshot.id, writer.manifest_keys()[late.snapshot.id])
+    # After the commit the plain files are all there: a delta of the plain "big" snapshot.
+    assert stored.header.depth == (1 if when == "after-the-commit" else 0)
+    wanted = {**before, **state_of(old_writer(path, config))}
+    assert len(wanted) == 4
+    findings = [f for f in verify_findings(path, right) if f["severity"] != "info"]
+    assert {f["kind"] for f in findings} == {"encryption-leftover"}
+
+    code, out, err = run(path, "--password-file", right, "--json", "migrate", "--encrypt")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["from_version"] == 5
+    assert late.snapshot.id in result["snapshot_ids"]
+    assert result["leftovers_removed"] > 0
+    mapping = same_snapshots(wanted, Repository.open(LocalBackend(path), password=PASSWORD))
+    assert mapping[late.snapshot.id] == result["snapshot_ids"][late.snapshot.id]
+    assert verify_findings(path, right) == []
+    assert set(os.listdir(path)) == {"config", "encrypted"}
+    assert _leaks(path, _secrets()) == []
 
 
 WAITER = """
@@ -609,17 +912,21 @@ def test_migrate_encrypt_on_s3(s3_env: str, passwords: tuple[str, str]) -> None:
     assert run(location, "init")[0] == 0
     assert run(location, "snapshot", str(ROUND1), "--tag", "first")[0] == 0
     assert run(location, "snapshot", str(ROUND2))[0] == 0
+    S3Backend(location).put("NOTES.txt", b"the prefix may hold other objects\n")
     before = state_of(Repository.open(S3Backend(location)))
     code, out, err = run(location, "--password-file", right, "--json", "migrate", "--encrypt")
     assert code == 0, err
     assert json.loads(out)["snapshots"] == 2
     backend = S3Backend(location)
     keys = list(backend.list_names(""))
-    assert {key.split("/")[0] for key in keys} == {"config", "encrypted"}
+    assert {key.split("/")[0] for key in keys} == {"config", "encrypted", "NOTES.txt"}
+    assert backend.get("NOTES.txt") == b"the prefix may hold other objects\n"
     same_snapshots(before, Repository.open(backend, password=PASSWORD))
     code, out, err = run(location, "--password-file", right, "--json", "verify")
     assert code == 0, err
-    assert json.loads(out)["findings"] == []
+    assert [(f["kind"], f["location"]) for f in json.loads(out)["findings"]] == [
+        ("unknown-file", "NOTES.txt")
+    ]
     secrets = _secrets() | {old.encode() for old in before}
     leaks = [
         (key, secret)
@@ -652,17 +959,42 @@ def test_a_root_whose_config_is_not_the_same_repository_s_is_damage(
     assert "which holds no config" in err
 
 
+def test_verify_of_a_converted_repository_names_keys_as_stored(
+    plain: tuple[Path, dict[str, dict[str, Any]]], passwords: tuple[str, str]
+) -> None:
+    path, _before = plain
+    right, _wrong = passwords
+    assert run(path, "--password-file", right, "migrate", "--encrypt", *CHEAP)[0] == 0
+    stray = path / "encrypted" / "packs" / "README"
+    stray.write_bytes(b"not casbak's")
+    stray.chmod(0o600)
+    manifest = sorted((path / "encrypted" / "manifests").iterdir())[0]
+    data = bytearray(manifest.read_bytes())
+    data[-20] ^= 1
+    manifest.write_bytes(bytes(data))
+    code, out, _ = run(path, "--password-file", right, "--json", "verify")
+    assert code == 3
+    located = {(f["kind"], f["location"]) for f in json.loads(out)["findings"]}
+    assert ("unknown-file", "encrypted/packs/README") in located
+    assert any(
+        kind == "corrupt-manifest" and where == f"encrypted/manifests/{manifest.name}"
+        for kind, where in located
+    ), located
+
+
 @pytest.mark.parametrize(
     ("version", "root", "problem"),
     [
-        (4, "encrypted/", "only an encrypted repository"),
-        (5, "../", "is not a folder name"),
-        (5, "a/b/", "is not a folder name"),
-        (5, "encrypted", "is not a folder name"),
+        (4, "encrypted/", "a format 6 config names the root folder"),
+        (5, "encrypted/", "a format 6 config names the root folder"),
+        (6, None, "a format 6 config names the root folder"),
+        (6, "../", "is not a folder name"),
+        (6, "a/b/", "is not a folder name"),
+        (6, "encrypted", "is not a folder name"),
     ],
 )
-def test_a_config_root_must_be_one_folder_of_an_encrypted_repository(
-    version: int, root: str, problem: str
+def test_only_a_pointer_config_names_a_root_and_it_is_one_folder(
+    version: int, root: str | None, problem: str
 ) -> None:
     from casbak.errors import CorruptData
     from casbak.model import decode_config
@@ -672,12 +1004,50 @@ def test_a_config_root_must_be_one_folder_of_an_encrypted_repository(
         "format": "casbak",
         "repository_id": "a" * 64,
         "version": version,
-        "root": root,
     }
-    if version == 5:
+    if root is not None:
+        config["root"] = root
+    if version >= 5:
         config["encryption"] = {}
     with pytest.raises(CorruptData, match=problem):
         decode_config(json.dumps(config).encode(), "config")
-    config["root"] = "encrypted/"
-    if version == 5:
+    if version == 6:
+        config["root"] = "encrypted/"
         assert decode_config(json.dumps(config).encode(), "config").root == "encrypted/"
+
+
+def test_a_pointer_config_without_encryption_is_a_newer_format() -> None:
+    from casbak.model import decode_config
+
+    config = {
+        "created": "2025-11-17T10:30:00Z",
+        "format": "casbak",
+        "repository_id": "a" * 64,
+        "version": 6,
+        "root": "encrypted/",
+    }
+    with pytest.raises(FormatVersionError, match="upgrade casbak"):
+        decode_config(json.dumps(config).encode(), "config")
+
+
+def test_the_top_level_config_is_a_pointer_an_older_casbak_refuses_as_newer(
+    plain: tuple[Path, dict[str, dict[str, Any]]], passwords: tuple[str, str]
+) -> None:
+    """Format 6, so that a casbak without ``root`` says "upgrade" (12), not "damaged" (3).
+
+    Every casbak reads the config's version alone before its fields: one that
+    reads formats 1 to 5 stops there.
+    """
+    from casbak.model import _check_version
+
+    path, _before = plain
+    assert run(path, "--password-file", passwords[0], "migrate", "--encrypt", *CHEAP)[0] == 0
+    top = json.loads((path / "config").read_bytes())
+    inner = json.loads((path / "encrypted" / "config").read_bytes())
+    assert (top["version"], top["root"]) == (6, ENCRYPTED_ROOT)
+    assert inner["version"] == 5 and "root" not in inner
+    assert {k: v for k, v in top.items() if k not in ("version", "root")} == {
+        k: v for k, v in inner.items() if k != "version"
+    }
+    with pytest.raises(FormatVersionError, match=r"version 6 is not supported.*upgrade casbak"):
+        _check_version((path / "config").read_bytes(), "config", (1, 2, 3, 4, 5), "format")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat as stat_module
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,6 +30,8 @@ from casbak.outfiles import TEMP_PREFIX, atomic_file
 
 DIR_MODE = 0o700
 TEMP_IN_FLIGHT = 600.0
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + "[0-9a-f]{16}")
+"""What `casbak.outfiles.atomic_file` names a write in progress."""
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -242,6 +245,60 @@ class LocalBackend:
                     os.close(fd)
             except OSError as exc:
                 _raise_os_error(exc, "sync", folder)
+
+    def prune(self, folders: Iterable[str], *, temporary: bool = True) -> int:
+        """Remove each of ``folders`` (``a/b/``, deepest first as given) that is empty; how many.
+
+        With ``temporary``, casbak's own temporary files in them go first:
+        writes that never finished (the caller holds the lock that rules out
+        one in progress). A folder holding anything else stays, as does one
+        that is missing or a link. `casbak migrate --encrypt` tidies the
+        folders a converted repository's plain files were in; object storage
+        has no folders, so no other backend has this.
+        """
+        removed = 0
+        for folder in folders:
+            path = self.root / validate_prefix(folder)
+            if path == self.root or self._through_link(path) or not path.is_dir():
+                continue
+            if temporary:
+                try:
+                    entries = list(os.scandir(path))
+                except OSError as exc:
+                    _raise_os_error(exc, "list", path)
+                for entry in entries:
+                    if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                        self._unlink_quietly(Path(entry.path))
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue
+                _raise_os_error(exc, "remove folder", path)
+            # Nothing left to sync in it: its removal is its parent's change.
+            self._dirty = {dirty for dirty in self._dirty if not dirty.is_relative_to(path)}
+            self._dirty.add(path.parent)
+            removed += 1
+        return removed
+
+    def _through_link(self, path: Path) -> bool:
+        current = path
+        while current != self.root:
+            if current.is_symlink():
+                return True
+            current = current.parent
+        return False
+
+    def _unlink_quietly(self, path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            _raise_os_error(exc, "delete", path)
+        self._dirty.add(path.parent)
 
     def _ensure_folder(self, folder: Path) -> None:
         if folder.is_dir():

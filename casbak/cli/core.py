@@ -10,7 +10,13 @@ import click
 
 from casbak.cli import complete
 from casbak.cli.context import Context, lock_timeout_option, pass_context
-from casbak.cli.keys import kdf_of, kdf_options, new_repository_password, password_file_option
+from casbak.cli.keys import (
+    kdf_of,
+    kdf_options,
+    new_repository_password,
+    password_file_option,
+    refuse_kdf_without,
+)
 from casbak.cli.output import (
     ProgressBar,
     count,
@@ -66,6 +72,7 @@ def init(
     """
     from casbak.repository import Repository, backend_for, refuse_occupied_folder
 
+    refuse_kdf_without("--encrypt", encrypt)
     backend = backend_for(ctx.repo_location)
     if not force:
         refuse_occupied_folder(backend)

@@ -64,6 +64,24 @@ def kdf_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def refuse_kdf_without(flag: str, given: bool) -> None:
+    """The KDF options set the cost of a new key slot: without ``flag`` none is made (exit 2)."""
+    if given:
+        return
+    ctx = click.get_current_context()
+    default = click.core.ParameterSource.DEFAULT
+    if any(
+        ctx.get_parameter_source(name) not in (None, default)
+        for name in ("kdf_memory", "kdf_iterations")
+    ):
+        from casbak.errors import UsageError
+
+        raise UsageError(
+            f"--kdf-memory and --kdf-iterations need {flag}: they set the Argon2id cost of "
+            f"the new key slot, which only {flag} makes"
+        )
+
+
 def kdf_of(memory_kib: int, iterations: int) -> Any:
     """The KDF settings the options give (lanes: up to 4, at least 8 KiB each)."""
     from casbak.keyfile import Argon2id

@@ -14,7 +14,13 @@ from casbak.cli.context import (
     lock_timeout_option,
     pass_context,
 )
-from casbak.cli.keys import kdf_of, kdf_options, new_repository_password, password
+from casbak.cli.keys import (
+    kdf_of,
+    kdf_options,
+    new_repository_password,
+    password,
+    refuse_kdf_without,
+)
 from casbak.cli.output import (
     ProgressBar,
     count,
@@ -367,6 +373,7 @@ def migrate(
     the plain files are removed; interrupted, the same command finishes it.
     Snapshot ids change (they are keyed): --json maps old ids to new.
     """
+    refuse_kdf_without("--encrypt", encrypt)
     if encrypt:
         _migrate_encrypt(ctx, lock_timeout, kdf_of(kdf_memory, kdf_iterations))
         return
@@ -420,11 +427,18 @@ def _migrate_encrypt(ctx: Context, lock_timeout: float, kdf: Any) -> None:
         ctx.emit(result, lambda: "nothing to do: the repository is already encrypted (format 5)")
         return
     if result.from_version == result.to_version:
+        carried = len(result.snapshot_ids)
         ctx.emit(
             result,
             lambda: (
-                f"finished an interrupted migrate --encrypt: removed "
-                f"{count(result.leftovers_removed, 'file')} of the plain repository"
+                "finished an interrupted migrate --encrypt: "
+                + (
+                    f"carried over {count(carried, 'plain snapshot')} left at the top level "
+                    "(--json maps old ids to new), "
+                    if carried
+                    else ""
+                )
+                + f"removed {count(result.leftovers_removed, 'file')} of the plain repository"
             ),
         )
         return
@@ -433,7 +447,7 @@ def _migrate_encrypt(ctx: Context, lock_timeout: float, kdf: Any) -> None:
         lambda: (
             f"encrypted: format {result.from_version} -> {result.to_version}: "
             f"{count(result.snapshots, 'snapshot')}, {count(result.objects, 'object')}; "
-            f"stored {human_size(result.bytes_before)} -> {human_size(result.bytes_after)}; "
-            "snapshot ids changed (--json maps old to new)"
+            f"stored {human_size(result.bytes_before)} -> {human_size(result.bytes_after)}"
+            + ("; snapshot ids changed (--json maps old to new)" if result.snapshot_ids else "")
         ),
     )

@@ -274,3 +274,29 @@ def test_a_prefixed_backend_shows_only_its_folder_under_its_own_names(tmp_path: 
     ]
     with pytest.raises(InvalidKey):
         PrefixedBackend(outer, "")
+
+
+def test_local_prune_removes_empty_folders_and_temp_files_only(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "store")
+    for key in ("packs/ab/p", "packs/cd/q", "index/i", "keep/note"):
+        backend.put(key, b"x")
+    for key in ("packs/ab/p", "packs/cd/q", "index/i"):
+        backend.delete(key)
+    backend.sync()
+    temp = tmp_path / "store" / "index" / ".tmp-0123456789abcdef"
+    temp.write_bytes(b"a write that never finished")
+    other = tmp_path / "store" / "packs" / "cd" / ".hidden"
+    other.write_bytes(b"not casbak's")
+    link_target = tmp_path / "elsewhere"
+    (link_target / "sub").mkdir(parents=True)
+    (tmp_path / "store" / "linked").symlink_to(link_target)
+
+    folders = ["packs/ab/", "packs/cd/", "packs/", "index/", "keep/", "missing/", "linked/sub/"]
+    assert backend.prune(folders, temporary=False) == 1  # packs/ab/ alone was empty
+    assert temp.exists()
+    assert backend.prune(folders) == 1  # index/, once its temporary file went
+    backend.sync()
+    assert not temp.exists()
+    assert other.exists()  # not a temporary file of casbak's: packs/cd/ and packs/ stay
+    assert sorted(os.listdir(tmp_path / "store")) == ["keep", "linked", "packs"]
+    assert (link_target / "sub").is_dir()  # never through a link
