@@ -20,6 +20,7 @@ from casbak.catalogcheck import StoredSnapshots, reconcile
 from casbak.defaults import DEFAULT_LOCK_TIMEOUT
 from casbak.errors import Refused, UsageError
 from casbak.gc import DEFAULT_GRACE, GcPlan, execute_gc, plan_gc, plan_removal
+from casbak.heap import collector_paused
 from casbak.layout import LOCK_PREFIX
 from casbak.locks import LockRecord
 from casbak.model import utc_now
@@ -122,7 +123,7 @@ def cleanup(
 
     ``progress`` counts manifests read: every header, then those that stay.
     """
-    with repo.locks.exclusive("cleanup", lock_timeout) as lock:
+    with collector_paused(), repo.locks.exclusive("cleanup", lock_timeout) as lock:
         stored = StoredSnapshots(repo, progress)
         snapshots = stored.snapshots
         decision = apply_policy(_infos(snapshots), policy, clock())
@@ -168,7 +169,7 @@ def forget(
     """
     if not references:
         raise UsageError("name at least one snapshot to forget")
-    with repo.locks.exclusive("forget", lock_timeout) as lock:
+    with collector_paused(), repo.locks.exclusive("forget", lock_timeout) as lock:
         stored = StoredSnapshots(repo, progress)
         snapshots = stored.snapshots
         # References are answered by the catalog: it must say what the manifests say.
@@ -216,7 +217,7 @@ def collect_garbage(
     disagrees, is damaged or is missing is written afresh (``catalog_rebuilt``).
     ``progress`` as for `cleanup`.
     """
-    with repo.locks.exclusive("gc", lock_timeout) as lock:
+    with collector_paused(), repo.locks.exclusive("gc", lock_timeout) as lock:
         stored = StoredSnapshots(repo, progress)
         plan = plan_gc(repo, snapshots=stored.snapshots, grace=grace, progress=progress)
         rebuilt = reconcile(repo, stored, dry_run=dry_run)
