@@ -29,7 +29,9 @@ COMPARE_SECTION = "compare"
 GROWTH_SECTION = "growth"
 REPORT_SECTION = "report"
 LONGRUN_SECTION = "longrun"
-_SECTIONS = (COMPARE_SECTION, LONGRUN_SECTION, GROWTH_SECTION, REPORT_SECTION)
+REASONS_SECTION = "compare-reasons"
+"""Written by hand after a compare run: what the figures say; no script replaces it."""
+_SECTIONS = (COMPARE_SECTION, REASONS_SECTION, LONGRUN_SECTION, GROWTH_SECTION, REPORT_SECTION)
 
 
 def write_section(path: Path, name: str, text: str) -> None:
