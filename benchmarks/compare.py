@@ -341,23 +341,27 @@ def goals(outcome: Outcome, startup: float) -> list[str]:
     )
     goal("verify (all data)", casbak.extra["verify"], "git <= 1.0", _verify)
     goal("verify (all data)", casbak.extra["verify"], "restic <= 0.2", _verify)
-    sealed = rows.get(EncryptedCasbak.name)
-    if sealed is not None:
-        size_ratio = sealed.sizes[-1] / casbak.sizes[-1]
-        round_ratio = statistics.median(_incremental(sealed)) / incremental
+    encrypted = (
+        (
+            EncryptedCasbak.name,
+            "encrypted repository",
+            "each command derives the key from the password: Argon2id, 64 MiB",
+        ),
+        (
+            RememberedKeyCasbak.name,
+            "encrypted repository with its key remembered",
+            "`casbak key remember`: no derivation per command",
+        ),
+    )
+    for name, what, how in encrypted:
+        row = rows.get(name)
+        if row is None:
+            continue
+        size_ratio = row.sizes[-1] / casbak.sizes[-1]
+        round_ratio = statistics.median(_incremental(row)) / incremental
         lines.append(
-            f"- encrypted repository (issue 16, goal <= 1.1 each): {size_ratio:.2f} x the plain "
-            f"one's bytes, {round_ratio:.2f} x its incremental round (each command derives the "
-            "key from the password: Argon2id, 64 MiB)"
-        )
-    remembered = rows.get(RememberedKeyCasbak.name)
-    if remembered is not None:
-        size_ratio = remembered.sizes[-1] / casbak.sizes[-1]
-        round_ratio = statistics.median(_incremental(remembered)) / incremental
-        lines.append(
-            f"- encrypted repository with its key remembered (`casbak key remember`, issue 16, "
-            f"goal <= 1.1 each): {size_ratio:.2f} x the plain one's bytes, {round_ratio:.2f} x "
-            "its incremental round"
+            f"- {what} (issue 16, goal <= 1.1 each): {size_ratio:.2f} x the plain one's bytes, "
+            f"{round_ratio:.2f} x its incremental round ({how})"
         )
     return lines
 
