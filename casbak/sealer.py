@@ -10,11 +10,15 @@ another name or kind fails its tag (docs/ENCRYPTION-PLAN.md, "Associated data").
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 import blake3
 
 from casbak.errors import DecryptionFailed
 from casbak.ids import Hasher
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 MASTER_KEY_LENGTH = 64
 NONCE_LENGTH = 12
@@ -60,6 +64,28 @@ def associated_data(kind: str, name: bytes) -> bytes:
     return b"casbak\x00" + kind.encode("ascii") + b"\x00" + name
 
 
+def _aes_gcm_siv_class() -> type[AESGCMSIV]:
+    """Cryptography's AES-GCM-SIV class, loaded only when a key is in use.
+
+    Not at module level: every module that opens a repository names Sealer,
+    and loading OpenSSL's bindings cost a plain repository's commands 50 ms
+    of start-up each. The public module's parent packages load another 20
+    modules (the cipher registry, modes, typing) that an encrypted
+    repository's every command paid for (10-15 ms of a one-tenant snapshot),
+    so the bindings' own module is tried first; the public name is the same
+    class (tests/test_sealer.py), and the fallback keeps a release that moves
+    it working.
+    """
+    try:
+        from cryptography.hazmat.bindings._rust import openssl
+
+        return openssl.aead.AESGCMSIV
+    except (ImportError, AttributeError):  # pragma: no cover - a release that moved it
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV as public
+
+        return public
+
+
 class Sealer:
     """Seals and opens the bytes of one encrypted repository (or bundle)."""
 
@@ -68,12 +94,7 @@ class Sealer:
     def __init__(self, master_key: bytes) -> None:
         if len(master_key) != MASTER_KEY_LENGTH:
             raise ValueError(f"a master key is {MASTER_KEY_LENGTH} bytes, not {len(master_key)}")
-        # Imported here: every module that opens a repository names Sealer,
-        # and loading OpenSSL's bindings cost a plain repository's commands
-        # 50 ms of start-up each.
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
-
-        self._aead = AESGCMSIV(subkey(master_key, "seal key"))
+        self._aead = _aes_gcm_siv_class()(subkey(master_key, "seal key"))
         self._nonce_key = subkey(master_key, "frame nonce key")
         self.hasher = Hasher(subkey(master_key, "id key"))
         """The repository's id function: blake3 keyed with the id subkey."""

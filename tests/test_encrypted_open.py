@@ -141,3 +141,38 @@ print(sorted(name for name in sys.modules if name.startswith("cryptography")))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_remembered_key_snapshot_loads_only_the_ciphers_own_bindings(
+    encrypted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The public cipher module's parent packages (the cipher registry, modes,
+    # typing) were 10-15 ms of every encrypted command's start-up.
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    monkeypatch.setenv("CASBAK_KEY_CACHE_DIR", str(keys))
+    monkeypatch.setenv("CASBAK_PASSWORD", "right")
+    assert run(encrypted, "key", "remember", "--for", "5m")[0] == 0
+    monkeypatch.delenv("CASBAK_PASSWORD")
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    (tenants / "acme.json").write_text('{"id": "acme", "name": "Acme"}')
+    script = """
+import sys
+from casbak.launch import run
+
+sys.argv = ["casbak", "--repo", sys.argv[1], "snapshot", sys.argv[2]]
+try:
+    run()
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print(sorted(name for name in sys.modules if name.startswith("cryptography.hazmat.primitives")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(encrypted), str(tenants)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -10,8 +10,10 @@ from casbak.ids import PLAIN, Hasher, hash_bytes
 from casbak.sealer import (
     FRAME_OVERHEAD,
     MASTER_KEY_LENGTH,
+    NONCE_LENGTH,
     OVERHEAD,
     Sealer,
+    _aes_gcm_siv_class,
     associated_data,
     new_master_key,
     subkey,
@@ -145,3 +147,19 @@ def test_keyed_ids_differ_from_plain_ids_and_follow_blake3_keyed_mode(sealer: Se
 def test_a_hasher_refuses_a_key_of_the_wrong_size() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         Hasher(b"too short")
+
+
+def test_the_fast_loaded_cipher_is_the_public_aes_gcm_siv() -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+    assert _aes_gcm_siv_class() is AESGCMSIV
+
+
+def test_sealed_bytes_open_with_the_public_cipher_and_the_documented_keys(sealer: Sealer) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+    sealed = sealer.seal("manifest", b"m1", b"tenant data")
+    reader = AESGCMSIV(subkey(MASTER, "seal key"))
+    nonce, body = sealed[:NONCE_LENGTH], sealed[NONCE_LENGTH:]
+    plain = reader.decrypt(nonce, body, associated_data("manifest", b"m1"))
+    assert plain == b"tenant data"
