@@ -10,9 +10,8 @@ tests can pass a cheap one; defaults are memory-hard.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
-import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated
@@ -82,6 +81,8 @@ def derive_kek(kdf: Kdf, password: str) -> bytes:
     """The key-encryption key a password gives under a slot's KDF."""
     if kdf.salt is None:
         raise ValueError("a KDF without a salt cannot derive a key")
+    import unicodedata
+
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
     # cryptography is imported only where a key is made or opened: every
     # command of a plain repository would otherwise load OpenSSL's bindings.
@@ -117,9 +118,11 @@ def make_slot(
     """A new slot wrapping ``master_key`` for ``password`` (fresh salt, nonce and id)."""
     if len(master_key) != MASTER_KEY_LENGTH:
         raise ValueError(f"a master key is {MASTER_KEY_LENGTH} bytes, not {len(master_key)}")
-    kdf = msgspec.structs.replace(kdf, salt=secrets.token_bytes(16))
-    slot_id = secrets.token_hex(SLOT_ID_LENGTH // 2)
-    nonce = secrets.token_bytes(_NONCE_LENGTH)
+    kdf = msgspec.structs.replace(kdf, salt=os.urandom(16))
+    # os.urandom, not secrets: that module loads hashlib, hmac and random
+    # into every command (keyfile is imported by every repository open).
+    slot_id = os.urandom(SLOT_ID_LENGTH // 2).hex()
+    nonce = os.urandom(_NONCE_LENGTH)
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     wrapped = AESGCM(derive_kek(kdf, password)).encrypt(

@@ -11,7 +11,6 @@ removed by whoever finds them, so a killed process never blocks users for long.
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -211,6 +210,10 @@ class LockManager:
     ) -> float:
         if time.monotonic() >= deadline:
             raise RepositoryLocked(self._locked_message(holder, timeout))
+        # Imported only when waiting: random loads hashlib, 5 ms of every
+        # command's start-up.
+        import random
+
         self._sleep(delay * random.uniform(0.5, 1.5))
         return min(delay * 2, 0.5)
 
