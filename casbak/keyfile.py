@@ -10,7 +10,6 @@ tests can pass a cheap one; defaults are memory-hard.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -20,6 +19,7 @@ import msgspec
 
 from casbak.errors import CorruptData, FormatVersionError, WrongPassword
 from casbak.sealer import MASTER_KEY_LENGTH
+from casbak.tokens import random_bytes, random_hex
 
 SLOT_VERSION = 1
 SLOT_ID_LENGTH = 16
@@ -118,11 +118,9 @@ def make_slot(
     """A new slot wrapping ``master_key`` for ``password`` (fresh salt, nonce and id)."""
     if len(master_key) != MASTER_KEY_LENGTH:
         raise ValueError(f"a master key is {MASTER_KEY_LENGTH} bytes, not {len(master_key)}")
-    kdf = msgspec.structs.replace(kdf, salt=os.urandom(16))
-    # os.urandom, not secrets: that module loads hashlib, hmac and random
-    # into every command (keyfile is imported by every repository open).
-    slot_id = os.urandom(SLOT_ID_LENGTH // 2).hex()
-    nonce = os.urandom(_NONCE_LENGTH)
+    kdf = msgspec.structs.replace(kdf, salt=random_bytes(16))
+    slot_id = random_hex(SLOT_ID_LENGTH // 2)
+    nonce = random_bytes(_NONCE_LENGTH)
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     wrapped = AESGCM(derive_kek(kdf, password)).encrypt(

@@ -9,13 +9,13 @@ another name or kind fails its tag (docs/ENCRYPTION-PLAN.md, "Associated data").
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import blake3
 
 from casbak.errors import DecryptionFailed
 from casbak.ids import Hasher
+from casbak.tokens import random_bytes
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
@@ -48,9 +48,7 @@ _CONTEXT = "casbak 2026 {} v1"
 
 def new_master_key() -> bytes:
     """A fresh random master key."""
-    # os.urandom is what secrets.token_bytes returns; the secrets module
-    # loads hashlib, hmac and random, 10 ms of every command's start-up.
-    return os.urandom(MASTER_KEY_LENGTH)
+    return random_bytes(MASTER_KEY_LENGTH)
 
 
 def subkey(master_key: bytes, purpose: str) -> bytes:
@@ -103,7 +101,7 @@ class Sealer:
 
     def seal(self, kind: str, name: bytes, data: bytes) -> bytes:
         """``data`` encrypted and authenticated, a random nonce first."""
-        nonce = os.urandom(NONCE_LENGTH)
+        nonce = random_bytes(NONCE_LENGTH)
         return nonce + self._aead.encrypt(nonce, data, associated_data(kind, name))
 
     def open(self, kind: str, name: bytes, sealed: bytes, what: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from pathlib import Path
@@ -11,40 +12,53 @@ import pytest
 from casbak.errors import BackendError, InputError
 from casbak.restorefiles import write_restored
 
-DOCS = {f"tenant-{n:03d}": b'{"id":"tenant-%03d","n":%d}' % (n, n) for n in range(20)}
+
+def _docs(count: int) -> dict[str, bytes]:
+    return {f"tenant-{n:03d}": b'{"id":"tenant-%03d","n":%d}' % (n, n) for n in range(count)}
+
+
+DOCS = _docs(20)
+MANY = _docs(300)
+"""Enough that the files are written from several threads."""
 
 
 def _leftovers(parent: Path) -> list[str]:
     return [entry.name for entry in parent.iterdir() if entry.name.startswith(".")]
 
 
-def test_a_new_folder_appears_with_every_file_private(tmp_path: Path) -> None:
+@pytest.mark.parametrize("docs", [DOCS, MANY], ids=["few", "many"])
+def test_a_new_folder_appears_with_every_file_private(
+    tmp_path: Path, docs: dict[str, bytes]
+) -> None:
     out = tmp_path / "deep" / "out"
-    paths = write_restored(DOCS, out, force=False)
-    assert sorted(path.name for path in paths) == sorted(f"{t}.json" for t in DOCS)
+    paths = write_restored(docs, out, force=False)
+    assert sorted(path.name for path in paths) == sorted(f"{t}.json" for t in docs)
+    assert sorted(entry.name for entry in out.iterdir()) == sorted(f"{t}.json" for t in docs)
     for path in paths:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert b'"n":' in path.read_bytes()
+        tenant = path.name.removesuffix(".json")
+        assert path.read_bytes().replace(b" ", b"").replace(b"\n", b"") == docs[tenant]
     assert _leftovers(out.parent) == []
     assert _leftovers(out) == []
 
 
+@pytest.mark.parametrize("docs", [DOCS, MANY], ids=["few", "many"])
 def test_a_failure_leaves_no_folder_and_no_hidden_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docs: dict[str, bytes]
 ) -> None:
     real_open = os.open
-    calls = []
+    # One number per call, also when threads open at once: exactly one call fails.
+    numbers = itertools.count(1)
 
     def failing_open(path: str, flags: int, mode: int = 0o777, **kwargs: int) -> int:
-        calls.append(path)
-        if len(calls) == 7:
+        if next(numbers) == 7:
             raise OSError(28, "No space left on device")
         return real_open(path, flags, mode, **kwargs)
 
     monkeypatch.setattr(os, "open", failing_open)
     out = tmp_path / "out"
     with pytest.raises(BackendError, match="No space left on device"):
-        write_restored(DOCS, out, force=False)
+        write_restored(docs, out, force=False)
     assert not out.exists()
     assert _leftovers(tmp_path) == []
 
