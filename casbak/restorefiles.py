@@ -21,9 +21,6 @@ from casbak.outfiles import (
 )
 from casbak.tokens import random_hex
 
-WRITE_WORKERS = 4
-"""Threads creating a new folder's files."""
-_THREADED_FROM = 64
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -105,9 +102,11 @@ def _write_new_folder(documents: dict[str, bytes], targets: dict[str, Path], out
     building = out.parent / f"{TEMP_PREFIX}{random_hex(8)}"
     try:
         os.mkdir(building)
-        _write_files(
-            building, [(path.name, documents[tenant_id]) for tenant_id, path in targets.items()]
-        )
+        for tenant_id, path in targets.items():
+            fd = os.open(os.path.join(building, path.name), _NEW_FILE, FILE_MODE)
+            with open(fd, "wb") as handle:
+                os.fchmod(fd, FILE_MODE)
+                handle.write(pretty(documents[tenant_id]))
         sync_folder(building)
         os.rename(building, out)
     except OSError as exc:
@@ -120,33 +119,6 @@ def _write_new_folder(documents: dict[str, bytes], targets: dict[str, Path], out
         raise
     sync_folder(out.parent)
     return True
-
-
-def _write_files(folder: Path, files: list[tuple[str, bytes]]) -> None:
-    """Create each new file in ``folder`` with its document, from several threads when many.
-
-    Creating a file waits on the file system's metadata, not the CPU, and the
-    calls release the interpreter lock: WRITE_WORKERS threads overlap them.
-    """
-    if len(files) < _THREADED_FROM:
-        _write_some(folder, files)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=WRITE_WORKERS) as pool:
-        parts = [
-            pool.submit(_write_some, folder, files[i::WRITE_WORKERS]) for i in range(WRITE_WORKERS)
-        ]
-        for part in parts:
-            part.result()
-
-
-def _write_some(folder: Path, files: list[tuple[str, bytes]]) -> None:
-    for name, document in files:
-        fd = os.open(os.path.join(folder, name), _NEW_FILE, FILE_MODE)
-        with open(fd, "wb") as handle:
-            os.fchmod(fd, FILE_MODE)
-            handle.write(pretty(document))
 
 
 def _make_folder(folder: Path) -> None:
