@@ -147,6 +147,15 @@ class Catalog:
         assert isinstance(found, kind)
         return found
 
+    def holds(self, head: Head) -> bool:
+        """Whether every part of ``head``, a catalog built in memory only, is still held.
+
+        Building another in memory, or storing a new head, lets go of the
+        parts of the one before: its reader must rebuild rather than ask the
+        storage for parts that were never stored.
+        """
+        return all(name in self._held for name in [*head.chunks, *head.buckets])
+
     def head(self) -> Head | None:
         """The current head, or None when there is no catalog."""
         try:

@@ -123,7 +123,7 @@ class Timeline:
         if view is not None:
             self._memory_head = None
             return view
-        if self._memory_head is not None and not store:
+        if self._memory_head is not None and not store and self.catalog.holds(self._memory_head):
             return self.catalog.view_of(self._memory_head)
         return self.rebuild_catalog(store=store)
 

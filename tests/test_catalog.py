@@ -367,6 +367,25 @@ def test_one_repository_kept_open_caches_only_the_parts_its_head_names(
     assert_agrees(repo)
 
 
+def test_a_reader_whose_catalog_in_memory_was_let_go_rebuilds_it() -> None:
+    # A catalog built in memory (no head stored) is let go of when another
+    # is built in memory (a writer that found the compaction locked) or a
+    # head is stored: its reader must rebuild, never ask for unstored parts.
+    backend = MemoryBackend()
+    other = Repository.init(backend)
+    clock = FakeClock()
+    for n in range(3):
+        snap(other, clock, {"id": "a", "v": n})
+    other.catalog.invalidate()
+    reader = Repository.open(backend)
+    assert len(reader.snapshots()) == 3  # built in memory
+    backend.put(CATALOG_LOCK_KEY, b'{"since": 0}')
+    snap(other, clock, {"id": "a", "v": 3})
+    snap(reader, clock, {"id": "a", "v": 4})
+    assert len(reader.snapshots()) == 5
+    assert_agrees(reader)
+
+
 def test_the_part_cache_keeps_at_most_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(catalog_module, "_PART_CACHE", 4)
     repo = Repository.init(MemoryBackend())
