@@ -23,10 +23,8 @@ unreachable) stops the search: nothing could be trusted to be complete.
 
 from __future__ import annotations
 
-import os
-import signal
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -41,10 +39,6 @@ from casbak.history import Holder
 from casbak.query import Query
 from casbak.repository import Repository
 
-PARALLEL_FROM = 8192
-"""Objects to read from which a local history is judged in several processes."""
-MAX_JUDGES = 4
-"""At most this many judging processes, however many CPUs."""
 READ_BATCH = 4096
 """Objects handed to one bulk read: large enough to group them by pack, small enough
 that what the bulk read plans stays small however many versions there are."""
@@ -411,97 +405,18 @@ def _judge(
     failure is raised, as nothing read after it could be trusted complete.
     """
     todo = [version for version in dict.fromkeys(wanted) if version not in verdicts]
-    batches = [todo[start : start + READ_BATCH] for start in range(0, len(todo), READ_BATCH)]
-    workers = _judges_for(repo, len(todo))
-    judged = (
-        _judged_apart(repo, batches, queries, workers)
-        if workers > 1
-        else (_judged(repo, batch, queries) for batch in batches)
-    )
     done = read = 0
-    for results in judged:
-        for version, verdict, size in results:
-            verdicts[version] = verdict
-            read += size
+    for start in range(0, len(todo), READ_BATCH):
+        batch = todo[start : start + READ_BATCH]
+        for digest, result in repo.objects.read_many(version.hex() for version in batch):
+            if isinstance(result, BackendError) and not isinstance(result, ObjectMissing):
+                raise result
+            if isinstance(result, CasbakError):
+                verdicts[bytes.fromhex(digest)] = str(result)
+            else:
+                document = decode_canonical(result)
+                verdicts[bytes.fromhex(digest)] = all(query.matches(document) for query in queries)
+                read += len(result)
             done += 1
             if progress is not None and (done % PROGRESS_EVERY == 0 or done == len(todo)):
                 progress(done, len(todo), read)
-
-
-_Judged = list[tuple[bytes, bool | str, int]]
-"""Each object of a batch: its id, its verdict, and the bytes of it read."""
-
-
-def _judged(repo: Repository, batch: list[bytes], queries: Sequence[Query]) -> _Judged:
-    """One batch read and judged; BackendError (not a missing object) when storage fails."""
-    judged: _Judged = []
-    for digest, result in repo.objects.read_many(version.hex() for version in batch):
-        if isinstance(result, BackendError) and not isinstance(result, ObjectMissing):
-            raise result
-        if isinstance(result, CasbakError):
-            judged.append((bytes.fromhex(digest), str(result), 0))
-        else:
-            document = decode_canonical(result)
-            matches = all(query.matches(document) for query in queries)
-            judged.append((bytes.fromhex(digest), matches, len(result)))
-    return judged
-
-
-def _judges_for(repo: Repository, objects: int) -> int:
-    """Processes to read and judge ``objects`` in: one per CPU for a large local history.
-
-    Reading a document from a local disk is mostly decompressing, hashing and
-    decoding it in Python, so one process uses one CPU whatever its threads;
-    a remote backend's bulk read already overlaps its round trips.
-    """
-    if objects < PARALLEL_FROM or getattr(repo.backend, "concurrency", 1) > 1:
-        return 1
-    import multiprocessing
-
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - platforms without CPU affinity
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_JUDGES))
-
-
-_CHILD: dict[str, tuple[Repository, Sequence[Query]]] = {}
-"""What a judging process works on (set in the child as it starts)."""
-
-
-def _judged_apart(
-    repo: Repository, batches: list[list[bytes]], queries: Sequence[Query], workers: int
-) -> Iterator[_Judged]:
-    """`_judged` of each batch, in ``workers`` forked processes, batches in any order.
-
-    Forked, not spawned: the children share the opened repository (index,
-    dictionaries, key) with no copy or new unlock. A storage failure in a
-    child is raised here as the same message.
-    """
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers, initializer=_start_judge, initargs=(repo, queries)) as pool:
-        for outcome in pool.imap_unordered(_judge_in_child, batches):
-            if isinstance(outcome, str):
-                raise BackendError(outcome)
-            yield outcome
-
-
-def _start_judge(repo: Repository, queries: Sequence[Query]) -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the children,
-    # which must not print tracebacks of their own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _CHILD["work"] = (repo, queries)
-
-
-def _judge_in_child(batch: list[bytes]) -> _Judged | str:
-    repo, queries = _CHILD["work"]
-    try:
-        return _judged(repo, batch, queries)
-    except BackendError as error:
-        # Sent as its message: exceptions with their own arguments do not
-        # always survive the trip between processes.
-        return str(error)
