@@ -19,7 +19,6 @@ def _docs(count: int) -> dict[str, bytes]:
 
 DOCS = _docs(20)
 MANY = _docs(300)
-"""Enough that the files are written from several threads."""
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -47,7 +46,8 @@ def test_a_failure_leaves_no_folder_and_no_hidden_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docs: dict[str, bytes]
 ) -> None:
     real_open = os.open
-    # One number per call, also when threads open at once: exactly one call fails.
+    # One number per call: exactly the seventh open fails (removing the
+    # unfinished folder opens files too, and must succeed).
     numbers = itertools.count(1)
 
     def failing_open(path: str, flags: int, mode: int = 0o777, **kwargs: int) -> int:
