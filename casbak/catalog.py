@@ -377,8 +377,7 @@ class Catalog:
             for name in [name for name in cache if name not in current]:
                 del cache[name]
         if previous is not None:
-            keep = set(head.chunks) | set(head.buckets)
-            gone = (set(previous.chunks) | set(previous.buckets)) - keep
+            gone = (set(previous.chunks) | set(previous.buckets)) - current
             delete_keys(self.backend, sorted(catalog_part_key(name) for name in gone))
 
     def _drop_journal(self, folded_before: int) -> None:
