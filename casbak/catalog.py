@@ -26,18 +26,21 @@ from casbak.catalogdata import (
     BUCKETS,
     CATALOG_VERSION,
     CHUNK,
+    JOURNAL_VERSIONS,
     Added,
     Bucket,
     Chunk,
     Folding,
     Head,
     JournalEntry,
+    SnapshotRecord,
+    TenantEntry,
     decode_part,
     empty_bucket,
     encode_part,
     part_name,
 )
-from casbak.errors import AlreadyExists, CasbakError, CorruptData, ObjectMissing
+from casbak.errors import AlreadyExists, CasbakError, CorruptData, IntegrityError, ObjectMissing
 from casbak.layout import (
     CATALOG_HEAD_KEY,
     CATALOG_JOURNAL_PREFIX,
@@ -51,18 +54,22 @@ from casbak.sealer import Sealer
 from casbak.store.hashnamed import put_once
 
 COMPACT_AFTER = 32
-COMPACT_FROM_TENANTS = 256
-"""A snapshot of at least this many tenants is folded at once: its journal entry
-names every tenant at full length (a sync of 2,000 tenants: 110 KB), while
-folded it adds a few bytes per tenant to the parts; 32 of them waiting would
-make the catalog the largest thing a round adds."""
 """Journal entries after which a writer folds them into the parts."""
+FOLD_SYNC_AFTER = 8
+"""Journal entries after which a snapshot told by reference folds them: readers of
+tenant histories read the manifest of each one waiting."""
+TELL_BY_REFERENCE = 256
+"""A snapshot of at least this many tenants is told to the journal by reference
+(`BY_REFERENCE`): named in full, a sync of 2,000 tenants takes 110 KB, and
+folding each at once rewrote every bucket part in every round."""
 GHOST_AFTER = 3600.0
 """Seconds after which a journaled snapshot whose manifest never arrived is dropped."""
 STALE_COMPACTION = 300.0
 """Seconds after which a compaction lock is taken for a crashed compactor's."""
 _ATTEMPTS = 4
 _PART_CACHE = 256
+_TOLD_CACHE = 64
+"""Tenant lists of additions told by reference kept at once (a sync of 2,000: ~200 KB)."""
 
 P = TypeVar("P", Chunk, Bucket)
 
@@ -98,6 +105,14 @@ class CatalogView:
         """A bucket of this head."""
         return self.catalog.part(self.head.buckets[index], Bucket)
 
+    def entries_of(self, added: Added) -> list[TenantEntry]:
+        """Every tenant a journaled snapshot holds (read from its manifest if told by reference)."""
+        return self.catalog.entries_of(added)
+
+
+class _ToldUnreadable(Exception):
+    """The manifest of an addition told by reference could not be read while folding."""
+
 
 def journal_name(seq: int) -> bytes:
     """What a sealed journal entry is bound to: its number, so it cannot move to another."""
@@ -112,10 +127,14 @@ class Catalog:
         backend: Backend,
         clock: Callable[[], float] = time.time,
         sealer: Sealer | None = None,
+        manifest_entries: Callable[[SnapshotRecord], list[TenantEntry]] | None = None,
     ) -> None:
         self.backend = backend
         self.clock = clock
         self._sealer = sealer
+        self._manifest_entries = manifest_entries
+        self._told: dict[bytes, list[TenantEntry]] = {}
+        """Tenant lists read from the manifests of additions told by reference."""
         self._parts: dict[str, Chunk | Bucket] = {}
         """Stored parts read or written, at most `_PART_CACHE` of them."""
         self._held: dict[str, Chunk | Bucket] = {}
@@ -146,6 +165,30 @@ class Catalog:
             self._remember(name, found)
         assert isinstance(found, kind)
         return found
+
+    def entries_of(self, added: Added) -> list[TenantEntry]:
+        """An addition's tenants: its own, or its manifest's when told by reference.
+
+        A manifest's tenants never change (its id is their hash), so they are
+        kept, at most `_TOLD_CACHE` manifests' worth.
+        """
+        if added.entries is not None:
+            return added.entries
+        found = self._told.get(added.record.id)
+        if found is None:
+            if self._manifest_entries is None:
+                raise CorruptData(added.record.key, "its tenants are told by reference only")
+            found = self._manifest_entries(added.record)
+            if len(self._told) >= _TOLD_CACHE:
+                self._told.pop(next(iter(self._told)))
+            self._told[added.record.id] = found
+        return found
+
+    def _entries_for_fold(self, added: Added) -> list[TenantEntry]:
+        try:
+            return self.entries_of(added)
+        except (ObjectMissing, IntegrityError) as exc:
+            raise _ToldUnreadable from exc
 
     def holds(self, head: Head) -> bool:
         """Whether every part of ``head``, a catalog built in memory only, is still held.
@@ -215,7 +258,10 @@ class Catalog:
                 return
             what = f"catalog journal {seq}"
             data = self.opened("catalog-journal", journal_name(seq), data, what)
-            entry = self._journal[seq] = decode_part(data, JournalEntry, what)
+            entry = decode_part(data, JournalEntry, what)
+            if entry.version not in JOURNAL_VERSIONS:
+                raise CorruptData(what, "unknown catalog journal version")
+            self._journal[seq] = entry
             yield entry
 
     def append(self, entry: JournalEntry) -> int:
@@ -257,7 +303,13 @@ class Catalog:
                 return False
             entries = list(self._foldable(head.journal))
             if entries:
-                self._write_head(self._fold(head, [entry for _, entry in entries]), head)
+                try:
+                    folded = self._fold(head, [entry for _, entry in entries])
+                except _ToldUnreadable:
+                    # Its manifest went (a removal's entry will say so) or is damaged
+                    # (verify names it, gc writes the catalog afresh): fold later.
+                    return False
+                self._write_head(folded, head)
                 self._drop_journal(head.journal)
             return True
         finally:
@@ -276,7 +328,7 @@ class Catalog:
         folding = Folding(head, self._chunk_copy(head), self._bucket_copy(head))
         locate = self._locate(head)
         for entry in entries:
-            folding.apply(entry, locate)
+            folding.apply(entry, locate, self._entries_for_fold)
         folding.finish()
         chunks = list(head.chunks)
         buckets = list(head.buckets)

@@ -26,6 +26,7 @@ from casbak import history
 from casbak.catalog import Catalog, CatalogView, journal_name
 from casbak.catalogdata import (
     CHUNK,
+    JOURNAL_VERSIONS,
     Bucket,
     Chunk,
     Head,
@@ -68,7 +69,8 @@ class Said(NamedTuple):
 
     record: SnapshotRecord
     tenants: Fingerprint | None
-    """None when the manifest's entries were not read (they are not compared)."""
+    """None when the manifest's entries were not read, or when the catalog was told them by
+    reference (its manifest's own): they are not compared."""
 
 
 class Problem(NamedTuple):
@@ -138,10 +140,13 @@ def read_catalog(catalog: Catalog) -> Reading | None:
     found: dict[bytes, Said] = {}
     for holder in history.newest(view):
         record = history.record(view, holder)
+        tenants: Fingerprint | None = parts.tenants.get(holder.position, (0, 0))
         if holder.added is not None:
-            tenants = fingerprint((e.tenant_id, e.object, e.size) for e in holder.added.entries)
-        else:
-            tenants = parts.tenants.get(holder.position, (0, 0))
+            told = holder.added.entries  # None: by reference, the manifest's own tenants
+            if told is None:
+                tenants = None
+            else:
+                tenants = fingerprint((e.tenant_id, e.object, e.size) for e in told)
         found[holder.snapshot_id] = Said(record, tenants)
     return Reading(found, _target_problems(view, found, parts.targets))
 
@@ -176,7 +181,7 @@ def _differing(said: Said, wanted: Said) -> list[str]:
     fields = [
         name for name in _FIELDS if getattr(said.record, name) != getattr(wanted.record, name)
     ]
-    if wanted.tenants is not None and said.tenants != wanted.tenants:
+    if None not in (wanted.tenants, said.tenants) and said.tenants != wanted.tenants:
         fields.append("tenants held")
     return fields
 
@@ -346,11 +351,14 @@ def _journal(catalog: Catalog, head: Head, problems: list[Problem]) -> list[Jour
         try:
             data = catalog.opened("catalog-journal", journal_name(seq), backend.get(key), key)
             entry = decode_part(data, JournalEntry, key)
-            sound = all(
-                len(added.record.id) == 32
-                and micros_of(added.record.time()) == added.micros
-                and all(len(tenant.object) == 32 for tenant in added.entries)
-                for added in entry.added
+            sound = (
+                all(
+                    len(added.record.id) == 32
+                    and micros_of(added.record.time()) == added.micros
+                    and all(len(tenant.object) == 32 for tenant in added.entries or ())
+                    for added in entry.added
+                )
+                and entry.version in JOURNAL_VERSIONS
             )
         except ObjectMissing:
             break

@@ -30,6 +30,9 @@ import zstandard
 from casbak.errors import CorruptData
 
 CATALOG_VERSION = 1
+BY_REFERENCE = 2
+"""Journal version of an entry with an addition whose tenants are in its manifest only."""
+JOURNAL_VERSIONS = (CATALOG_VERSION, BY_REFERENCE)
 BUCKETS = 64
 CHUNK = 4096
 _TIME = msgspec.json.Decoder(datetime)
@@ -70,11 +73,16 @@ class TenantEntry(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Added(msgspec.Struct, array_like=True, frozen=True):
-    """A snapshot the catalog learns of, with every tenant it holds."""
+    """A snapshot the catalog learns of, with every tenant it holds.
+
+    ``entries`` is None in a journal entry of version `BY_REFERENCE`: the
+    tenants are those of the manifest the record names. A sync of thousands
+    of tenants would otherwise be told twice, in its manifest and here.
+    """
 
     record: SnapshotRecord
     micros: int
-    entries: list[TenantEntry]
+    entries: list[TenantEntry] | None
 
 
 class JournalEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -287,12 +295,25 @@ class Folding:
             self.buckets[index] = self._load_bucket(index)
         return self.buckets[index]
 
-    def apply(self, entry: JournalEntry, locate: dict[bytes, int]) -> None:
-        """Fold one journal entry in; ``locate`` maps every known id to its position."""
+    def apply(
+        self,
+        entry: JournalEntry,
+        locate: dict[bytes, int],
+        entries_of: Callable[[Added], list[TenantEntry]] | None = None,
+    ) -> None:
+        """Fold one journal entry in; ``locate`` maps every known id to its position.
+
+        ``entries_of`` gives the tenants of an addition told by reference.
+        """
         for added in entry.added:
             if added.record.id in locate:
                 continue  # a snapshot told twice (a retried append) is one snapshot
-            self._add(added, locate)
+            if added.entries is not None:
+                self._add(added, added.entries, locate)
+            elif entries_of is not None:
+                self._add(added, entries_of(added), locate)
+            else:
+                raise CorruptData(added.record.key, "its tenants are told by reference only")
         for removed in entry.removed:
             position = locate.pop(removed, None)
             if position is not None:
@@ -301,7 +322,7 @@ class Folding:
                     growing.alive[position % CHUNK] = 0
                     self.snapshots -= 1
 
-    def _add(self, added: Added, locate: dict[bytes, int]) -> None:
+    def _add(self, added: Added, entries: list[TenantEntry], locate: dict[bytes, int]) -> None:
         position = self.positions
         self.positions += 1
         self.snapshots += 1
@@ -312,7 +333,7 @@ class Folding:
         growing.alive.append(1)
         growing.chunk.records.append(msgspec.Raw(_ENCODER.encode(added.record)))
         self._target(added.record.target_id).append(position)
-        for entry in added.entries:
+        for entry in entries:
             self._history(entry.tenant_id).add(position, entry.object, entry.size)
 
     def _target(self, target_id: str) -> array[int]:

@@ -230,7 +230,7 @@ def _journaled(view: CatalogView) -> _Journaled:
     found: _Journaled = {}
     for snapshot_id, added in view.added.items():
         holder = Holder(added.micros, snapshot_id, -1, added)
-        for entry in added.entries:
+        for entry in view.entries_of(added):
             found.setdefault(entry.tenant_id, []).append((holder, entry.object, entry.size))
     return found
 

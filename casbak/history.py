@@ -125,7 +125,7 @@ def holding(view: CatalogView, tenant_id: str) -> list[TenantHolder]:
     found = []
     for holder in _journaled(view):
         assert holder.added is not None
-        for entry in holder.added.entries:
+        for entry in view.entries_of(holder.added):
             if entry.tenant_id == tenant_id:
                 found.append(TenantHolder(holder, entry.object, entry.size))
     history = view.bucket(bucket_of(tenant_id)).tenant(tenant_id)
@@ -139,15 +139,18 @@ def holding(view: CatalogView, tenant_id: str) -> list[TenantHolder]:
 
 
 def newest_holding(view: CatalogView, tenant_id: str) -> TenantHolder | None:
-    """The newest snapshot holding a tenant, with the version it holds."""
+    """The newest snapshot holding a tenant, with the version it holds.
+
+    Journaled snapshots are looked at newest first, so a manifest is read
+    for one told by reference only until one holds the tenant.
+    """
     best: TenantHolder | None = None
-    for holder in _journaled(view):
+    for holder in sorted(_journaled(view), key=_sort_key, reverse=True):
         assert holder.added is not None
-        for entry in holder.added.entries:
-            if entry.tenant_id == tenant_id and (
-                best is None or _sort_key(holder) > _sort_key(best.holder)
-            ):
-                best = TenantHolder(holder, entry.object, entry.size)
+        entry = next((e for e in view.entries_of(holder.added) if e.tenant_id == tenant_id), None)
+        if entry is not None:
+            best = TenantHolder(holder, entry.object, entry.size)
+            break
     history = view.bucket(bucket_of(tenant_id)).tenant(tenant_id)
     if history is not None:
         occurrences = sorted(
@@ -176,7 +179,7 @@ def tenants(view: CatalogView) -> Iterator[str]:
             seen.add(tenant_id)
             yield tenant_id
     for added in view.added.values():
-        for entry in added.entries:
+        for entry in view.entries_of(added):
             if entry.tenant_id not in seen:
                 seen.add(entry.tenant_id)
                 yield entry.tenant_id
@@ -233,7 +236,7 @@ def everything_but(
     found = []
     for holder in reversed(kept):
         if holder.added is not None:
-            added = holder.added
+            added = msgspec.structs.replace(holder.added, entries=view.entries_of(holder.added))
         else:
             added = Added(record(view, holder), holder.micros, entries.get(holder.position, []))
         if holder.snapshot_id in rebased:
@@ -277,13 +280,22 @@ def is_at_or_before(holder: Holder, limit: Holder) -> bool:
     return _sort_key(holder) <= _sort_key(limit)
 
 
-def added_of(snapshot_id: Digest, key: str, header: Header, manifest: Manifest) -> Added:
-    """What the catalog is told of a stored snapshot."""
-    entries = [
+def added_of(
+    snapshot_id: Digest, key: str, header: Header, manifest: Manifest, *, by_reference: bool = False
+) -> Added:
+    """What the catalog is told of a stored snapshot (``by_reference``: not its tenants)."""
+    record = record_of(snapshot_id, key, header)
+    if by_reference:
+        return Added(record, micros_of(header.timestamp), None)
+    return Added(record, micros_of(header.timestamp), tenant_entries(manifest))
+
+
+def tenant_entries(manifest: Manifest) -> list[TenantEntry]:
+    """A manifest's tenants as the catalog keeps them."""
+    return [
         TenantEntry(tenant_id, bytes.fromhex(entry.object), entry.size)
         for tenant_id, entry in manifest.entries.items()
     ]
-    return Added(record_of(snapshot_id, key, header), micros_of(header.timestamp), entries)
 
 
 def record_of(snapshot_id: Digest, key: str, header: Header) -> SnapshotRecord:

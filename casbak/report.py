@@ -103,7 +103,7 @@ def _scan(view: CatalogView) -> _Scan:
                     )
     for holder in holders:
         if holder.added is not None:
-            for entry in holder.added.entries:
+            for entry in view.entries_of(holder.added):
                 held.setdefault(entry.tenant_id, []).append(
                     _Held(holder.micros, holder.snapshot_id, entry.object, entry.size)
                 )

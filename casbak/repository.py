@@ -19,8 +19,9 @@ from casbak import history
 from casbak.backends.base import Backend
 from casbak.backends.local import LocalBackend
 from casbak.backends.prefixed import PrefixedBackend
-from casbak.catalog import COMPACT_AFTER, COMPACT_FROM_TENANTS, CatalogView
+from casbak.catalog import COMPACT_AFTER, FOLD_SYNC_AFTER, TELL_BY_REFERENCE, CatalogView
 from casbak.catalogdata import (
+    BY_REFERENCE,
     CATALOG_VERSION,
     JournalEntry,
 )
@@ -314,10 +315,12 @@ class Repository:
         # readers skip; the other order could leave a snapshot it never shows.
         if self.catalog.head() is None:
             self.view(store=True)  # journal entries need a head to be folded into
-        told = history.added_of(snapshot_id, key, header, manifest)
-        waiting = self.catalog.append(
-            JournalEntry(CATALOG_VERSION, self.catalog.clock(), added=[told])
-        )
+        # A sync of many tenants is told by reference: its manifest already
+        # names them, and told in full it would be the largest file of a round.
+        by_reference = len(manifest.entries) >= TELL_BY_REFERENCE
+        told = history.added_of(snapshot_id, key, header, manifest, by_reference=by_reference)
+        version = BY_REFERENCE if by_reference else CATALOG_VERSION
+        waiting = self.catalog.append(JournalEntry(version, self.catalog.clock(), added=[told]))
         try:
             self.backend.put(key, data)
         except AlreadyExists:
@@ -325,7 +328,7 @@ class Repository:
         self.backend.sync()
         if self._keys is not None:
             self._keys[snapshot_id] = key
-        if waiting >= COMPACT_AFTER or len(manifest.entries) >= COMPACT_FROM_TENANTS:
+        if waiting >= (FOLD_SYNC_AFTER if by_reference else COMPACT_AFTER):
             self.catalog.compact()
         return Snapshot(snapshot_id, key, header, manifest)
 

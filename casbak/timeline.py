@@ -17,7 +17,7 @@ import msgspec
 from casbak import history
 from casbak.backends.base import Backend
 from casbak.catalog import Catalog, CatalogView
-from casbak.catalogdata import Head, micros_of
+from casbak.catalogdata import Head, SnapshotRecord, TenantEntry, micros_of
 from casbak.errors import (
     AmbiguousError,
     CasbakError,
@@ -95,11 +95,14 @@ class Timeline:
         sealer: Sealer | None = None,
     ) -> None:
         self.backend = backend
-        self.catalog = Catalog(backend, sealer=sealer)
+        self.catalog = Catalog(backend, sealer=sealer, manifest_entries=self._told_entries)
         self._load = load
         self._manifest_keys = manifest_keys
         self._rebuild = rebuild
         self._memory_head: Head | None = None
+
+    def _told_entries(self, record: SnapshotRecord) -> list[TenantEntry]:
+        return history.tenant_entries(self._rebuild(Digest(record.hex_id), record.key))
 
     def latest_of_target(self, target_id: str, before: datetime | None = None) -> Snapshot | None:
         """The newest snapshot of a target (at or before ``before``), from the catalog."""
@@ -177,13 +180,16 @@ class Timeline:
         """Answer a question from one catalog reading.
 
         A compaction or cleanup that replaced the catalog meanwhile shows as a
-        part of the old one gone: the question is asked again of the new one.
+        part of the old one gone, a snapshot removed meanwhile as its manifest
+        gone (when the catalog was told its tenants by reference): the
+        question is asked again of the new reading.
         """
         for attempt in range(1, _CATALOG_ATTEMPTS + 1):
             try:
                 return question(self.view())
             except ObjectMissing as exc:
-                if not exc.key.startswith(CATALOG_PART_PREFIX) or attempt == _CATALOG_ATTEMPTS:
+                moved = exc.key.startswith((CATALOG_PART_PREFIX, MANIFEST_PREFIX))
+                if not moved or attempt == _CATALOG_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 

@@ -22,7 +22,7 @@ from casbak import catalog as catalog_module
 from casbak import catalogcheck, catalogdata, history
 from casbak.backends.local import LocalBackend
 from casbak.backends.memory import MemoryBackend
-from casbak.catalog import COMPACT_AFTER, GHOST_AFTER, STALE_COMPACTION
+from casbak.catalog import COMPACT_AFTER, GHOST_AFTER, STALE_COMPACTION, TELL_BY_REFERENCE
 from casbak.catalogdata import (
     BUCKETS,
     CATALOG_VERSION,
@@ -38,7 +38,8 @@ from casbak.catalogdata import (
     micros_of,
     part_name,
 )
-from casbak.errors import CorruptData
+from casbak.errors import CorruptData, ObjectMissing
+from casbak.ids import Digest
 from casbak.layout import (
     CATALOG_HEAD_KEY,
     CATALOG_JOURNAL_PREFIX,
@@ -46,8 +47,11 @@ from casbak.layout import (
     CATALOG_PART_PREFIX,
     catalog_part_key,
 )
+from casbak.model import Manifest
 from casbak.repository import Repository
 from casbak.service import list_snapshots
+from casbak.sources import TenantDocument
+from casbak.tenanthistory import tenant_log
 from casbak.transfer import export_bundle, import_bundle, select_snapshots
 from tests.catalogtools import Moments, assert_agrees, sid_of, snap, starts, told, version
 from tests.conftest import FakeClock, tree_state
@@ -610,9 +614,20 @@ def test_the_head_records_each_chunks_newest_time_and_list_reads_only_what_it_ne
     assert read == [last, last - 1]  # the chunks holding the newest two; no earlier one
 
 
-def test_a_snapshot_of_many_tenants_is_folded_at_once(clock: FakeClock) -> None:
-    """Its journal entry names every tenant at full length; folded, a few bytes each."""
-    from casbak.catalog import COMPACT_FROM_TENANTS
+def _sync(number: int, tenants: int = TELL_BY_REFERENCE) -> list[TenantDocument]:
+    """A sync large enough to be told by reference: tenant ``t0000`` changes each time."""
+    from casbak.sources import documents_from_values
+
+    values = [{"id": f"t{index:04d}", "v": number if index == 0 else 1} for index in range(tenants)]
+    return documents_from_values(values, "x")
+
+
+def _stored(backend: MemoryBackend) -> dict[str, bytes]:
+    return {key: backend.get(key) for key in backend.list_names("")}
+
+
+def test_a_sync_of_many_tenants_is_told_by_reference(clock: FakeClock) -> None:
+    """Its journal entry names the manifest, not every tenant again, and waits to be folded."""
     from casbak.service import take_snapshot
     from casbak.sources import documents_from_values
 
@@ -620,19 +635,113 @@ def test_a_snapshot_of_many_tenants_is_folded_at_once(clock: FakeClock) -> None:
     journal = "catalog/journal/"
     few = documents_from_values([{"id": "solo", "v": 1}], "x")
     take_snapshot(repo, few, operation="tenant-update", clock=clock)
-    assert len(list(repo.backend.list_names(journal))) == 1
-    many = documents_from_values(
-        [{"id": f"t{number:04d}", "v": 1} for number in range(COMPACT_FROM_TENANTS)], "x"
-    )
-    take_snapshot(repo, many, operation="sync-apply", clock=clock)
+    first = take_snapshot(repo, _sync(1), operation="sync-apply", clock=clock).snapshot
+    second = take_snapshot(repo, _sync(2), operation="sync-apply", clock=clock).snapshot
     head = repo.catalog.head()
-    assert head is not None and head.journal == 2  # both folded already
-    more = documents_from_values(
-        [{"id": f"t{number:04d}", "v": 2} for number in range(COMPACT_FROM_TENANTS)], "x"
-    )
-    snap = take_snapshot(repo, more, operation="sync-apply", clock=clock)
-    # Only the entry just folded stays (a racing append may still use its number).
-    assert list(repo.backend.list_names(journal)) == ["catalog/journal/000000000003"]
+    assert head is not None and head.journal == 0  # nothing folded yet
+    keys = sorted(repo.backend.list_names(journal))
+    assert len(keys) == 3
+    stored = repo.backend.get(keys[-1])
+    entry = decode_part(stored, JournalEntry, "entry")
+    assert entry.version == catalogdata.BY_REFERENCE
+    assert [added.entries for added in entry.added] == [None]
+    assert len(stored) < 1000  # told in full, 256 tenants took 12 KB
     reopened = Repository.open(repo.backend)
-    assert reopened.resolve("latest").id == snap.snapshot.id
-    assert len(reopened.snapshots()) == 3
+    assert reopened.resolve("latest").id == second.id
+    assert [e.first.id for e in tenant_log(reopened, "t0000")] == [second.id, first.id]
+    assert reopened.newest_versions(["t0001", "solo"]).keys() == {"t0001", "solo"}
+    assert_agrees(repo)
+
+
+class EarlierAdded(msgspec.Struct, array_like=True, frozen=True):
+    """`Added` as casbak wrote and read it before additions could be told by reference."""
+
+    record: catalogdata.SnapshotRecord
+    micros: int
+    entries: list[catalogdata.TenantEntry]
+
+
+class EarlierEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: int
+    written: float
+    added: list[EarlierAdded] = []
+    removed: list[bytes] = []
+
+
+def test_a_casbak_that_knows_no_reference_refuses_the_entry_rather_than_misread_it() -> None:
+    """An earlier casbak decodes `entries` as a list: nil is no list, so the entry is damaged."""
+    record = told(1, T0).record
+    entry = JournalEntry(catalogdata.BY_REFERENCE, 0.0, added=[Added(record, 1, None)])
+    with pytest.raises(CorruptData):
+        decode_part(encode_part(entry), EarlierEntry, "entry")
+
+
+def test_a_journal_entry_of_an_unknown_version_is_refused(clock: FakeClock) -> None:
+    repo = Repository.init(MemoryBackend())
+    snap(repo, clock, {"id": "a"})
+    repo.catalog.append(JournalEntry(9, 0.0, added=[told(2, T0)]))
+    with pytest.raises(CorruptData, match="unknown catalog journal version"):
+        Repository.open(repo.backend).snapshots()
+
+
+def test_syncs_told_by_reference_are_folded_after_a_few(clock: FakeClock) -> None:
+    from casbak.catalog import FOLD_SYNC_AFTER
+    from casbak.service import take_snapshot
+
+    repo = Repository.init(MemoryBackend())
+    for number in range(1, FOLD_SYNC_AFTER + 1):
+        head = repo.catalog.head()
+        assert head is None or head.journal == 0  # each waits until enough do
+        take_snapshot(repo, _sync(number), operation="sync-apply", clock=clock)
+    head = repo.catalog.head()
+    assert head is not None and head.journal == FOLD_SYNC_AFTER
+    bucket = Repository.open(repo.backend).view().bucket(bucket_of("t0000"))
+    folded = bucket.tenant("t0000")
+    assert folded is not None and len(folded.objects) == FOLD_SYNC_AFTER
+    assert_agrees(repo, tenants={"t0000", "t0001"})
+
+
+def test_a_fold_that_cannot_read_a_manifest_told_by_reference_waits(clock: FakeClock) -> None:
+    """The manifest was removed meanwhile, or is damaged: the journal stays as it is."""
+    from casbak.service import take_snapshot
+
+    repo = Repository.init(MemoryBackend())
+    gone = take_snapshot(repo, _sync(1), operation="sync-apply", clock=clock).snapshot
+    take_snapshot(repo, _sync(2), operation="sync-apply", clock=clock)
+    assert isinstance(repo.backend, MemoryBackend)
+    fresh = Repository.open(repo.backend)
+    rebuild = fresh.rebuild
+
+    def damaged(snapshot_id: Digest, key: str) -> Manifest:
+        if snapshot_id == gone.id:
+            raise CorruptData(key, "damaged")
+        return rebuild(snapshot_id, key)
+
+    fresh.timeline._rebuild = damaged
+    before = _stored(repo.backend)
+    assert fresh.catalog.compact() is False
+    assert _stored(repo.backend) == before
+    assert Repository.open(repo.backend).catalog.compact() is True
+    assert_agrees(repo)
+
+
+def test_a_reader_retries_when_a_manifest_told_by_reference_went_meanwhile(
+    clock: FakeClock,
+) -> None:
+    from casbak.service import take_snapshot
+
+    repo = Repository.init(MemoryBackend())
+    take_snapshot(repo, _sync(1), operation="sync-apply", clock=clock)
+    fresh = Repository.open(repo.backend)
+    rebuild = fresh.rebuild
+    failures: list[str] = []
+
+    def once_gone(snapshot_id: Digest, key: str) -> Manifest:
+        if not failures:
+            failures.append(key)
+            raise ObjectMissing(key)
+        return rebuild(snapshot_id, key)
+
+    fresh.timeline._rebuild = once_gone
+    assert len(tenant_log(fresh, "t0000")) == 1
+    assert failures

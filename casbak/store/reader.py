@@ -98,6 +98,9 @@ class ObjectReader:
         self._packs = RecentBytes(_PACK_CACHE, len)
         self.decoded = RecentBytes(_BASE_CACHE, lambda _: 1)
         """Canonical bytes of objects read lately, by id (hash-checked, so never stale)."""
+        self._kept = threading.local()
+        """Per thread, a decompressor per dictionary id ("" for none): making one costs
+        about as much as decoding a small frame, and a dictionary's id names its bytes."""
 
     def refresh(self) -> None:
         """Load the index again and read packs afresh (another process may have changed them)."""
@@ -184,14 +187,13 @@ class ObjectReader:
             raise CorruptData(what, f"declares {location.size} bytes")
         if location.unresolved_base is not None:
             return self._decode_ambiguous(digest, location, frame, depth, base_of)[1]
-        dictionary: zstandard.ZstdCompressionDict | None = None
         if location.base is not None:
-            dictionary = raw_content(self._base(what, location.base, depth, base_of))
-        elif location.dictionary is not None:
-            dictionary = self._dictionaries.get(location.dictionary)
+            base = raw_content(self._base(what, location.base, depth, base_of))
+            decompressor = zstandard.ZstdDecompressor(dict_data=base, format=FRAME_FORMAT)
+        else:
+            decompressor = self._decompressor(location.dictionary)
         if self._sealer is not None:
             frame = self._sealer.open_frame(bytes.fromhex(digest), frame, what)
-        decompressor = zstandard.ZstdDecompressor(dict_data=dictionary, format=FRAME_FORMAT)
         return decompress_object(
             digest,
             frame,
@@ -200,6 +202,18 @@ class ObjectReader:
             frame_format=FRAME_FORMAT,
             hasher=self._hasher,
         )
+
+    def _decompressor(self, dictionary_id: str | None) -> zstandard.ZstdDecompressor:
+        """The calling thread's decompressor for frames of a dictionary (or none), made once."""
+        kept: dict[str, zstandard.ZstdDecompressor] | None = getattr(self._kept, "by_id", None)
+        if kept is None:
+            kept = self._kept.by_id = {}
+        found = kept.get(dictionary_id or "")
+        if found is None:
+            dictionary = None if dictionary_id is None else self._dictionaries.get(dictionary_id)
+            found = zstandard.ZstdDecompressor(dict_data=dictionary, format=FRAME_FORMAT)
+            kept[dictionary_id or ""] = found
+        return found
 
     def _base(self, what: str, base: str, depth: int, base_of: BaseOf | None) -> bytes:
         """A delta's base, its trouble said as the delta's own."""
