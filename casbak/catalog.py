@@ -26,6 +26,8 @@ from casbak.catalogdata import (
     BUCKETS,
     CATALOG_VERSION,
     CHUNK,
+    HEAD_VERSION,
+    HEAD_VERSIONS,
     JOURNAL_VERSIONS,
     Added,
     Bucket,
@@ -207,7 +209,7 @@ class Catalog:
             return None
         what = f"catalog {CATALOG_HEAD_KEY}"
         head = decode_part(self.opened("catalog-head", b"", data, what), Head, what)
-        if head.version != CATALOG_VERSION or len(head.buckets) != BUCKETS:
+        if head.version not in HEAD_VERSIONS or len(head.buckets) != BUCKETS:
             raise CorruptData(f"catalog {CATALOG_HEAD_KEY}", "unknown catalog version")
         return head
 
@@ -355,7 +357,7 @@ class Catalog:
             else:
                 newest.append(value)
         return Head(
-            CATALOG_VERSION,
+            HEAD_VERSION,
             head.journal + len(entries),
             folding.positions,
             folding.snapshots,
@@ -374,7 +376,7 @@ class Catalog:
     def _bucket_copy(self, head: Head) -> Callable[[int], Bucket]:
         def load(index: int) -> Bucket:
             bucket = self.part(head.buckets[index], Bucket)
-            return Bucket(dict(bucket.tenants), dict(bucket.targets))
+            return Bucket(dict(bucket.tenants), dict(bucket.targets), bucket.gaps)
 
         return load
 
@@ -503,7 +505,7 @@ class Catalog:
         if not store:
             self._held.clear()  # the catalog built in memory before this one is out of date
         [empty_name] = self._store_parts([empty_bucket()], store=store)
-        start = Head(CATALOG_VERSION, journal_end, 0, 0, [], [empty_name] * BUCKETS)
+        start = Head(HEAD_VERSION, journal_end, 0, 0, [], [empty_name] * BUCKETS)
         entry = JournalEntry(CATALOG_VERSION, self.clock(), added=added)
         head = self._fold(start, [entry], store=store)
         return msgspec.structs.replace(head, journal=journal_end)

@@ -315,7 +315,7 @@ class _PartCheck:
                 held = bucket.tenant(tenant_id)
                 assert held is not None
                 pairs = list(held.occurrences())
-            except (msgspec.DecodeError, ValueError):
+            except (msgspec.DecodeError, ValueError, CorruptData):
                 self._problem(where, f"history of tenant {tenant_id!r} is unreadable")
                 continue
             versions = [

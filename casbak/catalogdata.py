@@ -21,6 +21,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from itertools import accumulate
+from operator import sub
 from typing import TypeVar
 
 import blake3
@@ -30,6 +32,10 @@ import zstandard
 from casbak.errors import CorruptData
 
 CATALOG_VERSION = 1
+HEAD_VERSION = 2
+"""A head naming buckets whose tenant histories keep gaps between positions (`Bucket.gaps`);
+version 1 heads name only buckets that keep the positions themselves."""
+HEAD_VERSIONS = (CATALOG_VERSION, HEAD_VERSION)
 BY_REFERENCE = 2
 """Journal version of an entry with an addition whose tenants are in its manifest only."""
 JOURNAL_VERSIONS = (CATALOG_VERSION, BY_REFERENCE)
@@ -114,7 +120,14 @@ class Chunk(msgspec.Struct, array_like=True):
 
 
 class TenantHistory(msgspec.Struct, array_like=True):
-    """Every snapshot that holds a tenant: parallel arrays of positions and versions."""
+    """Every snapshot that holds a tenant: parallel arrays of positions and versions.
+
+    Stored in a bucket that keeps gaps, ``positions`` holds the first position
+    and then each one's distance from the one before: a tenant in every sync
+    is a run of equal gaps, which compresses to almost nothing, where the
+    positions themselves took a few bytes each. `Bucket.tenant` gives them back
+    as positions.
+    """
 
     objects: list[bytes]
     sizes: list[int]
@@ -130,10 +143,15 @@ class TenantHistory(msgspec.Struct, array_like=True):
 
 
 class Bucket(msgspec.Struct, array_like=True):
-    """Tenants and targets whose names hash here; tenants stay raw until asked for."""
+    """Tenants and targets whose names hash here; tenants stay raw until asked for.
+
+    ``gaps``: the tenant histories keep gaps between positions (`TenantHistory`);
+    absent, in buckets written under a version 1 head, they keep positions.
+    """
 
     tenants: dict[str, msgspec.Raw]
     targets: dict[str, bytes]
+    gaps: bool = False
 
     def target_positions(self, target_id: str) -> array[int]:
         """Positions of the target's snapshots."""
@@ -142,9 +160,37 @@ class Bucket(msgspec.Struct, array_like=True):
         return found
 
     def tenant(self, tenant_id: str) -> TenantHistory | None:
-        """The tenant's history, if any snapshot holds it."""
+        """The tenant's history (with positions, however stored), if any snapshot holds it."""
+        history = self.stored_tenant(tenant_id)
+        if history is not None and self.gaps:
+            history.positions = positions_of_gaps(history.positions, tenant_id)
+        return history
+
+    def stored_tenant(self, tenant_id: str) -> TenantHistory | None:
+        """The tenant's history as stored (gaps in a bucket that keeps gaps)."""
         raw = self.tenants.get(tenant_id)
         return None if raw is None else _HISTORY.decode(raw)
+
+
+def positions_of_gaps(gaps: bytes, tenant_id: str = "") -> bytes:
+    """Positions (4-byte unsigned each) from the gaps a bucket keeps of them."""
+    found = array("I")
+    found.frombytes(gaps)
+    try:
+        return array("I", accumulate(found)).tobytes()
+    except OverflowError:
+        raise CorruptData(f"catalog history of {tenant_id!r}", "positions past 2**32") from None
+
+
+def gaps_of_positions(positions: bytes) -> bytes:
+    """The first position and each one's distance from the one before (they only grow)."""
+    found = array("I")
+    found.frombytes(positions)
+    if not found:
+        return b""
+    gaps = array("I", found[:1])
+    gaps.extend(map(sub, found[1:], found[:-1]))
+    return gaps.tobytes()
 
 
 class Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -210,7 +256,7 @@ def empty_chunk() -> Chunk:
 
 def empty_bucket() -> Bucket:
     """A bucket with no tenants or targets yet."""
-    return Bucket({}, {})
+    return Bucket({}, {}, gaps=True)
 
 
 class _Growing:
@@ -231,13 +277,14 @@ class _Growing:
 
 
 class _TenantGrowing:
-    """A tenant history being added to, with the index of each of its versions."""
+    """A tenant history (kept as gaps) being added to, with the index of each of its versions."""
 
     def __init__(self, history: TenantHistory) -> None:
         self.history = history
         self.index = {digest: number for number, digest in enumerate(history.objects)}
-        self.positions = array("I")
-        self.positions.frombytes(history.positions)
+        self.gaps = array("I")
+        self.gaps.frombytes(history.positions)
+        self.last = sum(self.gaps)
         self.versions = array("I")
         self.versions.frombytes(history.versions)
 
@@ -247,11 +294,12 @@ class _TenantGrowing:
             version = self.index[digest] = len(self.history.objects)
             self.history.objects.append(digest)
             self.history.sizes.append(size)
-        self.positions.append(position)
+        self.gaps.append(position - self.last if self.gaps else position)
+        self.last = position
         self.versions.append(version)
 
     def freeze(self) -> TenantHistory:
-        self.history.positions = self.positions.tobytes()
+        self.history.positions = self.gaps.tobytes()
         self.history.versions = self.versions.tobytes()
         return self.history
 
@@ -290,9 +338,17 @@ class Folding:
         return growing
 
     def bucket(self, index: int) -> Bucket:
-        """A bucket to change (loaded once)."""
+        """A bucket to change (loaded once), its histories kept as gaps from now on."""
         if index not in self.buckets:
-            self.buckets[index] = self._load_bucket(index)
+            bucket = self._load_bucket(index)
+            if not bucket.gaps:
+                for tenant_id in list(bucket.tenants):
+                    history = bucket.stored_tenant(tenant_id)
+                    assert history is not None
+                    history.positions = gaps_of_positions(history.positions)
+                    bucket.tenants[tenant_id] = msgspec.Raw(_ENCODER.encode(history))
+                bucket.gaps = True
+            self.buckets[index] = bucket
         return self.buckets[index]
 
     def apply(
@@ -346,7 +402,7 @@ class Folding:
     def _history(self, tenant_id: str) -> _TenantGrowing:
         found = self._histories.get(tenant_id)
         if found is None:
-            history = self.bucket(bucket_of(tenant_id)).tenant(tenant_id) or TenantHistory(
+            history = self.bucket(bucket_of(tenant_id)).stored_tenant(tenant_id) or TenantHistory(
                 [], [], b"", b""
             )
             found = self._histories[tenant_id] = _TenantGrowing(history)

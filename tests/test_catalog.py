@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from array import array
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -27,6 +28,7 @@ from casbak.catalogdata import (
     BUCKETS,
     CATALOG_VERSION,
     Added,
+    Bucket,
     Chunk,
     Folding,
     Head,
@@ -745,3 +747,77 @@ def test_a_reader_retries_when_a_manifest_told_by_reference_went_meanwhile(
     fresh.timeline._rebuild = once_gone
     assert len(tenant_log(fresh, "t0000")) == 1
     assert failures
+
+
+def _as_written_before_gaps(repo: Repository) -> None:
+    """Rewrite the stored catalog as a version 1 head, whose buckets keep positions."""
+    head = repo.catalog.head()
+    assert head is not None
+    buckets = []
+    for name in head.buckets:
+        bucket = repo.catalog.part(name, Bucket)
+        tenants = {}
+        for tenant_id in bucket.tenants:
+            history = bucket.tenant(tenant_id)
+            assert history is not None
+            tenants[tenant_id] = msgspec.Raw(msgspec.msgpack.encode(history))
+        data = encode_part(Bucket(tenants, dict(bucket.targets)))
+        repo.backend.put(catalog_part_key(part_name(data)), data, overwrite=True)
+        buckets.append(part_name(data))
+    old = msgspec.structs.replace(head, version=CATALOG_VERSION, buckets=buckets)
+    repo.backend.put(CATALOG_HEAD_KEY, encode_part(old), overwrite=True)
+
+
+def test_tenant_histories_keep_gaps_so_a_tenant_in_every_sync_costs_almost_nothing(
+    clock: FakeClock,
+) -> None:
+    from casbak.catalog import FOLD_SYNC_AFTER
+    from casbak.service import take_snapshot
+
+    repo = Repository.init(MemoryBackend())
+    sizes = []
+    for rounds in (FOLD_SYNC_AFTER, 4 * FOLD_SYNC_AFTER):
+        while (repo.catalog.head() or Head(2, 0, 0, 0, [], [])).journal < rounds:
+            take_snapshot(repo, _sync(1), operation="sync-apply", clock=clock)
+        head = repo.catalog.head()
+        assert head is not None and head.version == catalogdata.HEAD_VERSION
+        sizes.append(sum(len(repo.backend.get(catalog_part_key(n))) for n in set(head.buckets)))
+        stored = repo.catalog.part(head.buckets[bucket_of("t0001")], Bucket)
+        assert stored.gaps
+        kept = stored.stored_tenant("t0001")
+        assert kept is not None
+        assert list(kept.occurrences())[1:] == [(1, 0)] * (rounds - 1)
+    # Four times the syncs, not four times the bytes: each adds a gap of 1 per tenant.
+    assert sizes[1] < sizes[0] * 1.3
+    assert_agrees(repo, tenants={"t0000", "t0001"})
+
+
+def test_a_catalog_whose_buckets_keep_positions_is_read_and_folded_into_gaps(
+    clock: FakeClock,
+) -> None:
+    from casbak.service import take_snapshot
+
+    repo = Repository.init(MemoryBackend())
+    for number in (1, 2):
+        snap(repo, clock, {"id": "a", "v": number}, {"id": "b"})
+        take_snapshot(repo, _sync(number), operation="sync-apply", clock=clock)
+    repo.catalog.compact()
+    _as_written_before_gaps(repo)
+    head = repo.catalog.head()
+    assert head is not None and head.version == CATALOG_VERSION
+    assert_agrees(repo)
+    snap(repo, clock, {"id": "a", "v": 3}, {"id": "b"})
+    assert repo.catalog.compact()
+    head = repo.catalog.head()
+    assert head is not None and head.version == catalogdata.HEAD_VERSION
+    changed = repo.catalog.part(head.buckets[bucket_of("a")], Bucket)
+    assert changed.gaps
+    assert_agrees(repo)
+
+
+def test_gaps_that_run_past_the_largest_position_are_damage() -> None:
+    gaps = array("I", [2**32 - 2, 5]).tobytes()
+    with pytest.raises(CorruptData):
+        catalogdata.positions_of_gaps(gaps, "t")
+    positions = array("I", [3, 4, 9, 100]).tobytes()
+    assert catalogdata.positions_of_gaps(catalogdata.gaps_of_positions(positions)) == positions

@@ -202,7 +202,7 @@ def _misfile_a_target(repo: Repository) -> str:
     old = repo.catalog.part(head.buckets[index], Bucket)
     targets = dict(old.targets)
     targets["a"] = targets["a"] + (1).to_bytes(4, "little")  # position 1 is target b's
-    data = encode_part(Bucket(dict(old.tenants), targets))
+    data = encode_part(Bucket(dict(old.tenants), targets, old.gaps))
     repo.backend.put(catalog_part_key(part_name(data)), data)
     buckets = list(head.buckets)
     buckets[index] = part_name(data)
