@@ -113,7 +113,7 @@ class CatalogView:
 
 
 class _ToldUnreadable(Exception):
-    """The manifest of an addition told by reference could not be read while folding."""
+    """The manifest of an addition told by reference was gone when a fold read it."""
 
 
 def journal_name(seq: int) -> bytes:
@@ -172,7 +172,10 @@ class Catalog:
         """An addition's tenants: its own, or its manifest's when told by reference.
 
         A manifest's tenants never change (its id is their hash), so they are
-        kept, at most `_TOLD_CACHE` manifests' worth.
+        kept, at most `_TOLD_CACHE` manifests' worth. A damaged manifest holds
+        none here, as a catalog rebuilt from the manifests leaves it out (verify
+        names it): one bad file must not stop every question about tenants. A
+        missing one raises ObjectMissing: it was removed after this reading.
         """
         if added.entries is not None:
             return added.entries
@@ -180,7 +183,10 @@ class Catalog:
         if found is None:
             if self._manifest_entries is None:
                 raise CorruptData(added.record.key, "its tenants are told by reference only")
-            found = self._manifest_entries(added.record)
+            try:
+                found = self._manifest_entries(added.record)
+            except IntegrityError:
+                found = []
             if len(self._told) >= _TOLD_CACHE:
                 self._told.pop(next(iter(self._told)))
             self._told[added.record.id] = found
@@ -189,7 +195,7 @@ class Catalog:
     def _entries_for_fold(self, added: Added) -> list[TenantEntry]:
         try:
             return self.entries_of(added)
-        except (ObjectMissing, IntegrityError) as exc:
+        except ObjectMissing as exc:
             raise _ToldUnreadable from exc
 
     def holds(self, head: Head) -> bool:
@@ -308,8 +314,8 @@ class Catalog:
                 try:
                     folded = self._fold(head, [entry for _, entry in entries])
                 except _ToldUnreadable:
-                    # Its manifest went (a removal's entry will say so) or is damaged
-                    # (verify names it, gc writes the catalog afresh): fold later.
+                    # Its manifest went after `_foldable` saw it: a removal's entry
+                    # will say so, or after an hour the addition is dropped.
                     return False
                 self._write_head(folded, head)
                 self._drop_journal(head.journal)

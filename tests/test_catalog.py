@@ -703,8 +703,8 @@ def test_syncs_told_by_reference_are_folded_after_a_few(clock: FakeClock) -> Non
     assert_agrees(repo, tenants={"t0000", "t0001"})
 
 
-def test_a_fold_that_cannot_read_a_manifest_told_by_reference_waits(clock: FakeClock) -> None:
-    """The manifest was removed meanwhile, or is damaged: the journal stays as it is."""
+def test_a_fold_that_finds_a_manifest_told_by_reference_gone_waits(clock: FakeClock) -> None:
+    """Removed after the fold saw it: the journal stays as it is until the removal is told."""
     from casbak.service import take_snapshot
 
     repo = Repository.init(MemoryBackend())
@@ -714,17 +714,63 @@ def test_a_fold_that_cannot_read_a_manifest_told_by_reference_waits(clock: FakeC
     fresh = Repository.open(repo.backend)
     rebuild = fresh.rebuild
 
-    def damaged(snapshot_id: Digest, key: str) -> Manifest:
+    def removed(snapshot_id: Digest, key: str) -> Manifest:
         if snapshot_id == gone.id:
-            raise CorruptData(key, "damaged")
+            raise ObjectMissing(key)
         return rebuild(snapshot_id, key)
 
-    fresh.timeline._rebuild = damaged
+    fresh.timeline._rebuild = removed
     before = _stored(repo.backend)
     assert fresh.catalog.compact() is False
     assert _stored(repo.backend) == before
     assert Repository.open(repo.backend).catalog.compact() is True
     assert_agrees(repo)
+
+
+def _damage_manifest(repo: Repository, key: str) -> None:
+    """One entry's size changed: the header still reads, the rebuilt manifest fails its hash."""
+    from casbak.storedmanifest import decode_manifest_file, encode_stored_document
+
+    document = decode_manifest_file(key, repo.backend.get(key))
+    first = document.entries[0]
+    entries = [msgspec.structs.replace(first, size=first.size + 1), *document.entries[1:]]
+    damaged = msgspec.structs.replace(document, entries=entries)
+    repo.backend.put(key, encode_stored_document(damaged), overwrite=True)
+
+
+def test_a_damaged_manifest_told_by_reference_stops_no_other_question(clock: FakeClock) -> None:
+    """Readers, compaction and forget take it as holding no tenants; verify names it."""
+    from casbak.maintenance import forget
+    from casbak.service import take_snapshot
+    from casbak.sources import documents_from_values
+
+    def solo(number: int) -> list[TenantDocument]:
+        return documents_from_values([{"id": "solo", "v": number}], "x")
+
+    repo = Repository.init(MemoryBackend())
+    take_snapshot(repo, solo(1), target_id="other", operation="tenant-update", clock=clock)
+    clock.advance(hours=1)
+    big = take_snapshot(repo, _sync(1), target_id="big", operation="sync-apply", clock=clock)
+    _damage_manifest(repo, repo.manifest_keys()[Digest(big.snapshot.id)])
+    fresh = Repository.open(repo.backend)
+    assert len(tenant_log(fresh, "solo")) == 1
+    assert fresh.newest_versions(["solo", "t0001"]).keys() == {"solo"}
+    for number in range(2, 40):
+        clock.advance(hours=1)
+        take_snapshot(repo, solo(number), target_id="other", operation="tenant-update", clock=clock)
+    head = repo.catalog.head()
+    assert head is not None and head.journal >= COMPACT_AFTER  # folded past the damaged one
+    victim = Repository.open(repo.backend).resolve("latest").id
+    forget(Repository.open(repo.backend), [victim], force=True, prune=False)
+    after = Repository.open(repo.backend)
+    assert after.catalog.head() is not None
+    assert len(tenant_log(after, "solo")) == 38
+    assert len(after.snapshots()) == 39
+    from casbak.verify import verify_repository
+
+    report = verify_repository(after, quick=True)
+    assert not report.ok
+    assert any(big.snapshot.id in finding.snapshots for finding in report.findings)
 
 
 def test_a_reader_retries_when_a_manifest_told_by_reference_went_meanwhile(
