@@ -28,6 +28,10 @@ from casbak.sealer import Sealer
 CACHE_VERSION = 1
 MAX_FILES = 100_000
 """Entries a cache file keeps at most (about 70 bytes each)."""
+KEEP_RUNS = 2
+"""Entries kept: this many times the most files one snapshot has read. Each full export
+with a few edited or reformatted files adds entries; kept without bound, a frequent
+backup's cache grew by ~80 entries a round and took longer to load and save each time."""
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -42,6 +46,8 @@ class CachedTenant(msgspec.Struct, array_like=True, frozen=True):
 class _CacheFile(msgspec.Struct):
     version: int
     files: dict[bytes, list[CachedTenant]]
+    largest: int = 0
+    """The most files one snapshot has read (absent in files written before it was kept)."""
 
 
 _DECODER = msgspec.msgpack.Decoder(_CacheFile)
@@ -65,8 +71,9 @@ class RawCache:
         self._name = name
         self._known: dict[bytes, list[CachedTenant]] = {}
         self._seen: dict[bytes, list[CachedTenant]] = {}
+        self._largest = 0
         if path is not None:
-            self._known = self._load(path)
+            self._known, self._largest = self._load(path)
 
     @classmethod
     def for_repository(cls, repository_id: str, sealer: Sealer | None = None) -> RawCache:
@@ -94,19 +101,22 @@ class RawCache:
         self._seen[key] = [CachedTenant(t, bytes.fromhex(d), s) for t, d, s in tenants]
 
     def save(self) -> None:
-        """Keep this run's files, then earlier ones up to MAX_FILES; failing only loses speed.
+        """Keep this run's files, then the most recent earlier ones; failing only loses speed.
 
         Earlier entries stay so that a one-tenant snapshot between two full
-        exports does not make the next export decode everything again.
+        exports does not make the next export decode everything again: up to
+        `KEEP_RUNS` times the most files a snapshot has read, newest first.
         """
         if self.path is None:
             return
+        largest = max(self._largest, len(self._seen))
+        limit = min(MAX_FILES, KEEP_RUNS * largest)
         kept = dict(self._seen)
         for key, tenants in self._known.items():
-            if len(kept) >= MAX_FILES:
+            if len(kept) >= limit:
                 break
             kept.setdefault(key, tenants)
-        data = _ENCODER.encode(_CacheFile(CACHE_VERSION, kept))
+        data = _ENCODER.encode(_CacheFile(CACHE_VERSION, kept, largest))
         data += blake3.blake3(data).digest()
         if self._sealer is not None:
             data = self._sealer.seal("rawcache", self._name, data)
@@ -117,14 +127,18 @@ class RawCache:
         except OSError:
             pass  # a cache that cannot be written only costs speed next time
 
-    def _load(self, path: Path) -> dict[bytes, list[CachedTenant]]:
+    def _load(self, path: Path) -> tuple[dict[bytes, list[CachedTenant]], int]:
         try:
             stored = path.read_bytes()
             if self._sealer is not None:
                 stored = self._sealer.open("rawcache", self._name, stored, str(path))
         except (OSError, DecryptionFailed):
-            return {}
-        return _decode(stored)
+            return {}, 0
+        document = _decode(stored)
+        if document is None:
+            return {}, 0
+        # A file written before `largest` was kept: its size is a fair first guess.
+        return document.files, document.largest or len(document.files)
 
 
 def discard_plain(repository_id: str) -> bool:
@@ -137,7 +151,8 @@ def discard_plain(repository_id: str) -> bool:
     """
     path = cache_folder() / f"{repository_id}.raw"
     try:
-        if not _decode(path.read_bytes()):
+        document = _decode(path.read_bytes())
+        if document is None or not document.files:
             return False
         path.unlink()
     except OSError:
@@ -145,16 +160,16 @@ def discard_plain(repository_id: str) -> bool:
     return True
 
 
-def _decode(stored: bytes) -> dict[bytes, list[CachedTenant]]:
+def _decode(stored: bytes) -> _CacheFile | None:
     data, check = stored[:-32], stored[-32:]
     if len(stored) < 32 or blake3.blake3(data).digest() != check:
-        return {}
+        return None
     try:
         document = _DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return {}
+        return None
     if document.version != CACHE_VERSION or any(
         len(item.digest) != 32 for items in document.files.values() for item in items
     ):
-        return {}
-    return document.files
+        return None
+    return document

@@ -151,3 +151,46 @@ def test_a_lone_small_file_leaves_the_cache_alone_and_a_large_one_uses_it(
     decoded = spy_on_decoding(monkeypatch)
     snapshot_sources(repo, [str(large)], clock=FakeClock())
     assert decoded == []
+
+
+def test_the_cache_keeps_twice_the_largest_export_not_every_file_ever_read(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from casbak.rawcache import KEEP_RUNS
+
+    folder = tmp_path / "export"
+    tenants = {f"t{number}": 1 for number in range(10)}
+    for round_number in range(1, 16):
+        tenants[f"t{round_number % 10}"] += 1  # one edited file a round: a new entry
+        write_tenants(folder, tenants)
+        snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    cache = RawCache.for_repository(repo.config.repository_id)
+    assert len(cache._known) == KEEP_RUNS * len(tenants)
+    assert cache._largest == len(tenants)
+    # The newest entries are the ones kept: the last export decodes nothing again.
+    decoded = spy_on_decoding(monkeypatch)
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert decoded == []
+
+
+def test_a_cache_file_from_before_it_kept_its_largest_export_is_used(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import blake3
+    import msgspec
+
+    from casbak.rawcache import CachedTenant
+
+    folder = tmp_path / "export"
+    write_tenants(folder, {"a": 1, "b": 1})
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    cache = RawCache.for_repository(repo.config.repository_id)
+    assert cache.path is not None
+    earlier: dict[bytes, list[CachedTenant]] = dict(cache._known)
+    data = msgspec.msgpack.encode({"version": 1, "files": earlier})
+    cache.path.write_bytes(data + blake3.blake3(data).digest())
+    again = RawCache.for_repository(repo.config.repository_id)
+    assert again._known == earlier and again._largest == 2
+    decoded = spy_on_decoding(monkeypatch)
+    snapshot_sources(repo, [str(folder)], clock=FakeClock())
+    assert decoded == []
