@@ -137,3 +137,42 @@ def test_a_pack_written_again_over_a_damaged_copy_is_read_afresh() -> None:
     store.write_packs([plain(BASE)], None)  # the same pack again: the write repairs it
     assert hash_bytes(store.pack_bytes(pack)) == pack
     assert store.read(BASE_ID) == BASE
+
+
+def _many(count: int) -> list[bytes]:
+    return [json.dumps({"id": f"t{number}", "n": number}).encode() for number in range(count)]
+
+
+def test_many_lookups_resolve_only_what_they_return_and_agree_with_the_whole_index() -> None:
+    from casbak.store.indexview import FEW
+
+    backend = MemoryBackend()
+    ambiguous(backend)
+    others = _many(FEW + 5)
+    PackStore(backend, LEVEL).write_packs([plain(doc) for doc in others], None)
+    PackStore(backend, LEVEL).write_packs([delta(EDIT + b" ", BASE, BASE_ID)], None)
+    wanted = [EDIT_ID, OTHER_ID, hash_bytes(EDIT + b" "), *map(hash_bytes, others)]
+    wanted.append(Digest("ab" * 32))  # not stored
+    store = PackStore(backend, LEVEL)
+    found = store.locate_many(wanted)
+    assert not store._view.decoded  # no record was resolved that was not asked for
+    assert store.locate(hash_bytes(EDIT + b" ")) == found[hash_bytes(EDIT + b" ")]
+    whole = PackStore(backend, LEVEL).index()
+    assert found == {digest: whole[digest] for digest in wanted if digest in whole}
+    assert found[EDIT_ID].unresolved_base == BASE_ID[:16]  # ambiguous: still said so
+
+
+def test_many_lookups_see_a_base_written_after_the_records_were_read() -> None:
+    from casbak.store.indexview import FEW
+
+    backend = MemoryBackend()
+    others = _many(FEW + 5)
+    PackStore(backend, LEVEL).write_packs([plain(doc) for doc in others], None)
+    PackStore(backend, LEVEL).write_packs([delta(EDIT, BASE, BASE_ID)], None)
+    store = PackStore(backend, LEVEL)
+    before = store.locate_many([EDIT_ID, *map(hash_bytes, others)])
+    assert before[EDIT_ID].unresolved_base == BASE_ID[:16]  # its base is not stored yet
+    store.write_packs([plain(BASE)], None)
+    after = store.locate_many([EDIT_ID, *map(hash_bytes, others)])
+    assert (after[EDIT_ID].base, after[EDIT_ID].unresolved_base) == (BASE_ID, None)
+    assert store.read(EDIT_ID) == EDIT

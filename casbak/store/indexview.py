@@ -3,8 +3,9 @@
 Index files are listed and parsed once, then searched by bisection for a few
 lookups or decoded whole for many. When two files name an object, the later
 one wins (a healed copy). Records name a delta's base by an 8-byte prefix; the
-view resolves each to the one indexed object id that starts with it as the
-records are decoded, and says so explicitly when none or several do.
+view resolves each to the one indexed object id that starts with it (lookups:
+only the records they return; the whole index: all of them), and says so
+explicitly when none or several do.
 
 The view keeps itself current: writers tell it what they add and which files
 they replace, and a reader that finds a pack or a base gone has it load again.
@@ -45,6 +46,12 @@ class IndexView:
         self._lock = threading.RLock()
         self._parsed: list[tuple[str, IndexFile]] | None = None
         self._merged: dict[Digest, Location] | None = None
+        self._raw: dict[Digest, Location] | None = None
+        """Every record with its base prefix left unresolved: enough for lookups, which
+        resolve only what they return. Resolving all of them (`index`) cost a snapshot
+        0.13 s at 49,000 objects, to answer about 2,500."""
+        self._prefixes: dict[str, list[Digest]] | None = None
+        """Indexed ids by base prefix, for resolving `_raw`'s records (built when needed)."""
         self._overlay: dict[Digest, Location] = {}
         """Records written here while the whole index is not decoded yet."""
         self._keys: list[str] = []
@@ -66,6 +73,13 @@ class IndexView:
     def index(self) -> dict[Digest, Location]:
         """Every indexed object's location (decoded once, then kept up to date)."""
         if self._merged is None:
+            self._merged = _resolve_bases(dict(self._records()))
+            self._raw = self._prefixes = None
+        return self._merged
+
+    def _records(self) -> dict[Digest, Location]:
+        """Every record, later files winning, bases unresolved (decoded once)."""
+        if self._raw is None:
             found: dict[Digest, Location] = {}
             for key, parsed in self.files():
                 try:
@@ -73,13 +87,28 @@ class IndexView:
                 except CasbakError as exc:
                     self.problems.append((key, exc))
             found.update(self._overlay)
-            self._merged = _resolve_bases(found)
-        return self._merged
+            self._raw = found
+        return self._raw
+
+    def _resolved(self, location: Location) -> Location:
+        """A record of `_records` with its base prefix settled (see `_resolve_bases`)."""
+        if location.unresolved_base is None:
+            return location
+        if self._prefixes is None:
+            prefixes: dict[str, list[Digest]] = {}
+            width = BASE_PREFIX_BYTES * 2
+            for digest in self._records():
+                prefixes.setdefault(digest[:width], []).append(digest)
+            self._prefixes = prefixes
+        return location.resolved(self._prefixes.get(location.unresolved_base, ()))
 
     def locate(self, digest: str) -> Location | None:
         """One object's location; before the whole index is needed, without decoding it."""
         if self._merged is not None:
             return self._merged.get(Digest(digest))
+        if self._raw is not None:
+            found = self._raw.get(Digest(digest))
+            return None if found is None else self._resolved(found)
         found = self._overlay.get(Digest(digest))
         if found is not None:
             return found
@@ -95,10 +124,15 @@ class IndexView:
     def locate_many(self, digests: Iterable[Digest]) -> dict[Digest, Location]:
         """The locations of those of ``digests`` that are stored."""
         wanted = list(digests)
-        if self._merged is None and len(wanted) <= FEW:
+        if self._merged is None and self._raw is None and len(wanted) <= FEW:
             found = {digest: self.locate(digest) for digest in wanted}
             return {digest: location for digest, location in found.items() if location}
-        index = self.index()
+        if self._merged is None:
+            records = self._records()
+            return {
+                digest: self._resolved(records[digest]) for digest in wanted if digest in records
+            }
+        index = self._merged
         return {digest: index[digest] for digest in wanted if digest in index}
 
     def candidates(self, prefix: str) -> list[Digest]:
@@ -144,6 +178,7 @@ class IndexView:
         """Forget what was loaded: the next question lists and reads the index files again."""
         with self._lock:
             self._merged = None
+            self._raw = self._prefixes = None
             self._parsed = None
             self._overlay = {}
 
@@ -151,6 +186,13 @@ class IndexView:
         """Records a writer has just made durable in a new index file (see `file_written`)."""
         with self._lock:
             (self._merged if self._merged is not None else self._overlay).update(locations)
+            if self._raw is not None:
+                if self._prefixes is not None:  # a new id may be the one a prefix names
+                    width = BASE_PREFIX_BYTES * 2
+                    for digest in locations:
+                        if digest not in self._raw:
+                            self._prefixes.setdefault(digest[:width], []).append(digest)
+                self._raw.update(locations)
 
     def file_written(self, key: str) -> None:
         """A writer has made an index file durable."""
@@ -176,6 +218,7 @@ class IndexView:
                 self._parsed = None
             if locations is not None:
                 self._merged = dict(locations)
+                self._raw = self._prefixes = None
                 self._overlay = {}
                 self._parsed = None  # the files parsed are gone; list again when asked
 
