@@ -176,3 +176,26 @@ def test_many_lookups_see_a_base_written_after_the_records_were_read() -> None:
     after = store.locate_many([EDIT_ID, *map(hash_bytes, others)])
     assert (after[EDIT_ID].base, after[EDIT_ID].unresolved_base) == (BASE_ID, None)
     assert store.read(EDIT_ID) == EDIT
+
+
+def test_many_lookups_pass_over_an_index_file_with_a_record_naming_no_pack() -> None:
+    import blake3
+    import msgspec
+
+    from casbak.layout import index_key
+    from casbak.store.indexfile import _RECORD, INDEX_VERSION, PackRef, _IndexDocument
+    from casbak.store.indexview import FEW
+
+    backend = MemoryBackend()
+    others = _many(FEW + 5)
+    PackStore(backend, LEVEL).write_packs([plain(doc) for doc in others], None)
+    stray = bytes.fromhex(hash_bytes(b"stray"))
+    record = _RECORD.pack(stray, 7, 0, 10, 10, bytes(8))  # pack 7 of a file naming one
+    document = _IndexDocument(INDEX_VERSION, [PackRef(bytes(32), b"")], record)
+    stored = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(document))
+    backend.put(index_key(blake3.blake3(stored).hexdigest()), stored)
+    store = PackStore(backend, LEVEL)
+    wanted = [Digest(stray.hex()), *map(hash_bytes, others)]
+    assert set(store.locate_many(wanted)) == set(map(hash_bytes, others))
+    assert Digest(stray.hex()) not in store.index()
+    assert store._view.problems  # the whole index's decoding names the file

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Collection, Iterable
+from itertools import repeat
 from typing import Annotated
 
 import msgspec
@@ -132,6 +133,30 @@ class IndexFile:
         pack, dictionary = self._pack(number)
         unresolved = None if base == _NO_BASE else base.hex()
         return Location(pack, offset, length, size, None, dictionary, unresolved)
+
+    def numbered(self) -> dict[Digest, tuple[IndexFile, int]]:
+        """Every record's object id, with this file and its number (`record`), none decoded.
+
+        Checked as `locations` checks them, for a third of its cost: a sync
+        looks up a few thousand of the tens of thousands of records.
+        """
+        used = set()
+        for _, number, _, length, _, _ in _RECORD.iter_unpack(self.records):
+            if length == 0:
+                raise CorruptData(self.what, "record names no pack or is empty")
+            used.add(number)
+        if used and max(used) >= len(self._refs):
+            raise CorruptData(self.what, "record names no pack or is empty")
+        for number in used:
+            self._pack(number)
+        size, records = _RECORD.size, self.records
+        digests = [Digest(records[at : at + 32].hex()) for at in range(0, len(records), size)]
+        return dict(zip(digests, zip(repeat(self), range(self.count)), strict=True))
+
+    def record(self, number: int) -> Location:
+        """The record of a number `numbered` gave."""
+        _, *rest = _RECORD.unpack_from(self.records, number * _RECORD.size)
+        return self._location(*rest)
 
     def locations(self) -> dict[Digest, Location]:
         """Every record."""
