@@ -343,9 +343,14 @@ class Folding:
             bucket = self._load_bucket(index)
             if not bucket.gaps:
                 for tenant_id in list(bucket.tenants):
-                    history = bucket.stored_tenant(tenant_id)
-                    assert history is not None
-                    history.positions = gaps_of_positions(history.positions)
+                    try:
+                        history = bucket.stored_tenant(tenant_id)
+                        assert history is not None
+                        history.positions = gaps_of_positions(history.positions)
+                    except (msgspec.DecodeError, ValueError, OverflowError):
+                        raise CorruptData(
+                            f"catalog bucket {index}", f"history of {tenant_id!r} is unsound"
+                        ) from None
                     bucket.tenants[tenant_id] = msgspec.Raw(_ENCODER.encode(history))
                 bucket.gaps = True
             self.buckets[index] = bucket

@@ -29,9 +29,11 @@ CACHE_VERSION = 1
 MAX_FILES = 100_000
 """Entries a cache file keeps at most (about 70 bytes each)."""
 KEEP_RUNS = 2
-"""Entries kept: this many times the most files one snapshot has read. Each full export
-with a few edited or reformatted files adds entries; kept without bound, a frequent
-backup's cache grew by ~80 entries a round and took longer to load and save each time."""
+"""Entries kept: this many times the files the latest snapshot of each source read. Each
+full export with a few edited or reformatted files adds entries; kept without bound, a
+frequent backup's cache grew by ~80 entries a round and took longer to load and save."""
+MAX_SOURCES = 64
+"""Sources (sets of files and folders a snapshot read) whose latest size is remembered."""
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -46,8 +48,9 @@ class CachedTenant(msgspec.Struct, array_like=True, frozen=True):
 class _CacheFile(msgspec.Struct):
     version: int
     files: dict[bytes, list[CachedTenant]]
-    largest: int = 0
-    """The most files one snapshot has read (absent in files written before it was kept)."""
+    sources: dict[str, int] = {}
+    """Per source (its paths), the files its latest snapshot read, oldest first (absent in
+    files written before it was kept)."""
 
 
 _DECODER = msgspec.msgpack.Decoder(_CacheFile)
@@ -71,9 +74,9 @@ class RawCache:
         self._name = name
         self._known: dict[bytes, list[CachedTenant]] = {}
         self._seen: dict[bytes, list[CachedTenant]] = {}
-        self._largest = 0
+        self._sources: dict[str, int] = {}
         if path is not None:
-            self._known, self._largest = self._load(path)
+            self._known, self._sources = self._load(path)
 
     @classmethod
     def for_repository(cls, repository_id: str, sealer: Sealer | None = None) -> RawCache:
@@ -100,23 +103,27 @@ class RawCache:
         """Record what a file held (after it was read in full)."""
         self._seen[key] = [CachedTenant(t, bytes.fromhex(d), s) for t, d, s in tenants]
 
-    def save(self) -> None:
+    def save(self, source: str = "") -> None:
         """Keep this run's files, then the most recent earlier ones; failing only loses speed.
 
         Earlier entries stay so that a one-tenant snapshot between two full
-        exports does not make the next export decode everything again: up to
-        `KEEP_RUNS` times the most files a snapshot has read, newest first.
+        exports, or the exports of other targets in between, do not make the
+        next export decode everything again: up to `KEEP_RUNS` times the files
+        the latest snapshot of each ``source`` read (its paths), newest first.
         """
         if self.path is None:
             return
-        largest = max(self._largest, len(self._seen))
-        limit = min(MAX_FILES, KEEP_RUNS * largest)
+        sources = {name: size for name, size in self._sources.items() if name != source}
+        sources[source] = len(self._seen)
+        while len(sources) > MAX_SOURCES:
+            del sources[next(iter(sources))]
+        limit = min(MAX_FILES, KEEP_RUNS * sum(sources.values()))
         kept = dict(self._seen)
         for key, tenants in self._known.items():
             if len(kept) >= limit:
                 break
             kept.setdefault(key, tenants)
-        data = _ENCODER.encode(_CacheFile(CACHE_VERSION, kept, largest))
+        data = _ENCODER.encode(_CacheFile(CACHE_VERSION, kept, sources))
         data += blake3.blake3(data).digest()
         if self._sealer is not None:
             data = self._sealer.seal("rawcache", self._name, data)
@@ -127,18 +134,20 @@ class RawCache:
         except OSError:
             pass  # a cache that cannot be written only costs speed next time
 
-    def _load(self, path: Path) -> tuple[dict[bytes, list[CachedTenant]], int]:
+    def _load(self, path: Path) -> tuple[dict[bytes, list[CachedTenant]], dict[str, int]]:
         try:
             stored = path.read_bytes()
             if self._sealer is not None:
                 stored = self._sealer.open("rawcache", self._name, stored, str(path))
         except (OSError, DecryptionFailed):
-            return {}, 0
+            return {}, {}
         document = _decode(stored)
         if document is None:
-            return {}, 0
-        # A file written before `largest` was kept: its size is a fair first guess.
-        return document.files, document.largest or len(document.files)
+            return {}, {}
+        # A file written before sources were kept knows none: its next save keeps
+        # only that snapshot's files and twice as many more, so an unbounded cache
+        # shrinks once.
+        return document.files, document.sources
 
 
 def discard_plain(repository_id: str) -> bool:

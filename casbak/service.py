@@ -242,7 +242,7 @@ def snapshot_sources(
         documents = read_sources(sources, stdin, **read)
         result = take_snapshot(repo, documents, progress=progress, **options)
     if cache is not None:
-        cache.save()
+        cache.save(source_key(sources))
     return result
 
 
@@ -264,6 +264,11 @@ def _raw_cache(repo: Repository, sources: Sequence[str]) -> RawCache | None:
         if small and info is not None and stat.S_ISREG(info.st_mode):
             return None
     return RawCache.for_repository(repo.config.repository_id, repo.sealer)
+
+
+def source_key(sources: Sequence[str]) -> str:
+    """What the raw-bytes cache remembers a snapshot's sources by: their absolute paths."""
+    return "\x00".join(os.path.abspath(source) for source in sources)
 
 
 def _all_stored(repo: Repository, digests: list[Digest]) -> bool:

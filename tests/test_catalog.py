@@ -867,3 +867,14 @@ def test_gaps_that_run_past_the_largest_position_are_damage() -> None:
         catalogdata.positions_of_gaps(gaps, "t")
     positions = array("I", [3, 4, 9, 100]).tobytes()
     assert catalogdata.positions_of_gaps(catalogdata.gaps_of_positions(positions)) == positions
+
+
+def test_a_bucket_that_keeps_positions_with_an_unsound_history_is_damage_when_folded() -> None:
+    history = catalogdata.TenantHistory(
+        [version(1)], [1], array("I", [5, 3]).tobytes(), array("I", [0, 0]).tobytes()
+    )
+    old = Bucket({"a": msgspec.Raw(msgspec.msgpack.encode(history))}, {})
+    head = Head(CATALOG_VERSION, 0, 6, 6, [], ["b" * 64] * BUCKETS)
+    folding = Folding(head, lambda index: Chunk(b"", b"", b"", []), lambda index: old)
+    with pytest.raises(CorruptData, match="history of 'a' is unsound"):
+        folding.bucket(bucket_of("a"))

@@ -153,7 +153,7 @@ def test_a_lone_small_file_leaves_the_cache_alone_and_a_large_one_uses_it(
     assert decoded == []
 
 
-def test_the_cache_keeps_twice_the_largest_export_not_every_file_ever_read(
+def test_the_cache_keeps_twice_each_sources_latest_files_not_every_file_ever_read(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from casbak.rawcache import KEEP_RUNS
@@ -166,20 +166,34 @@ def test_the_cache_keeps_twice_the_largest_export_not_every_file_ever_read(
         snapshot_sources(repo, [str(folder)], clock=FakeClock())
     cache = RawCache.for_repository(repo.config.repository_id)
     assert len(cache._known) == KEEP_RUNS * len(tenants)
-    assert cache._largest == len(tenants)
+    assert list(cache._sources.values()) == [len(tenants)]
     # The newest entries are the ones kept: the last export decodes nothing again.
     decoded = spy_on_decoding(monkeypatch)
     snapshot_sources(repo, [str(folder)], clock=FakeClock())
     assert decoded == []
 
 
-def test_a_cache_file_from_before_it_kept_its_largest_export_is_used(
+def test_exports_of_several_targets_in_turn_all_stay_cached(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folders = [tmp_path / name for name in ("a", "b", "c", "d")]
+    for folder in folders:
+        write_tenants(folder, {f"{folder.name}{number}": 1 for number in range(6)})
+    for folder in folders:
+        snapshot_sources(repo, [str(folder)], target_id=folder.name, clock=FakeClock())
+    decoded = spy_on_decoding(monkeypatch)
+    for folder in folders:
+        snapshot_sources(repo, [str(folder)], target_id=folder.name, clock=FakeClock())
+    assert decoded == []
+
+
+def test_a_cache_file_from_before_it_kept_its_sources_is_used_and_then_shrinks(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import blake3
     import msgspec
 
-    from casbak.rawcache import CachedTenant
+    from casbak.rawcache import KEEP_RUNS, CachedTenant
 
     folder = tmp_path / "export"
     write_tenants(folder, {"a": 1, "b": 1})
@@ -187,10 +201,12 @@ def test_a_cache_file_from_before_it_kept_its_largest_export_is_used(
     cache = RawCache.for_repository(repo.config.repository_id)
     assert cache.path is not None
     earlier: dict[bytes, list[CachedTenant]] = dict(cache._known)
-    data = msgspec.msgpack.encode({"version": 1, "files": earlier})
+    grown = {bytes([number]) * 32: [CachedTenant("x", bytes(32), 1)] for number in range(20)}
+    data = msgspec.msgpack.encode({"version": 1, "files": {**earlier, **grown}})
     cache.path.write_bytes(data + blake3.blake3(data).digest())
     again = RawCache.for_repository(repo.config.repository_id)
-    assert again._known == earlier and again._largest == 2
+    assert again._known == {**earlier, **grown} and again._sources == {}
     decoded = spy_on_decoding(monkeypatch)
     snapshot_sources(repo, [str(folder)], clock=FakeClock())
     assert decoded == []
+    assert len(RawCache.for_repository(repo.config.repository_id)._known) == KEEP_RUNS * 2

@@ -231,6 +231,7 @@ class IndexView:
                 gone = set(replaced)
                 self._keys = [k for k in self._keys if k not in gone and k != key] + [key]
                 self._parsed = None
+                self._raw = self._prefixes = None  # they hold the replaced files' records
             if locations is not None:
                 self._merged = dict(locations)
                 self._raw = self._prefixes = None
