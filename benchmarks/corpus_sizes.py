@@ -6,7 +6,7 @@ A quick way to weigh a storage lever on real tenant histories without the other
 tools: the same replay as `make bench-compare`'s corpus workload (round k holds
 version k of each history), each round one snapshot, and the bytes of each
 top-level folder of the repository at the end. ``--max-chain`` overrides the
-writers' delta chain bound for this run only.
+writers' delta chain bound (versions and look-alikes) for this run only.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import casbak.store.encoder as encoder
+import casbak.store.writer as writer
 from benchmarks.corpus import DEFAULT_CORPUS, CorpusReplay, unpack
 from casbak.backends.local import LocalBackend
 from casbak.defaults import DEFAULT_COMPRESSION_LEVEL
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=DEFAULT_COMPRESSION_LEVEL)
     args = parser.parse_args()
     if args.max_chain is not None:
-        encoder.MAX_CHAIN = args.max_chain
+        encoder.MAX_CHAIN = writer.MAX_CHAIN = args.max_chain
     with tempfile.TemporaryDirectory(dir=os.environ.get("CASBAK_BENCH_DIR")) as scratch:
         base = Path(scratch)
         os.environ["CASBAK_CACHE_DIR"] = str(base / "cache")
