@@ -186,7 +186,7 @@ class Catalog:
             try:
                 found = self._manifest_entries(added.record)
             except IntegrityError:
-                found = []
+                return []  # not kept: a repair (or an import that heals it) shows at once
             if len(self._told) >= _TOLD_CACHE:
                 self._told.pop(next(iter(self._told)))
             self._told[added.record.id] = found
