@@ -29,6 +29,7 @@ import blake3
 import msgspec
 import zstandard
 
+from casbak import unzstd
 from casbak.errors import CorruptData
 
 CATALOG_VERSION = 1
@@ -229,7 +230,7 @@ def decode_part(data: bytes, kind: type[T], what: str) -> T:
     if decoder is None:
         decoder = _DECODERS[kind] = msgspec.msgpack.Decoder(kind)
     try:
-        value = decoder.decode(zstandard.ZstdDecompressor().decompress(data))
+        value = decoder.decode(unzstd.decompress(data))
     except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CorruptData(what, "not a valid catalog part") from exc
     assert isinstance(value, kind)

@@ -21,6 +21,7 @@ from datetime import datetime
 import msgspec
 import zstandard
 
+from casbak import unzstd
 from casbak.errors import CorruptData, FormatVersionError
 from casbak.ids import Digest, hash_bytes
 from casbak.model import (
@@ -214,7 +215,7 @@ def decode_stored(stored: bytes, what: str) -> StoredManifest:
         raise FormatVersionError(f"{what}: manifest version {version!r} is unknown")
     try:
         wire = _WIRE_DECODER.decode(stored)
-        packed = zstandard.ZstdDecompressor().decompress(
+        packed = unzstd.decompress(
             base64.b64decode(wire.changes, validate=True), max_output_size=MAX_MANIFEST_BYTES
         )
         changes = msgspec.msgpack.decode(packed, type=_Changes)
@@ -263,7 +264,7 @@ def decode_manifest_file(key: str, stored: bytes) -> StoredManifest:
 def decode_stored_v2(stored: bytes, what: str) -> StoredManifest:
     """Decode a format 2 ``.snap`` file (one zstd frame of msgpack); for migrate."""
     try:
-        raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_MANIFEST_BYTES)
+        raw = unzstd.decompress(stored, max_output_size=MAX_MANIFEST_BYTES)
         document = msgspec.msgpack.decode(raw, type=StoredManifest)
     except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CorruptData(what, "not a valid format 2 manifest") from exc

@@ -16,6 +16,7 @@ from typing import Annotated
 import msgspec
 import zstandard
 
+from casbak import unzstd
 from casbak.errors import CorruptData, FormatVersionError
 from casbak.ids import Digest
 
@@ -202,7 +203,7 @@ class IndexFile:
 def parse_index(stored: bytes, what: str) -> IndexFile:
     """Decompress and decode an index document's frame; records are decoded on demand."""
     try:
-        raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_INDEX_BYTES)
+        raw = unzstd.decompress(stored, max_output_size=MAX_INDEX_BYTES)
         document = msgspec.msgpack.decode(raw, type=_IndexDocument)
     except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CorruptData(what, f"not a valid pack index ({exc})") from exc
