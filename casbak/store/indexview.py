@@ -108,11 +108,8 @@ class IndexView:
         if location.unresolved_base is None:
             return location
         if self._prefixes is None:
-            prefixes: dict[str, list[Digest]] = {}
-            width = BASE_PREFIX_BYTES * 2
-            for indexed in self._records():
-                prefixes.setdefault(indexed[:width], []).append(indexed)
-            self._prefixes = prefixes
+            self._prefixes = {}
+            _file_by_prefix(self._prefixes, self._records())
         return location.resolved(self._prefixes.get(location.unresolved_base, ()))
 
     def locate(self, digest: str) -> Location | None:
@@ -203,10 +200,8 @@ class IndexView:
             (self._merged if self._merged is not None else self._overlay).update(locations)
             if self._raw is not None:
                 if self._prefixes is not None:  # a new id may be the one a prefix names
-                    width = BASE_PREFIX_BYTES * 2
-                    for digest in locations:
-                        if digest not in self._raw:
-                            self._prefixes.setdefault(digest[:width], []).append(digest)
+                    new = [digest for digest in locations if digest not in self._raw]
+                    _file_by_prefix(self._prefixes, new)
                 self._raw.update(locations)
 
     def file_written(self, key: str) -> None:
@@ -306,6 +301,13 @@ class IndexView:
             except CasbakError:
                 continue
         return location.resolved(matches)
+
+
+def _file_by_prefix(prefixes: dict[str, list[Digest]], digests: Iterable[Digest]) -> None:
+    """Add each id to the ids that share its base prefix (what a record names a base by)."""
+    width = BASE_PREFIX_BYTES * 2
+    for digest in digests:
+        prefixes.setdefault(digest[:width], []).append(digest)
 
 
 def _resolve_bases(found: dict[Digest, Location]) -> dict[Digest, Location]:
