@@ -40,6 +40,7 @@ from casbak.catalogdata import (
     decode_part,
     empty_bucket,
     encode_part,
+    own_entries,
     part_name,
 )
 from casbak.errors import AlreadyExists, CasbakError, CorruptData, IntegrityError, ObjectMissing
@@ -177,12 +178,10 @@ class Catalog:
         names it): one bad file must not stop every question about tenants. A
         missing one raises ObjectMissing: it was removed after this reading.
         """
-        if added.entries is not None:
-            return added.entries
+        if added.entries is not None or self._manifest_entries is None:
+            return own_entries(added)
         found = self._told.get(added.record.id)
         if found is None:
-            if self._manifest_entries is None:
-                raise CorruptData(added.record.key, "its tenants are told by reference only")
             try:
                 found = self._manifest_entries(added.record)
             except IntegrityError:

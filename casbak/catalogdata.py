@@ -305,6 +305,13 @@ class _TenantGrowing:
         return self.history
 
 
+def own_entries(added: Added) -> list[TenantEntry]:
+    """The tenants an addition names itself; CorruptData for one told by reference."""
+    if added.entries is None:
+        raise CorruptData(added.record.key, "its tenants are told by reference only")
+    return added.entries
+
+
 class Folding:
     """Applies journal entries to parts loaded on demand; says which parts changed.
 
@@ -361,7 +368,7 @@ class Folding:
         self,
         entry: JournalEntry,
         locate: dict[bytes, int],
-        entries_of: Callable[[Added], list[TenantEntry]] | None = None,
+        entries_of: Callable[[Added], list[TenantEntry]] = own_entries,
     ) -> None:
         """Fold one journal entry in; ``locate`` maps every known id to its position.
 
@@ -370,12 +377,7 @@ class Folding:
         for added in entry.added:
             if added.record.id in locate:
                 continue  # a snapshot told twice (a retried append) is one snapshot
-            if added.entries is not None:
-                self._add(added, added.entries, locate)
-            elif entries_of is not None:
-                self._add(added, entries_of(added), locate)
-            else:
-                raise CorruptData(added.record.key, "its tenants are told by reference only")
+            self._add(added, entries_of(added), locate)
         for removed in entry.removed:
             position = locate.pop(removed, None)
             if position is not None:
